@@ -1,0 +1,110 @@
+//! The one body type that flows through the stack, so no layer has to box.
+//!
+//! Request bodies stream from the client to the backend with a byte cap (`max_body`): the cap
+//! is checked against the declared Content-Length up front and enforced again while streaming,
+//! because a chunked body declares nothing.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The streamed body grew past its cap.
+#[derive(Debug, thiserror::Error)]
+#[error("body exceeds the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+pin_project_lite::pin_project! {
+    #[project = BodyProj]
+    pub enum Body {
+        Empty,
+        Full { data: Option<Bytes> },
+        Incoming { #[pin] inner: Incoming, limit: u64, seen: u64 },
+    }
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Body::Empty
+    }
+
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        if data.is_empty() {
+            Body::Empty
+        } else {
+            Body::Full { data: Some(data) }
+        }
+    }
+
+    /// A streamed body that fails with [`BodyTooLarge`] once more than `limit` bytes arrived.
+    pub fn incoming(inner: Incoming, limit: u64) -> Self {
+        Body::Incoming { inner, limit, seen: 0 }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(inner: Incoming) -> Self {
+        Body::incoming(inner, u64::MAX)
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            BodyProj::Empty => Poll::Ready(None),
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Incoming { inner, limit, seen } => match inner.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        *seen = seen.saturating_add(d.len() as u64);
+                        if *seen > *limit {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: *limit }))));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full { data } => data.is_none(),
+            Body::Incoming { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Incoming { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// True when `err` (or anything in its source chain) is a [`BodyTooLarge`].
+pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

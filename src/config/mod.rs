@@ -1,0 +1,426 @@
+//! `payguard.toml`: read once into [`RawConfig`], then checked into the typed [`Config`] that the
+//! rest of the proxy uses. Every key has a default, so no file at all is a valid configuration.
+
+mod raw;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+use toml::Spanned;
+
+use crate::diag::Diagnostic;
+use crate::units;
+use raw::*;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (`None`: embedded defaults).
+    pub source: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub client_ip: ClientIpConfig,
+    pub rules: RulesConfig,
+    pub state: StateConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: TlsSource,
+    pub admin_listen: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub handshake_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_h2_streams: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Self-signed development certificate kept in this directory.
+    Dev {
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: Uri,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientIpConfig {
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    pub dir: PathBuf,
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    Memory,
+    Redis { urls: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:3000";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
+impl Config {
+    /// Loads `path`; `None` gives the embedded defaults with paths relative to the working
+    /// directory.
+    pub fn load(path: Option<&Path>) -> Result<Config, Vec<Diagnostic>> {
+        match path {
+            None => Config::parse("", None),
+            Some(p) => {
+                let src = std::fs::read_to_string(p)
+                    .map_err(|e| vec![Diagnostic::file(p, format!("cannot read config: {e}"))])?;
+                Config::parse(&src, Some(p))
+            }
+        }
+    }
+
+    /// Parses config text. Relative paths resolve against the directory of `path`.
+    pub fn parse(src: &str, path: Option<&Path>) -> Result<Config, Vec<Diagnostic>> {
+        let file = path.unwrap_or(Path::new("payguard.toml"));
+        let raw: RawConfig = toml::from_str(src).map_err(|e| vec![Diagnostic::from_toml(file, src, &e)])?;
+        let base = path.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let mut cx = Checker { file, src, base: &base, problems: Vec::new() };
+        let config = cx.check(raw, path);
+        if cx.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(cx.problems)
+        }
+    }
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    src: &'a str,
+    base: &'a Path,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push(Diagnostic::at(self.file, self.src, Some(span), message));
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addr(&mut self, v: Option<Spanned<String>>, default: &str, key: &str) -> SocketAddr {
+        let fallback = || default.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        match v {
+            None => fallback(),
+            Some(v) => match v.get_ref().parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    let msg =
+                        format!("{key}: {:?} is not an address like \"0.0.0.0:8443\" or \"[::]:8443\"", v.get_ref());
+                    self.report(v.span(), msg);
+                    fallback()
+                }
+            },
+        }
+    }
+
+    fn duration(&mut self, v: Option<Spanned<String>>, default: Duration, key: &str) -> Duration {
+        let Some(v) = v else { return default };
+        match units::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.report(v.span(), format!("{key}: must be greater than zero"));
+                default
+            }
+            Err(e) => {
+                self.report(v.span(), format!("{key}: {e}"));
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, v: Option<Spanned<i64>>, default: usize, min: i64, max: i64, key: &str) -> usize {
+        let Some(v) = v else { return default };
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            usize::try_from(n).unwrap_or(default)
+        } else {
+            self.report(v.span(), format!("{key}: must be between {min} and {max}"));
+            default
+        }
+    }
+
+    fn check(&mut self, raw: RawConfig, path: Option<&Path>) -> Config {
+        let s = raw.server;
+        let tls = match (s.tls_cert, s.tls_key) {
+            (Some(c), Some(k)) => {
+                for (v, what) in [(&c, "tls_cert"), (&k, "tls_key")] {
+                    let p = self.path(v.get_ref());
+                    if let Err(e) = std::fs::metadata(&p) {
+                        self.report(v.span(), format!("{what}: cannot read {}: {e}", p.display()));
+                    }
+                }
+                TlsSource::Files { cert: self.path(c.get_ref()), key: self.path(k.get_ref()) }
+            }
+            (None, None) => TlsSource::Dev { dir: self.path("certs") },
+            (Some(v), None) | (None, Some(v)) => {
+                self.report(v.span(), "tls_cert and tls_key must be given together");
+                TlsSource::Dev { dir: self.path("certs") }
+            }
+        };
+        let server = ServerConfig {
+            listen: self.addr(s.listen, DEFAULT_LISTEN, "listen"),
+            tls,
+            admin_listen: match s.admin_listen {
+                Some(v) if v.get_ref().is_empty() || v.get_ref() == "off" => None,
+                v => Some(self.addr(v, DEFAULT_ADMIN, "admin_listen")),
+            },
+            max_connections: self.count(s.max_connections, 10_000, 1, 1_000_000, "max_connections"),
+            header_read_timeout: self.duration(s.header_read_timeout, Duration::from_secs(10), "header_read_timeout"),
+            idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
+            shutdown_grace: self.duration(s.shutdown_grace, Duration::from_secs(30), "shutdown_grace"),
+            handshake_timeout: self.duration(s.handshake_timeout, Duration::from_secs(10), "handshake_timeout"),
+            max_header_size: match s.max_header_size {
+                None => 32 * 1024,
+                Some(v) => match units::parse_size(v.get_ref()) {
+                    Ok(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
+                    Ok(_) => {
+                        self.report(v.span(), "max_header_size: must be between 1KiB and 1MiB");
+                        32 * 1024
+                    }
+                    Err(e) => {
+                        self.report(v.span(), format!("max_header_size: {e}"));
+                        32 * 1024
+                    }
+                },
+            },
+            max_h2_streams: self.count(s.max_h2_streams, 128, 1, 10_000, "max_h2_streams") as u32,
+        };
+
+        let u = raw.upstream;
+        let url = match u.url {
+            None => Uri::from_static(DEFAULT_UPSTREAM),
+            Some(v) => match v.get_ref().parse::<Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => uri,
+                Ok(_) => {
+                    self.report(v.span(), "url: must be an http:// URL with a host, like \"http://127.0.0.1:3000\"");
+                    Uri::from_static(DEFAULT_UPSTREAM)
+                }
+                Err(e) => {
+                    self.report(v.span(), format!("url: {e}"));
+                    Uri::from_static(DEFAULT_UPSTREAM)
+                }
+            },
+        };
+        let upstream = UpstreamConfig {
+            url,
+            connect_timeout: self.duration(u.connect_timeout, Duration::from_secs(2), "connect_timeout"),
+            response_timeout: self.duration(u.response_timeout, Duration::from_secs(30), "response_timeout"),
+            pool_idle_timeout: self.duration(u.pool_idle_timeout, Duration::from_secs(90), "pool_idle_timeout"),
+            pool_max_idle_per_host: self.count(u.pool_max_idle_per_host, 256, 0, 100_000, "pool_max_idle_per_host"),
+        };
+
+        let mut trusted_proxies = Vec::new();
+        for v in raw.client_ip.trusted_proxies.unwrap_or_default() {
+            match parse_cidr(v.get_ref()) {
+                Some(net) => trusted_proxies.push(net),
+                None => {
+                    self.report(v.span(), format!("trusted_proxies: {:?} is not an IP address or CIDR", v.get_ref()))
+                }
+            }
+        }
+
+        let rules = RulesConfig {
+            dir: self.path(raw.rules.dir.as_ref().map_or("rules", |d| d.get_ref().as_str())),
+            watch: raw.rules.watch.unwrap_or(true),
+        };
+
+        let urls = match raw.state.redis_url {
+            None => vec![DEFAULT_REDIS.to_string()],
+            Some(v) => {
+                let span = v.span();
+                let urls = match v.into_inner() {
+                    RawRedisUrl::One(u) => vec![u],
+                    RawRedisUrl::Cluster(list) => list,
+                };
+                if urls.is_empty() || !urls.iter().all(|u| u.starts_with("redis://") || u.starts_with("rediss://")) {
+                    self.report(span, "redis_url: expected redis:// or rediss:// URL(s)");
+                }
+                urls
+            }
+        };
+        let backend = match raw.state.backend {
+            None => StateBackend::Memory,
+            Some(v) => match v.get_ref().as_str() {
+                "memory" => StateBackend::Memory,
+                "redis" => StateBackend::Redis { urls },
+                other => {
+                    self.report(v.span(), format!("backend: {other:?} is not \"memory\" or \"redis\""));
+                    StateBackend::Memory
+                }
+            },
+        };
+
+        let format = match raw.log.format {
+            None => LogFormat::Json,
+            Some(v) => match v.get_ref().as_str() {
+                "json" => LogFormat::Json,
+                "pretty" => LogFormat::Pretty,
+                other => {
+                    self.report(v.span(), format!("format: {other:?} is not \"json\" or \"pretty\""));
+                    LogFormat::Json
+                }
+            },
+        };
+        let level = match raw.log.level {
+            None => "info".to_string(),
+            Some(v) => {
+                if v.get_ref().parse::<tracing_subscriber::filter::EnvFilter>().is_err() {
+                    self.report(v.span(), format!("level: {:?} is not a log level or filter", v.get_ref()));
+                }
+                v.into_inner()
+            }
+        };
+
+        Config {
+            source: path.map(Path::to_path_buf),
+            server,
+            upstream,
+            client_ip: ClientIpConfig { trusted_proxies },
+            rules,
+            state: StateConfig { backend },
+            log: LogConfig { format, level },
+        }
+    }
+}
+
+/// An address or CIDR; a bare address is a /32 or /128.
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::parse("", None).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:3000/");
+        assert_eq!(c.server.admin_listen.unwrap().to_string(), "127.0.0.1:9901");
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.upstream.response_timeout, Duration::from_secs(30));
+        assert!(c.client_ip.trusted_proxies.is_empty());
+        assert_eq!(c.rules.dir, PathBuf::from("rules"));
+        assert!(c.rules.watch);
+        assert_eq!(c.state.backend, StateBackend::Memory);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(matches!(c.server.tls, TlsSource::Dev { .. }));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let src = "[server]\nlisten = \"nope\"\nmax_connections = 0\n[upstream]\nurl = \"ftp://x\"\n[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]\n";
+        let errs = Config::parse(src, Some(Path::new("p.toml"))).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].starts_with("p.toml:2:10: listen"), "{lines:?}");
+        assert!(lines[1].starts_with("p.toml:3:19: max_connections"), "{lines:?}");
+        assert!(lines[2].starts_with("p.toml:5:7: url"), "{lines:?}");
+        assert!(lines[3].starts_with("p.toml:7:34: trusted_proxies"), "{lines:?}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let errs = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n", Some(Path::new("c.toml")))
+            .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let s = errs[0].to_string();
+        assert!(s.starts_with("c.toml:3:1:"), "{s}");
+        assert!(s.contains("listen_port"), "{s}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.crt"), "x").unwrap();
+        std::fs::write(dir.path().join("a.key"), "x").unwrap();
+        let cfg = dir.path().join("payguard.toml");
+        let c =
+            Config::parse("[server]\ntls_cert = \"a.crt\"\ntls_key = \"a.key\"\n[rules]\ndir = \"r\"\n", Some(&cfg))
+                .unwrap();
+        assert_eq!(c.rules.dir, dir.path().join("r"));
+        match c.server.tls {
+            TlsSource::Files { cert, .. } => assert_eq!(cert, dir.path().join("a.crt")),
+            TlsSource::Dev { .. } => panic!("expected files"),
+        }
+    }
+
+    #[test]
+    fn unreadable_certificate_is_reported() {
+        let errs = Config::parse(
+            "[server]\ntls_cert = \"/nonexistent/c.crt\"\ntls_key = \"/nonexistent/c.key\"\n",
+            Some(Path::new("c.toml")),
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert!(errs[0].to_string().contains("tls_cert: cannot read /nonexistent/c.crt"));
+    }
+
+    #[test]
+    fn redis_cluster_list() {
+        let c = Config::parse("[state]\nbackend = \"redis\"\nredis_url = [\"redis://a:1\", \"redis://b:2\"]\n", None)
+            .unwrap();
+        assert_eq!(c.state.backend, StateBackend::Redis { urls: vec!["redis://a:1".into(), "redis://b:2".into()] });
+    }
+}

@@ -1,0 +1,297 @@
+//! The outermost layer: gives every request its id and client address, removes headers only
+//! payguard may set, and records the finished exchange (access line + metrics) when the
+//! response body ends — so duration and byte counts are the real ones, streaming included.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use crate::body::{Body, BoxError};
+use crate::client_ip::{ClientIp, TrustedProxies};
+use crate::metrics::{Metrics, RouteLabel};
+use crate::telemetry;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Set by the server on every request of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+}
+
+/// What the edge learned about a request; read by the guards and the proxy.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub request_id: HeaderValue,
+    pub client: ClientIp,
+    pub peer: SocketAddr,
+}
+
+impl RequestCtx {
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+}
+
+/// Put on a response by the layer that matched a route, so the access line and metrics can
+/// name it.
+#[derive(Debug, Clone)]
+pub struct MatchedRoute(pub Arc<str>);
+
+/// `x-request-id` is kept when it is 1–128 chars of `[A-Za-z0-9._-]`.
+pub fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    let r = fastrand::u128(..);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((r >> (i * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// Removes every client-sent `x-payguard-*` header: those claim verification results that only
+/// payguard may assert.
+pub fn strip_owned_headers(headers: &mut HeaderMap) {
+    let owned: Vec<http::HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("x-payguard-")).cloned().collect();
+    for k in owned {
+        headers.remove(&k);
+    }
+}
+
+#[derive(Clone)]
+pub struct ContextLayer {
+    trusted: Arc<TrustedProxies>,
+    metrics: Arc<Metrics>,
+}
+
+impl ContextLayer {
+    pub fn new(trusted: Arc<TrustedProxies>, metrics: Arc<Metrics>) -> Self {
+        ContextLayer { trusted, metrics }
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ContextService { inner, trusted: self.trusted.clone(), metrics: self.metrics.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct ContextService<S> {
+    inner: S,
+    trusted: Arc<TrustedProxies>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request<Incoming>> for ContextService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<LoggedBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let start = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let peer = parts.extensions.get::<ConnInfo>().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
+        let request_id = match parts.headers.get(X_REQUEST_ID) {
+            Some(v) if valid_request_id(v) && parts.headers.get_all(X_REQUEST_ID).iter().count() == 1 => v.clone(),
+            _ => new_request_id(),
+        };
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        strip_owned_headers(&mut parts.headers);
+        let client = self.trusted.resolve(peer.ip(), &parts.headers);
+        let record = Record {
+            start,
+            request_id: request_id.clone(),
+            client_ip: client.ip,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            version: parts.version,
+        };
+        parts.extensions.insert(RequestCtx { request_id, client, peer });
+        let req = Request::from_parts(parts, Body::from(body));
+        ResponseFuture { inner: self.inner.call(req), record: Some(record), metrics: self.metrics.clone() }
+    }
+}
+
+struct Record {
+    start: Instant,
+    request_id: HeaderValue,
+    client_ip: IpAddr,
+    method: Method,
+    path: String,
+    version: Version,
+}
+
+pin_project_lite::pin_project! {
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<Record>,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<LoggedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = match this.inner.poll(cx) {
+            Poll::Ready(Ok(res)) => res,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => return Poll::Pending,
+        };
+        let Some(record) = this.record.take() else {
+            // Polled after completion: cannot happen with hyper; answer something sane.
+            return Poll::Ready(Ok(res.map(|b| LoggedBody { inner: b, finish: None })));
+        };
+        let (mut parts, body) = res.into_parts();
+        parts.headers.insert(X_REQUEST_ID, record.request_id.clone());
+        let route = parts
+            .extensions
+            .get::<MatchedRoute>()
+            .map_or_else(|| RouteLabel(Arc::from("")), |r| RouteLabel(r.0.clone()));
+        let finish = Finish { record, route, status: parts.status.as_u16(), bytes: 0, metrics: this.metrics.clone() };
+        Poll::Ready(Ok(Response::from_parts(parts, LoggedBody { inner: body, finish: Some(Box::new(finish)) })))
+    }
+}
+
+struct Finish {
+    record: Record,
+    route: RouteLabel,
+    status: u16,
+    bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Finish {
+    fn emit(&self, completed: bool) {
+        let elapsed = self.record.start.elapsed();
+        self.metrics.request_done(&self.route, self.status, elapsed, self.bytes);
+        telemetry::access(&telemetry::AccessRecord {
+            request_id: self.record.request_id.to_str().unwrap_or("-"),
+            client_ip: self.record.client_ip,
+            method: &self.record.method,
+            path: &self.record.path,
+            version: self.record.version,
+            route: &self.route.0,
+            status: self.status,
+            duration: elapsed,
+            bytes_out: self.bytes,
+            completed,
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body as sent to the client; records the exchange when it ends or is dropped
+    /// (a client that hangs up mid-download is logged with `completed: false`).
+    pub struct LoggedBody {
+        #[pin]
+        inner: Body,
+        finish: Option<Box<Finish>>,
+    }
+
+    impl PinnedDrop for LoggedBody {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(f) = this.project().finish.take() {
+                f.emit(false);
+            }
+        }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
+                    f.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(f) = this.finish.take() {
+                    f.emit(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(f) = this.finish.take() {
+                    f.emit(false);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn request_id_rules() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-DEF_1.2")));
+        assert!(valid_request_id(&HeaderValue::from_str(&"a".repeat(128)).unwrap()));
+        assert!(!valid_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a b")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a/b")));
+        let g = new_request_id();
+        assert!(valid_request_id(&g));
+        assert_eq!(g.len(), 32);
+        assert_ne!(g, new_request_id());
+    }
+
+    #[test]
+    fn owned_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-payguard-verified", HeaderValue::from_static("stripe"));
+        h.append("x-payguard-anything", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_owned_headers(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-other"));
+    }
+}

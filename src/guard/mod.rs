@@ -1,0 +1,159 @@
+//! Why a request was refused, and the single table that turns that into an HTTP answer.
+//!
+//! Every guard returns a [`Reject`]; nothing else in the proxy builds an error response. The
+//! table is pinned by a unit test because providers, shops and dashboards depend on it.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::Body;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("client address is not allowed on this route")]
+    IpDenied,
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed { allow: Option<HeaderValue> },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("content type not allowed on this route")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("signature missing or invalid")]
+    SignatureInvalid,
+    #[error("signed timestamp outside the allowed window")]
+    StaleTimestamp,
+    #[error("this request was already accepted once")]
+    Replay,
+    #[error("rate limit exceeded")]
+    RateLimited { limit: u64, reset: Duration },
+    #[error("the shop backend is unavailable")]
+    UpstreamUnavailable,
+    #[error("the shop backend did not answer in time")]
+    UpstreamTimeout,
+    #[error("a required state store is unavailable")]
+    StateUnavailable,
+}
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::IpDenied => StatusCode::FORBIDDEN,
+            Reject::NoRoute => StatusCode::NOT_FOUND,
+            Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reject::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Reject::SignatureInvalid | Reject::StaleTimestamp | Reject::Replay => StatusCode::UNAUTHORIZED,
+            Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable machine-readable code in the JSON body and the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::IpDenied => "ip_denied",
+            Reject::NoRoute => "no_route",
+            Reject::MethodNotAllowed { .. } => "method_not_allowed",
+            Reject::BodyTooLarge { .. } => "body_too_large",
+            Reject::UnsupportedMediaType => "unsupported_media_type",
+            Reject::InvalidRequest(_) => "invalid_request",
+            Reject::SignatureInvalid => "signature_invalid",
+            Reject::StaleTimestamp => "stale_timestamp",
+            Reject::Replay => "replay",
+            Reject::RateLimited { .. } => "rate_limited",
+            Reject::UpstreamUnavailable => "upstream_unavailable",
+            Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::StateUnavailable => "state_unavailable",
+        }
+    }
+
+    /// The response a client sees: status, small JSON body, no internal detail.
+    pub fn to_response(&self, rule: Option<&str>, request_id: &str) -> Response<Body> {
+        let body = serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "rule": rule,
+            "request_id": request_id,
+        });
+        let mut res = Response::new(Body::full(body.to_string()));
+        *res.status_mut() = self.status();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Reject::MethodNotAllowed { allow: Some(allow) } => {
+                h.insert(header::ALLOW, allow.clone());
+            }
+            Reject::RateLimited { limit, reset } => {
+                let secs = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                h.insert("ratelimit-limit", HeaderValue::from(*limit));
+                h.insert("ratelimit-remaining", HeaderValue::from(0u64));
+                h.insert("ratelimit-reset", HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// The contract table of RULES.md ("What a rejected request gets").
+    #[test]
+    fn status_and_code_table_is_pinned() {
+        let table: &[(Reject, u16, &str)] = &[
+            (Reject::IpDenied, 403, "ip_denied"),
+            (Reject::NoRoute, 404, "no_route"),
+            (Reject::MethodNotAllowed { allow: None }, 405, "method_not_allowed"),
+            (Reject::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (Reject::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (Reject::InvalidRequest("x".into()), 400, "invalid_request"),
+            (Reject::SignatureInvalid, 401, "signature_invalid"),
+            (Reject::StaleTimestamp, 401, "stale_timestamp"),
+            (Reject::Replay, 401, "replay"),
+            (Reject::RateLimited { limit: 1, reset: Duration::from_secs(1) }, 429, "rate_limited"),
+            (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
+            (Reject::UpstreamTimeout, 504, "upstream_timeout"),
+            (Reject::StateUnavailable, 503, "state_unavailable"),
+        ];
+        for (r, status, code) in table {
+            assert_eq!(r.status().as_u16(), *status, "{r:?}");
+            assert_eq!(r.code(), *code);
+        }
+    }
+
+    #[tokio::test]
+    async fn body_is_small_json_with_rule_and_request_id() {
+        let res = Reject::UpstreamTimeout.to_response(None, "abc");
+        assert_eq!(res.status(), 504);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"], "upstream_timeout");
+        assert_eq!(v["rule"], serde_json::Value::Null);
+        assert_eq!(v["request_id"], "abc");
+        assert!(v["message"].is_string());
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_and_ratelimit_headers() {
+        let res = Reject::RateLimited { limit: 10, reset: Duration::from_millis(1500) }.to_response(Some("r"), "id");
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(res.headers()["ratelimit-limit"], "10");
+        assert_eq!(res.headers()["ratelimit-remaining"], "0");
+        assert_eq!(res.headers()["ratelimit-reset"], "2");
+    }
+}

@@ -1,0 +1,134 @@
+//! The `payguard` command: `run` the proxy or `check` its configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use payguard::config::Config;
+
+#[derive(Parser)]
+#[command(name = "payguard", version, about = "A TLS-terminating reverse proxy that guards payment APIs.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default). Without --config, ./payguard.toml is used when present,
+    /// else built-in defaults: listen on 127.0.0.1:8443 with a dev certificate, forward to
+    /// http://127.0.0.1:3000, rules from ./rules.
+    Run {
+        /// Path to payguard.toml.
+        #[arg(short, long, env = "PAYGUARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Worker threads (default: one per core).
+        #[arg(long, env = "PAYGUARD_THREADS")]
+        threads: Option<usize>,
+    },
+    /// Validate the config and every rule file; print each problem as file:line:col: message.
+    /// Exits 0 when everything is valid, 1 otherwise.
+    Check {
+        /// Path to payguard.toml.
+        #[arg(short, long, env = "PAYGUARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| Path::new("payguard.toml").exists().then(|| PathBuf::from("payguard.toml")))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { config: None, threads: None }) {
+        Command::Check { config } => check(config_path(config).as_deref()),
+        Command::Run { config, threads } => run(config_path(config).as_deref(), threads),
+    }
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    match payguard::check(path) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            eprintln!("{} problem(s) found", problems.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: Option<&Path>, threads: Option<usize>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    payguard::telemetry::init(&config.log);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(target: "payguard", error = %e, "payguard failed to start");
+            eprintln!("payguard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = payguard::start(config).await?;
+    let token = running.shutdown_token();
+    let health = running.health.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(target: "payguard", "shutdown signal received; draining");
+        health.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        token.cancel();
+    });
+    running.wait().await;
+    tracing::info!(target: "payguard", "stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

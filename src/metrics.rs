@@ -1,0 +1,155 @@
+//! Prometheus metrics, served by the admin listener. Label values are bounded: route names come
+//! from rule files, never from requests.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A route name as a label; `""` when no route matched.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteLabel(pub Arc<str>);
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: RouteLabel,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: RouteLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub route: RouteLabel,
+    pub guard: &'static str,
+    pub decision: &'static str,
+}
+
+#[derive(Clone)]
+pub struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 100µs .. ~26s
+        Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram, LatencyBuckets>,
+    pub upstream_errors: Family<KindLabels, Counter>,
+    pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub connections: Counter,
+    pub tls_handshake_failures: Counter,
+    pub cert_reloads: Family<ResultLabels, Counter>,
+    pub rule_reloads: Family<ResultLabels, Counter>,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub request_bytes: Counter<u64, AtomicU64>,
+    pub response_bytes: Counter<u64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("payguard"),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(LatencyBuckets),
+            upstream_errors: Family::default(),
+            open_connections: Gauge::default(),
+            connections: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            cert_reloads: Family::default(),
+            rule_reloads: Family::default(),
+            decisions: Family::default(),
+            request_bytes: Counter::default(),
+            response_bytes: Counter::default(),
+        };
+        let r = &mut m.registry;
+        r.register("requests", "Requests answered, by route and status", m.requests.clone());
+        r.register("request_duration_seconds", "Time from request head to end of response body", m.latency.clone());
+        r.register("upstream_errors", "Failed forwards to the backend, by kind", m.upstream_errors.clone());
+        r.register("open_connections", "Client connections currently open", m.open_connections.clone());
+        r.register("connections", "Client connections accepted", m.connections.clone());
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register("certificate_reloads", "Certificate reload attempts, by result", m.cert_reloads.clone());
+        r.register("rule_reloads", "Rule reload attempts, by result", m.rule_reloads.clone());
+        r.register("decisions", "Guard decisions, by route, guard and decision", m.decisions.clone());
+        r.register("request_body_bytes", "Request body bytes forwarded", m.request_bytes.clone());
+        r.register("response_body_bytes", "Response body bytes sent to clients", m.response_bytes.clone());
+        m
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn request_done(&self, route: &RouteLabel, status: u16, elapsed: Duration, bytes: u64) {
+        self.requests.get_or_create(&RequestLabels { route: route.clone(), status }).inc();
+        self.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
+        self.response_bytes.inc_by(bytes);
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn cert_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.cert_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn rule_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.rule_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn decision(&self, route: &RouteLabel, guard: &'static str, decision: &'static str) {
+        self.decisions.get_or_create(&DecisionLabels { route: route.clone(), guard, decision }).inc();
+    }
+}

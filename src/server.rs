@@ -1,0 +1,268 @@
+//! Accepting connections: connection limit, peer deny list before any TLS work, TLS handshake
+//! deadline, HTTP/1.1 and HTTP/2 (by ALPN) on one port, idle timeout, graceful drain.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+use crate::config::ServerConfig;
+use crate::context::{ConnInfo, LoggedBody};
+use crate::metrics::Metrics;
+
+/// Decides, from the peer address alone, whether a connection may even start TLS.
+pub trait PeerFilter: Send + Sync + 'static {
+    fn allowed(&self, peer: IpAddr) -> bool;
+}
+
+impl<F: Fn(IpAddr) -> bool + Send + Sync + 'static> PeerFilter for F {
+    fn allowed(&self, peer: IpAddr) -> bool {
+        self(peer)
+    }
+}
+
+pub struct Server<S> {
+    pub listener: TcpListener,
+    pub tls: TlsAcceptor,
+    pub service: S,
+    pub config: ServerConfig,
+    pub metrics: Arc<Metrics>,
+    pub peer_filter: Arc<dyn PeerFilter>,
+}
+
+fn builders(cfg: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
+    let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+    h1.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_size.max(8192))
+        .keep_alive(true)
+        .half_close(false);
+    let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+    h2.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.max_h2_streams)
+        .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(50))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    (h1, h2)
+}
+
+impl<S> Server<S>
+where
+    S: Service<Request<Incoming>, Response = Response<LoggedBody>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves until `shutdown` fires, then drains in-flight connections for up to
+    /// `shutdown_grace`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Server { listener, tls, service, config, metrics, peer_filter } = self;
+        let limit = Arc::new(Semaphore::new(config.max_connections));
+        let tracker = TaskTracker::new();
+        let (h1, h2) = builders(&config);
+        let (h1, h2) = (Arc::new(h1), Arc::new(h2));
+        loop {
+            // Take a slot before accepting: past max_connections, new connections wait in the
+            // kernel's backlog instead of costing us a file descriptor.
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = shutdown.cancelled() => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(target: "payguard::server", error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            if !peer_filter.allowed(peer.ip()) {
+                tracing::info!(target: "payguard::audit", client_ip = %peer.ip(), guard = "ip", decision = "block", reason = "ip_denied", detail = "peer denied at accept");
+                drop(tcp);
+                continue;
+            }
+            let conn = Connection {
+                tls: tls.clone(),
+                service: service.clone(),
+                metrics: metrics.clone(),
+                handshake_timeout: config.handshake_timeout,
+                idle_timeout: config.idle_timeout,
+                h1: h1.clone(),
+                h2: h2.clone(),
+                shutdown: shutdown.clone(),
+            };
+            tracker.spawn(async move {
+                let _permit = permit;
+                conn.serve(tcp, peer).await;
+            });
+        }
+        drop(listener);
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+            tracing::warn!(target: "payguard::server", remaining = tracker.len(), "shutdown grace elapsed; closing remaining connections");
+        }
+    }
+}
+
+struct Connection<S> {
+    tls: TlsAcceptor,
+    service: S,
+    metrics: Arc<Metrics>,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    h1: Arc<auto::Builder<TokioExecutor>>,
+    h2: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+}
+
+struct OpenGuard(Arc<Metrics>);
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
+impl<S> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<LoggedBody>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+        self.metrics.connections.inc();
+        self.metrics.open_connections.inc();
+        let _open = OpenGuard(self.metrics.clone());
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.tls.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.metrics.tls_handshake_failures.inc();
+                tracing::debug!(target: "payguard::tls", client_ip = %peer.ip(), error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics.tls_handshake_failures.inc();
+                tracing::debug!(target: "payguard::tls", client_ip = %peer.ip(), "TLS handshake timed out");
+                return;
+            }
+        };
+        let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let activity = Arc::new(AtomicU64::new(now_ms()));
+        let io = TokioIo::new(ActivityIo { inner: tls, last: activity.clone() });
+        let info = ConnInfo { peer };
+        let svc = self.service.clone();
+        let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(info);
+            svc.clone().call(req)
+        });
+        let builder = if is_h2 { &self.h2 } else { &self.h1 };
+        let conn = builder.serve_connection(io, hyper_svc);
+        tokio::pin!(conn);
+        let idle = self.idle_timeout;
+        let mut closing = false;
+        loop {
+            let last = activity.load(Ordering::Relaxed);
+            let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(last) + idle);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), error = %e, "connection ended with error");
+                    }
+                    break;
+                }
+                () = self.shutdown.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = tokio::time::sleep_until(deadline), if !closing => {
+                    if now_ms().saturating_sub(activity.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
+                        // Graceful: an HTTP/1 request in progress finishes, HTTP/2 gets GOAWAY.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+/// Records the time of the last successful read or write, for the idle timeout.
+struct ActivityIo<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
