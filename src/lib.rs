@@ -53,7 +53,6 @@ pub struct Running {
 impl Running {
     /// Stops accepting, drains in-flight requests (up to `shutdown_grace`), and returns when done.
     pub async fn shutdown(self) {
-        self.health.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
         let _ = self.task.await;
     }
@@ -78,6 +77,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let health = Arc::new(Health::default());
     health.state_ok.store(true, Ordering::Relaxed);
     let shutdown = CancellationToken::new();
+    // Background parts (admin, watchers) outlive the drain so /readyz can report it.
+    let stopped = CancellationToken::new();
 
     let provider = tls::provider();
     let (cert, key) = tls::cert_paths(&config.server.tls)?;
@@ -85,11 +86,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls_config = Arc::new(tls::server_config(resolver.clone(), provider.clone())?);
     tokio::spawn({
         let metrics = metrics.clone();
-        let shutdown = shutdown.clone();
+        let stopped = stopped.clone();
         async move {
             tokio::select! {
                 () = tls::watch_certificates(resolver, cert, key, provider, metrics, Duration::from_secs(1)) => {}
-                () = shutdown.cancelled() => {}
+                () = stopped.cancelled() => {}
             }
         }
     });
@@ -100,7 +101,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(a) => {
             let l = bind(a).await?;
             let local = l.local_addr().map_err(|source| StartError::Bind { addr: a, source })?;
-            tokio::spawn(admin::serve(l, health.clone(), metrics.clone(), shutdown.clone()));
+            tokio::spawn(admin::serve(l, health.clone(), metrics.clone(), stopped.clone()));
             Some(local)
         }
         None => None,
@@ -120,7 +121,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         peer_filter: Arc::new(|_ip: std::net::IpAddr| true),
     };
     tracing::info!(target: "payguard", listen = %addr, admin = ?admin_addr, upstream = %config.upstream.url, "payguard listening");
-    let task = tokio::spawn(server.run(shutdown.clone()));
+    let task = tokio::spawn({
+        let (shutdown, health) = (shutdown.clone(), health.clone());
+        async move {
+            tokio::join!(server.run(shutdown.clone()), async {
+                shutdown.cancelled().await;
+                health.draining.store(true, Ordering::Relaxed);
+            });
+            stopped.cancel();
+        }
+    });
     Ok(Running { addr, admin_addr, health, metrics, shutdown, task })
 }
 

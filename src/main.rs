@@ -99,11 +99,9 @@ fn run(path: Option<&Path>, threads: Option<usize>) -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = payguard::start(config).await?;
     let token = running.shutdown_token();
-    let health = running.health.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!(target: "payguard", "shutdown signal received; draining");
-        health.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         token.cancel();
     });
     running.wait().await;

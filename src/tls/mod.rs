@@ -7,7 +7,8 @@ mod dev_cert;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -108,9 +109,9 @@ pub fn server_config(resolver: Arc<CertResolver>, provider: Arc<CryptoProvider>)
     Ok(cfg)
 }
 
-/// Watches the certificate files and swaps in a valid replacement. Polling (not inotify) on
-/// purpose: certificate renewals often replace a symlink or a mounted secret, which inotify
-/// watches on the old inode miss.
+/// Watches the certificate files and swaps in a valid replacement. Polling file contents (not
+/// inotify, not mtimes) on purpose: renewals often replace a symlink or a mounted secret, which
+/// inotify watches on the old inode miss, and coarse mtimes can hide a quick replacement.
 pub async fn watch_certificates(
     resolver: Arc<CertResolver>,
     cert: PathBuf,
@@ -119,13 +120,19 @@ pub async fn watch_certificates(
     metrics: Arc<Metrics>,
     every: Duration,
 ) {
-    let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-    let mut last = (stamp(&cert), stamp(&key));
+    let fingerprint = |p: &Path| {
+        std::fs::read(p).ok().map(|b| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            b.hash(&mut h);
+            h.finish()
+        })
+    };
+    let mut last = (fingerprint(&cert), fingerprint(&key));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = (stamp(&cert), stamp(&key));
+        let now = (fingerprint(&cert), fingerprint(&key));
         if now == last {
             continue;
         }

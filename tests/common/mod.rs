@@ -1,0 +1,317 @@
+//! Shared test harness: a real in-process hyper backend, a real payguard on 127.0.0.1:0 with a
+//! certificate generated at run time, and real HTTP/1.1 and HTTP/2 clients.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+/// What the backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body_len: u64,
+    pub body_sha256: String,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("").to_string()).collect()
+    }
+}
+
+/// A real hyper HTTP/1.1 backend on 127.0.0.1:0.
+///
+/// Paths: `/gate` answers only after [`Backend::open_gate`]; `/hang` never answers;
+/// `/download?bytes=N` streams N bytes (first chunk at once, the rest after the gate opens when
+/// `gated=1`); anything else answers 200 `{"ok":true}` after reading the whole body.
+#[derive(Clone)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub gate: Arc<Notify>,
+    /// Notified when a request reaches `/gate` (so tests know it is in flight).
+    pub arrived: Arc<Notify>,
+}
+
+impl Backend {
+    pub async fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let b = Backend {
+            addr,
+            seen: Arc::default(),
+            gate: Arc::new(Notify::new()),
+            arrived: Arc::new(Notify::new()),
+        };
+        let state = b.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(state.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        b
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.notify_one();
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("backend saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<TestBody> {
+        let (parts, mut body) = req.into_parts();
+        let path = parts.uri.path().to_string();
+        let query: HashMap<String, String> = parts
+            .uri
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if path == "/gate" {
+            self.arrived.notify_one();
+            self.gate.notified().await;
+        }
+        if path == "/hang" {
+            std::future::pending::<()>().await;
+        }
+        // Read the body incrementally so a 100 MiB upload is hashed, not kept.
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let mut kept = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Some(d) = frame.data_ref() {
+                hasher.update(d);
+                len += d.len() as u64;
+                if kept.len() < 1 << 20 {
+                    kept.extend_from_slice(d);
+                }
+            }
+        }
+        self.seen.lock().unwrap().push(Seen {
+            method: parts.method.to_string(),
+            path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            headers: parts.headers.clone(),
+            body_len: len,
+            body_sha256: hex::encode(hasher.finalize()),
+            body: kept,
+        });
+        if path == "/download" {
+            let total: u64 = query.get("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let gated = query.get("gated").is_some_and(|v| v == "1");
+            let gate = self.gate.clone();
+            let stream = async_stream(total, gated, gate);
+            let mut res = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            res.headers_mut().insert("content-type", "application/octet-stream".parse().unwrap());
+            return res;
+        }
+        let mut res = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
+        *res.status_mut() = StatusCode::OK;
+        let h = res.headers_mut();
+        h.insert("content-type", "application/json".parse().unwrap());
+        // Hop-by-hop headers a backend may send; payguard must not pass them on.
+        h.insert("connection", "x-backend-hop".parse().unwrap());
+        h.insert("x-backend-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        res
+    }
+}
+
+fn async_stream(
+    total: u64,
+    gated: bool,
+    gate: Arc<Notify>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
+    const CHUNK: usize = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    futures_util::stream::unfold((0u64, false), move |(sent, waited)| {
+        let chunk = chunk.clone();
+        let gate = gate.clone();
+        async move {
+            if sent >= total {
+                return None;
+            }
+            if gated && sent > 0 && !waited {
+                gate.notified().await;
+            }
+            let n = (total - sent).min(CHUNK as u64) as usize;
+            Some((Ok(Frame::data(chunk.slice(..n))), (sent + n as u64, waited || sent > 0)))
+        }
+    })
+}
+
+/// A certificate for 127.0.0.1/localhost generated now.
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+pub fn make_cert() -> TestCert {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    TestCert { cert_pem: ck.cert.pem(), key_pem: ck.key_pair.serialize_pem(), der: ck.cert.der().to_vec() }
+}
+
+pub fn rustls_client(roots: &[&[u8]], alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for der in roots {
+        store.add(rustls_pki_types::CertificateDer::from(der.to_vec())).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg
+}
+
+pub fn h1_client(cert: &TestCert) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_client(&[&cert.der], &[b"http/1.1"]))
+        .http1_only()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn h2_client(cert: &TestCert) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_client(&[&cert.der], &[b"h2"]))
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A running payguard plus its files.
+pub struct Proxy {
+    pub running: Option<payguard::Running>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub cert: TestCert,
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.addr.port(), path)
+    }
+
+    pub async fn metrics(&self) -> String {
+        admin_get(self.admin, "/metrics").await.text().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Writes the certificate and a payguard.toml (`extra` is appended) into a temp dir.
+pub fn write_config(dir: &Path, cert: &TestCert, upstream: SocketAddr, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("server.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), &cert.key_pem).unwrap();
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\nshutdown_grace = \"10s\"\n\n[upstream]\nurl = \"http://{upstream}\"\nresponse_timeout = \"10s\"\n\n{extra}\n"
+    );
+    let path = dir.join("payguard.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+pub async fn start_proxy(upstream: SocketAddr, extra: &str) -> Proxy {
+    let _ = tracing_subscriber::fmt().with_env_filter("payguard=debug").with_test_writer().try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let path = write_config(dir.path(), &cert, upstream, extra);
+    let config = payguard::config::Config::load(Some(&path)).unwrap_or_else(|e| panic!("{e:?}"));
+    let running = payguard::start(config).await.unwrap();
+    let addr = running.addr;
+    let admin = running.admin_addr.unwrap();
+    Proxy { running: Some(running), addr, admin, dir, cert }
+}
+
+/// A port nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn json(res: reqwest::Response) -> serde_json::Value {
+    let bytes = res.bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// GET on the plain-HTTP admin listener.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_client(&[], &[]))
+        .build()
+        .unwrap()
+        .get(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .unwrap()
+}

@@ -1,0 +1,286 @@
+//! End-to-end tests of the proxy core: real TLS, real HTTP/1.1 and HTTP/2 clients, a real
+//! hyper backend, payguard on 127.0.0.1:0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::StreamExt;
+
+#[tokio::test]
+async fn http1_round_trip_with_header_hygiene() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    let client = h1_client(&proxy.cert);
+    let res = client
+        .post(proxy.url("/api/orders?x=1&y=%20"))
+        .header("content-type", "application/json")
+        .header("connection", "x-hop-me")
+        .header("x-hop-me", "secret")
+        .header("x-payguard-verified", "stripe")
+        .header("x-payguard-anything", "1")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-request-id", "client-id_1.2")
+        .body(r#"{"a":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.version(), http::Version::HTTP_11);
+    assert_eq!(res.headers()["x-request-id"], "client-id_1.2");
+    assert!(res.headers().get("x-backend-hop").is_none(), "Connection-named response header leaked");
+    assert!(res.headers().get("keep-alive").is_none());
+    assert_eq!(res.text().await.unwrap(), r#"{"ok":true}"#);
+
+    let seen = backend.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path_and_query, "/api/orders?x=1&y=%20");
+    assert_eq!(seen.body, br#"{"a":1}"#);
+    assert_eq!(seen.header("x-request-id"), Some("client-id_1.2"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"), "untrusted peer's XFF must be dropped");
+    assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-host"), Some(format!("localhost:{}", proxy.addr.port()).as_str()));
+    assert_eq!(seen.header("host"), Some(format!("localhost:{}", proxy.addr.port()).as_str()));
+    assert!(seen.header("x-hop-me").is_none());
+    assert!(seen.header("x-payguard-verified").is_none());
+    assert!(seen.header("x-payguard-anything").is_none());
+    assert!(seen.header("forwarded").is_none());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn http2_round_trip() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    let client = h2_client(&proxy.cert);
+    let res = client
+        .put(proxy.url("/api/x"))
+        .header("x-request-id", "bad id with spaces")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let generated = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(generated.len(), 32, "malformed request id must be replaced");
+    let seen = backend.last();
+    assert_eq!(seen.method, "PUT");
+    assert_eq!(seen.body, b"hello");
+    assert_eq!(seen.header("x-request-id"), Some(generated.as_str()));
+    assert_eq!(seen.header("host"), Some(format!("localhost:{}", proxy.addr.port()).as_str()));
+    // Many concurrent streams on one connection.
+    let futs = (0..50).map(|i| client.get(proxy.url(&format!("/c/{i}"))).send());
+    for r in futures_util::future::join_all(futs).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    assert_eq!(backend.count(), 51);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn trusted_proxy_xff_is_walked_right_to_left() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n").await;
+    let client = h1_client(&proxy.cert);
+    let res = client
+        .get(proxy.url("/"))
+        .header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = backend.last();
+    assert_eq!(seen.header("x-forwarded-for"), Some("198.51.100.7, 10.1.2.3, 127.0.0.1"));
+    assert_eq!(seen.header("x-real-ip"), Some("198.51.100.7"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn backend_unreachable_is_502_and_slow_is_504() {
+    let dead = closed_port().await;
+    let proxy = start_proxy(dead, "").await;
+    let client = h1_client(&proxy.cert);
+    let res = client.get(proxy.url("/x")).header("x-request-id", "r-502").send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let v = json(res).await;
+    assert_eq!(v["error"], "upstream_unavailable");
+    assert_eq!(v["request_id"], "r-502");
+    assert!(v["rule"].is_null());
+    assert!(proxy.metrics().await.contains("payguard_upstream_errors_total{kind=\"connect\"} 1"));
+    proxy.stop().await;
+
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    // Shorten the response timeout by rewriting the config: a hanging backend → 504.
+    let path = proxy.dir.path().join("payguard.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("response_timeout = \"10s\"", "response_timeout = \"300ms\"");
+    let config = payguard::config::Config::parse(&text, Some(&path)).unwrap();
+    let slow = payguard::start(config).await.unwrap();
+    let res = h2_client(&proxy.cert)
+        .get(format!("https://localhost:{}/hang", slow.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(json(res).await["error"], "upstream_timeout");
+    slow.shutdown().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn upload_and_download_stream_through() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    let client = h1_client(&proxy.cert);
+
+    // Upload: the body is produced only after the backend has seen its first bytes, which is
+    // impossible unless payguard streams instead of buffering.
+    const TOTAL: usize = 8 * 1024 * 1024;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let req = client.post(proxy.url("/upload")).body(reqwest::Body::wrap_stream(stream)).send();
+    let producer = async {
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+        for _ in 0..TOTAL / chunk.len() {
+            tx.send(Ok(chunk.clone())).await.unwrap();
+        }
+        drop(tx);
+    };
+    let (res, ()) = tokio::join!(req, producer);
+    assert_eq!(res.unwrap().status(), 200);
+    let seen = backend.last();
+    assert_eq!(seen.body_len, TOTAL as u64);
+    assert!(seen.header("content-length").is_none(), "chunked upload should stay chunked");
+
+    // Download: the first chunk reaches the client while the backend is still holding the rest.
+    let res = client.get(proxy.url("/download?bytes=1048576&gated=1")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut stream = res.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    backend.open_gate();
+    let mut total = first.len();
+    while let Some(c) = stream.next().await {
+        total += c.unwrap().len();
+    }
+    assert_eq!(total, 1_048_576);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let backend = Backend::start().await;
+    let mut proxy = start_proxy(backend.addr, "").await;
+    let client = h1_client(&proxy.cert);
+    let in_flight = tokio::spawn(client.get(proxy.url("/gate")).send());
+    backend.arrived.notified().await;
+    let running = proxy.running.take().unwrap();
+    let health = running.health.clone();
+    let stopping = tokio::spawn(running.shutdown());
+    // Readiness flips at once.
+    assert!(eventually(Duration::from_secs(5), || async { !health.ready() }).await);
+    let ready = admin_get(proxy.admin, "/readyz").await;
+    assert_eq!(ready.status(), 503);
+    // New connections are refused once the listener is closed.
+    let addr = proxy.addr;
+    assert!(eventually(Duration::from_secs(5), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await);
+    backend.open_gate();
+    let res = in_flight.await.unwrap().unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    h1_client(&proxy.cert).get(proxy.url("/m")).send().await.unwrap();
+    let health = admin_get(proxy.admin, "/healthz").await;
+    assert_eq!(health.status(), 200);
+    let v = json(health).await;
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["state"]["backend"], "memory");
+    let ready = admin_get(proxy.admin, "/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let m = proxy.metrics().await;
+    assert!(m.contains("payguard_requests_total{route=\"\",status=\"200\"} 1"), "{m}");
+    assert!(m.contains("payguard_request_duration_seconds_bucket"), "{m}");
+    assert!(m.contains("payguard_open_connections"), "{m}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn certificate_reload_and_broken_replacement() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    let addr = proxy.addr;
+    let old = proxy.cert.der.clone();
+    let new = make_cert();
+    assert!(handshake_ok(addr, &old).await);
+    assert!(!handshake_ok(addr, &new.der).await);
+
+    // Replace: write the key first, then the cert, via rename as deploy tools do.
+    let dir = proxy.dir.path();
+    std::fs::write(dir.join("new.key"), &new.key_pem).unwrap();
+    std::fs::write(dir.join("new.crt"), &new.cert_pem).unwrap();
+    std::fs::rename(dir.join("new.key"), dir.join("server.key")).unwrap();
+    std::fs::rename(dir.join("new.crt"), dir.join("server.crt")).unwrap();
+    let der = new.der.clone();
+    assert!(eventually(Duration::from_secs(10), || handshake_ok(addr, &der)).await, "new cert not picked up");
+
+    // A broken replacement: reported, old (= new) certificate keeps serving.
+    std::fs::write(dir.join("server.crt"), "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n").unwrap();
+    let admin = proxy.admin;
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            let m = admin_get(admin, "/metrics").await.text().await.unwrap();
+            m.contains("payguard_certificate_reloads_total{result=\"error\"}")
+        })
+        .await
+    );
+    assert!(handshake_ok(addr, &new.der).await);
+    let res = h1_client(&new).get(proxy.url("/after")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    proxy.stop().await;
+}
+
+async fn handshake_ok(addr: std::net::SocketAddr, root: &[u8]) -> bool {
+    let cfg = rustls_client(&[root], &[b"http/1.1"]);
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return false };
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.is_ok()
+}
+
+#[tokio::test]
+async fn tls_versions_and_alpn() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    // TLS 1.2 only client is accepted; h2 negotiated by ALPN.
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates({
+            let mut s = rustls::RootCertStore::empty();
+            s.add(rustls_pki_types::CertificateDer::from(proxy.cert.der.clone())).unwrap();
+            s
+        })
+        .with_no_client_auth();
+    let mut cfg = cfg;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let tls = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(tls);
+    proxy.stop().await;
+}
