@@ -126,6 +126,7 @@ impl Config {
         if cx.problems.is_empty() {
             Ok(config)
         } else {
+            cx.problems.sort_by_key(|d| (d.line, d.col));
             Err(cx.problems)
         }
     }

@@ -1,0 +1,223 @@
+//! The `payguard` binary itself: `check`, `run`, signals, memory while streaming, log hygiene.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_payguard");
+
+fn check(args: &[&str], cwd: &std::path::Path) -> (i32, String) {
+    let out = Command::new(BIN).arg("check").args(args).current_dir(cwd).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_reports_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    write_config(dir.path(), &cert, "127.0.0.1:3000".parse().unwrap(), "");
+    let (code, out) = check(&["--config", "payguard.toml"], dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok"), "{out}");
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"localhost\"\ntls_cert = \"missing.crt\"\ntls_key = \"server.key\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let (code, out) = check(&["--config", "bad.toml"], dir.path());
+    assert_eq!(code, 1, "{out}");
+    // An unknown key is a parse error: reported alone, with its position.
+    assert!(out.starts_with("bad.toml:5:1: "), "{out}");
+    assert!(out.contains("bogus"), "{out}");
+
+    std::fs::write(dir.path().join("bad2.toml"), "[server]\nlisten = \"localhost\"\ntls_cert = \"missing.crt\"\ntls_key = \"server.key\"\n").unwrap();
+    let (code, out) = check(&["--config", "bad2.toml"], dir.path());
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("bad2.toml:2:10: listen"), "{out}");
+    assert!(lines[1].starts_with("bad2.toml:3:12: tls_cert: cannot read"), "{out}");
+
+    // A certificate that does not parse is caught by check too.
+    std::fs::write(dir.path().join("server.crt"), "not a pem").unwrap();
+    let (code, out) = check(&["--config", "payguard.toml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("server.crt"), "{out}");
+}
+
+#[test]
+fn help_lists_both_commands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("run") && text.contains("check"), "{text}");
+}
+
+/// A payguard child process whose stdout (the JSON log) is collected.
+struct Child_ {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    addr: std::net::SocketAddr,
+}
+
+impl Child_ {
+    fn spawn(config: &std::path::Path) -> Child_ {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--threads", "2"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("payguard listening") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(30)).expect("payguard did not start");
+        let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        let addr = v["listen"].as_str().unwrap().parse().unwrap();
+        Child_ { child, lines, addr }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn vm_hwm_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Child_ {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url(addr: std::net::SocketAddr, path: &str) -> String {
+    format!("https://localhost:{}{}", addr.port(), path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_and_exits_zero() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let cfg = write_config(dir.path(), &cert, backend.addr, "");
+    let mut pg = Child_::spawn(&cfg);
+    let client = h1_client(&cert);
+    let in_flight = tokio::spawn(client.get(url(pg.addr, "/gate")).send());
+    backend.arrived.notified().await;
+    pg.signal("TERM");
+    let addr = pg.addr;
+    assert!(eventually(Duration::from_secs(5), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await);
+    backend.open_gate();
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = pg.child.wait().unwrap();
+        (s, pg)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0));
+    let log = status.1.log();
+    assert!(log.iter().any(|l| l.contains("draining")), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_mib_upload_streams_with_flat_memory() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let cfg = write_config(dir.path(), &cert, backend.addr, "");
+    let pg = Child_::spawn(&cfg);
+    let client = h1_client(&cert);
+    // Warm up (TLS, pools), then take the baseline peak.
+    client.get(url(pg.addr, "/warm")).send().await.unwrap();
+    let before = pg.vm_hwm_kib();
+    const TOTAL: u64 = 100 * 1024 * 1024;
+    let chunk = Bytes::from(vec![1u8; 256 * 1024]);
+    let stream = futures_util::stream::iter((0..TOTAL / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let res = client
+        .post(url(pg.addr, "/upload"))
+        .header("content-length", TOTAL.to_string())
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(backend.last().body_len, TOTAL);
+    let after = pg.vm_hwm_kib();
+    let growth_mib = (after.saturating_sub(before)) / 1024;
+    assert!(growth_mib < 32, "peak RSS grew by {growth_mib} MiB while streaming 100 MiB (before {before} KiB, after {after} KiB)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let cfg = write_config(dir.path(), &cert, backend.addr, "");
+    let pg = Child_::spawn(&cfg);
+    let client = h2_client(&cert);
+    let res = client
+        .post(url(pg.addr, "/pay?token=QUERYSECRET123"))
+        .header("authorization", "Bearer AUTHSECRET123")
+        .header("cookie", "session=COOKIESECRET123")
+        .header("stripe-signature", "t=1,v1=SIGSECRET123")
+        .body("card=4111111111111111")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    // The access line is written when the response body ends; wait for it.
+    let log = loop {
+        let log = pg.log();
+        if log.iter().any(|l| l.contains(&id)) {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let access: serde_json::Value = serde_json::from_str(log.iter().find(|l| l.contains(&id)).unwrap()).unwrap();
+    assert_eq!(access["target"], "payguard::access");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["path"], "/pay");
+    assert_eq!(access["method"], "POST");
+    assert_eq!(access["client_ip"], "127.0.0.1");
+    assert!(access["duration_ms"].is_number());
+    for secret in ["QUERYSECRET123", "AUTHSECRET123", "COOKIESECRET123", "SIGSECRET123", "4111111111111111"] {
+        assert!(!log.iter().any(|l| l.contains(secret)), "{secret} leaked into the log");
+    }
+}
