@@ -20,8 +20,8 @@ impl Diagnostic {
     }
 
     /// A diagnostic about a file as a whole (unreadable, missing).
-    pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.to_path_buf(), line: 1, col: 1, message: message.into() }
+    pub fn at_start(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Diagnostic { file: file.into(), line: 1, col: 1, message: message.into() }
     }
 
     /// Turns a TOML parse/deserialize error into a diagnostic; the message is toml's first line
@@ -31,6 +31,8 @@ impl Diagnostic {
     }
 }
 
+impl std::error::Error for Diagnostic {}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)
@@ -38,7 +40,10 @@ impl fmt::Display for Diagnostic {
 }
 
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(src.len());
+    let mut offset = offset.min(src.len());
+    while !src.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = src.get(..offset).unwrap_or(src);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);

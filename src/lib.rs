@@ -12,6 +12,7 @@ pub mod diag;
 pub mod guard;
 pub mod metrics;
 pub mod proxy;
+pub mod rules;
 pub mod server;
 pub mod stack;
 pub mod telemetry;
@@ -142,7 +143,7 @@ pub fn check(path: Option<&std::path::Path>) -> Result<String, Vec<diag::Diagnos
     if let config::TlsSource::Files { cert, key } = &config.server.tls {
         if let Err(e) = tls::load_certified_key(cert, key, &tls::provider()) {
             let file = path.unwrap_or(std::path::Path::new("payguard.toml"));
-            problems.push(diag::Diagnostic::file(file, format!("TLS: {e}")));
+            problems.push(diag::Diagnostic::at_start(file, format!("TLS: {e}")));
         }
     }
     if problems.is_empty() {

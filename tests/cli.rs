@@ -38,7 +38,11 @@ fn check_accepts_a_valid_config_and_reports_each_problem() {
     assert!(out.starts_with("bad.toml:5:1: "), "{out}");
     assert!(out.contains("bogus"), "{out}");
 
-    std::fs::write(dir.path().join("bad2.toml"), "[server]\nlisten = \"localhost\"\ntls_cert = \"missing.crt\"\ntls_key = \"server.key\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad2.toml"),
+        "[server]\nlisten = \"localhost\"\ntls_cert = \"missing.crt\"\ntls_key = \"server.key\"\n",
+    )
+    .unwrap();
     let (code, out) = check(&["--config", "bad2.toml"], dir.path());
     assert_eq!(code, 1);
     let lines: Vec<&str> = out.lines().collect();
@@ -141,7 +145,9 @@ async fn sigterm_drains_in_flight_and_exits_zero() {
     backend.arrived.notified().await;
     pg.signal("TERM");
     let addr = pg.addr;
-    assert!(eventually(Duration::from_secs(5), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await
+    );
     backend.open_gate();
     assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
     let status = tokio::task::spawn_blocking(move || {
@@ -168,7 +174,9 @@ async fn hundred_mib_upload_streams_with_flat_memory() {
     let before = pg.vm_hwm_kib();
     const TOTAL: u64 = 100 * 1024 * 1024;
     let chunk = Bytes::from(vec![1u8; 256 * 1024]);
-    let stream = futures_util::stream::iter((0..TOTAL / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let stream = futures_util::stream::iter(
+        (0..TOTAL / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
     let res = client
         .post(url(pg.addr, "/upload"))
         .header("content-length", TOTAL.to_string())
@@ -180,7 +188,10 @@ async fn hundred_mib_upload_streams_with_flat_memory() {
     assert_eq!(backend.last().body_len, TOTAL);
     let after = pg.vm_hwm_kib();
     let growth_mib = (after.saturating_sub(before)) / 1024;
-    assert!(growth_mib < 32, "peak RSS grew by {growth_mib} MiB while streaming 100 MiB (before {before} KiB, after {after} KiB)");
+    assert!(
+        growth_mib < 32,
+        "peak RSS grew by {growth_mib} MiB while streaming 100 MiB (before {before} KiB, after {after} KiB)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,12 +89,8 @@ async fn trusted_proxy_xff_is_walked_right_to_left() {
     let backend = Backend::start().await;
     let proxy = start_proxy(backend.addr, "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n").await;
     let client = h1_client(&proxy.cert);
-    let res = client
-        .get(proxy.url("/"))
-        .header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.2.3")
-        .send()
-        .await
-        .unwrap();
+    let res =
+        client.get(proxy.url("/")).header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.2.3").send().await.unwrap();
     assert_eq!(res.status(), 200);
     let seen = backend.last();
     assert_eq!(seen.header("x-forwarded-for"), Some("198.51.100.7, 10.1.2.3, 127.0.0.1"));
@@ -121,14 +117,11 @@ async fn backend_unreachable_is_502_and_slow_is_504() {
     let proxy = start_proxy(backend.addr, "").await;
     // Shorten the response timeout by rewriting the config: a hanging backend → 504.
     let path = proxy.dir.path().join("payguard.toml");
-    let text = std::fs::read_to_string(&path).unwrap().replace("response_timeout = \"10s\"", "response_timeout = \"300ms\"");
+    let text =
+        std::fs::read_to_string(&path).unwrap().replace("response_timeout = \"10s\"", "response_timeout = \"300ms\"");
     let config = payguard::config::Config::parse(&text, Some(&path)).unwrap();
     let slow = payguard::start(config).await.unwrap();
-    let res = h2_client(&proxy.cert)
-        .get(format!("https://localhost:{}/hang", slow.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let res = h2_client(&proxy.cert).get(format!("https://localhost:{}/hang", slow.addr.port())).send().await.unwrap();
     assert_eq!(res.status(), 504);
     assert_eq!(json(res).await["error"], "upstream_timeout");
     slow.shutdown().await;
@@ -191,7 +184,9 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(ready.status(), 503);
     // New connections are refused once the listener is closed.
     let addr = proxy.addr;
-    assert!(eventually(Duration::from_secs(5), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await
+    );
     backend.open_gate();
     let res = in_flight.await.unwrap().unwrap();
     assert_eq!(res.status(), 200);
@@ -237,7 +232,8 @@ async fn certificate_reload_and_broken_replacement() {
     assert!(eventually(Duration::from_secs(10), || handshake_ok(addr, &der)).await, "new cert not picked up");
 
     // A broken replacement: reported, old (= new) certificate keeps serving.
-    std::fs::write(dir.join("server.crt"), "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(dir.join("server.crt"), "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+        .unwrap();
     let admin = proxy.admin;
     assert!(
         eventually(Duration::from_secs(10), || async move {
@@ -265,15 +261,16 @@ async fn tls_versions_and_alpn() {
     let backend = Backend::start().await;
     let proxy = start_proxy(backend.addr, "").await;
     // TLS 1.2 only client is accepted; h2 negotiated by ALPN.
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates({
-            let mut s = rustls::RootCertStore::empty();
-            s.add(rustls_pki_types::CertificateDer::from(proxy.cert.der.clone())).unwrap();
-            s
-        })
-        .with_no_client_auth();
+    let cfg =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates({
+                let mut s = rustls::RootCertStore::empty();
+                s.add(rustls_pki_types::CertificateDer::from(proxy.cert.der.clone())).unwrap();
+                s
+            })
+            .with_no_client_auth();
     let mut cfg = cfg;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));

@@ -110,7 +110,7 @@ impl Config {
             None => Config::parse("", None),
             Some(p) => {
                 let src = std::fs::read_to_string(p)
-                    .map_err(|e| vec![Diagnostic::file(p, format!("cannot read config: {e}"))])?;
+                    .map_err(|e| vec![Diagnostic::at_start(p, format!("cannot read config: {e}"))])?;
                 Config::parse(&src, Some(p))
             }
         }

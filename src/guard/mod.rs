@@ -3,6 +3,8 @@
 //! Every guard returns a [`Reject`]; nothing else in the proxy builds an error response. The
 //! table is pinned by a unit test because providers, shops and dashboards depend on it.
 
+pub mod validate;
+
 use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};

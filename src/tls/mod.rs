@@ -5,9 +5,9 @@
 
 mod dev_cert;
 
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;

@@ -58,12 +58,7 @@ impl Backend {
     pub async fn start() -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let b = Backend {
-            addr,
-            seen: Arc::default(),
-            gate: Arc::new(Notify::new()),
-            arrived: Arc::new(Notify::new()),
-        };
+        let b = Backend { addr, seen: Arc::default(), gate: Arc::new(Notify::new()), arrived: Arc::new(Notify::new()) };
         let state = b.clone();
         tokio::spawn(async move {
             loop {
@@ -74,9 +69,7 @@ impl Backend {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(state.handle(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
                 });
             }
         });
@@ -102,10 +95,7 @@ impl Backend {
             .uri
             .query()
             .map(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
+                q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
             })
             .unwrap_or_default();
         if path == "/gate" {
