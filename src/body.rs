@@ -26,6 +26,8 @@ pin_project_lite::pin_project! {
         Empty,
         Full { data: Option<Bytes> },
         Incoming { #[pin] inner: Incoming, limit: u64, seen: u64 },
+        // What was read ahead of the rest (monitor mode past the body cap): head, then the rest.
+        Chain { head: Option<Bytes>, #[pin] tail: Incoming },
     }
 }
 
@@ -40,6 +42,22 @@ impl Body {
             Body::Empty
         } else {
             Body::Full { data: Some(data) }
+        }
+    }
+
+    /// The whole body, when it has been buffered.
+    pub fn buffered(&self) -> Option<&[u8]> {
+        match self {
+            Body::Empty => Some(&[]),
+            Body::Full { data } => Some(data.as_deref().unwrap_or(&[])),
+            Body::Incoming { .. } | Body::Chain { .. } => None,
+        }
+    }
+
+    /// Caps a streamed body at `max` bytes (no effect on a buffered one).
+    pub fn set_limit(&mut self, max: u64) {
+        if let Body::Incoming { limit, .. } = self {
+            *limit = max;
         }
     }
 
@@ -77,6 +95,10 @@ impl http_body::Body for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            BodyProj::Chain { head, tail } => match head.take() {
+                Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
+                None => tail.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            },
         }
     }
 
@@ -85,6 +107,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full { data } => data.is_none(),
             Body::Incoming { inner, .. } => inner.is_end_stream(),
+            Body::Chain { head, tail } => head.is_none() && tail.is_end_stream(),
         }
     }
 
@@ -93,6 +116,16 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming { inner, .. } => inner.size_hint(),
+            Body::Chain { head, tail } => {
+                let head = head.as_ref().map_or(0, |h| h.len() as u64);
+                let tail = tail.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(tail.lower().saturating_add(head));
+                if let Some(u) = tail.upper() {
+                    hint.set_upper(u.saturating_add(head));
+                }
+                hint
+            }
         }
     }
 }

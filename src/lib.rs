@@ -12,6 +12,7 @@ pub mod diag;
 pub mod guard;
 pub mod metrics;
 pub mod proxy;
+pub mod route;
 pub mod rules;
 pub mod server;
 pub mod stack;
@@ -39,6 +40,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("invalid rules:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Rules(Vec<diag::Diagnostic>),
 }
 
 /// A started payguard: where it listens, and how to stop it.
@@ -72,6 +75,16 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Runs `task` in the background until `stop` fires.
+fn spawn_until(stop: CancellationToken, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = stop.cancelled() => {}
+        }
+    });
+}
+
 /// Binds every listener and starts serving in the background.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
@@ -81,20 +94,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Background parts (admin, watchers) outlive the drain so /readyz can report it.
     let stopped = CancellationToken::new();
 
+    // Rules first: a proxy that cannot say what it enforces must not start.
+    let rule_set = rules::load_dir(&config.rules.dir).map_err(StartError::Rules)?;
+    let shared: rules::active::SharedRules =
+        Arc::new(arc_swap::ArcSwap::from_pointee(rules::active::ActiveRules::new(rule_set, 1, None)));
+    health.rules_version.store(1, Ordering::Relaxed);
+    health.rules_loaded.store(true, Ordering::Relaxed);
+    if config.rules.watch {
+        let watcher = rules::watch::watch(
+            config.rules.dir.clone(),
+            shared.clone(),
+            health.clone(),
+            metrics.clone(),
+            Duration::from_millis(500),
+        );
+        spawn_until(stopped.clone(), watcher);
+    }
+    spawn_until(stopped.clone(), rules::watch::evict_idle(shared.clone(), Duration::from_secs(10)));
+
     let provider = tls::provider();
     let (cert, key) = tls::cert_paths(&config.server.tls)?;
     let resolver = Arc::new(tls::CertResolver::new(tls::load_certified_key(&cert, &key, &provider)?));
     let tls_config = Arc::new(tls::server_config(resolver.clone(), provider.clone())?);
-    tokio::spawn({
-        let metrics = metrics.clone();
-        let stopped = stopped.clone();
-        async move {
-            tokio::select! {
-                () = tls::watch_certificates(resolver, cert, key, provider, metrics, Duration::from_secs(1)) => {}
-                () = stopped.cancelled() => {}
-            }
-        }
-    });
+    spawn_until(
+        stopped.clone(),
+        tls::watch_certificates(resolver, cert, key, provider, metrics.clone(), Duration::from_secs(1)),
+    );
 
     let listener = bind(config.server.listen).await?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
@@ -110,8 +135,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let trusted = Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone()));
     let proxy = proxy::Proxy::new(&config.upstream, metrics.clone());
-    let service = stack::build(stack::StackParts { trusted, metrics: metrics.clone(), proxy });
-    health.rules_loaded.store(true, Ordering::Relaxed);
+    let service = stack::build(stack::StackParts { trusted, metrics: metrics.clone(), rules: shared.clone(), proxy });
 
     let server = server::Server {
         listener,
@@ -119,7 +143,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         service,
         config: config.server.clone(),
         metrics: metrics.clone(),
-        peer_filter: Arc::new(|_ip: std::net::IpAddr| true),
+        // defaults.ip_deny applies to the peer before any TLS work.
+        peer_filter: Arc::new({
+            let shared = shared.clone();
+            move |ip: std::net::IpAddr| !shared.load().rules.defaults().ip_deny.contains(ip)
+        }),
     };
     tracing::info!(target: "payguard", listen = %addr, admin = ?admin_addr, upstream = %config.upstream.url, "payguard listening");
     let task = tokio::spawn({
@@ -140,6 +168,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 pub fn check(path: Option<&std::path::Path>) -> Result<String, Vec<diag::Diagnostic>> {
     let config = Config::load(path)?;
     let mut problems = Vec::new();
+    let rule_count = match rules::load_dir(&config.rules.dir) {
+        Ok(set) => set.routes().len(),
+        Err(mut p) => {
+            problems.append(&mut p);
+            0
+        }
+    };
     if let config::TlsSource::Files { cert, key } = &config.server.tls {
         if let Err(e) = tls::load_certified_key(cert, key, &tls::provider()) {
             let file = path.unwrap_or(std::path::Path::new("payguard.toml"));
@@ -147,7 +182,8 @@ pub fn check(path: Option<&std::path::Path>) -> Result<String, Vec<diag::Diagnos
         }
     }
     if problems.is_empty() {
-        Ok(format!("ok: {}", path.map_or("built-in defaults".to_string(), |p| p.display().to_string())))
+        let source = path.map_or("built-in defaults".to_string(), |p| p.display().to_string());
+        Ok(format!("ok: {source}; {rule_count} route(s) in {}", config.rules.dir.display()))
     } else {
         Err(problems)
     }

@@ -1,6 +1,6 @@
 //! The one place where the order of layers is decided. Outermost first; each layer says why it
 //! sits where it does. Cheap checks run before expensive ones, and nothing reads a body before
-//! the checks that can refuse the request without it.
+//! every check that can refuse the request without it.
 
 use std::sync::Arc;
 
@@ -8,20 +8,52 @@ use tower::ServiceBuilder;
 
 use crate::client_ip::TrustedProxies;
 use crate::context::ContextLayer;
+use crate::guard::body::BufferGuard;
+use crate::guard::ip::IpGuard;
+use crate::guard::layer::GuardLayer;
+use crate::guard::rate_limit::RateLimitGuard;
+use crate::guard::validate::{BodyGuard, HeaderGuard};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::route::RouteLayer;
+use crate::rules::active::SharedRules;
 
 pub struct StackParts {
     pub trusted: Arc<TrustedProxies>,
     pub metrics: Arc<Metrics>,
+    pub rules: SharedRules,
     pub proxy: Proxy,
 }
 
-pub fn build(parts: StackParts) -> crate::context::ContextService<Proxy> {
+/// The service handed to hyper for every connection.
+pub fn build(
+    parts: StackParts,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::context::LoggedBody>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    let m = parts.metrics.clone();
     ServiceBuilder::new()
-        // First: every request, even one refused by the next layer, gets a request id, a
-        // resolved client IP, stripped x-payguard-* headers and exactly one access line.
-        .layer(ContextLayer::new(parts.trusted, parts.metrics))
-        // Last: forward what every guard let through.
+        // Every request, even one refused next, gets a request id, a resolved client IP,
+        // stripped x-payguard-* headers and exactly one access line.
+        .layer(ContextLayer::new(parts.trusted, m.clone()))
+        // Normalise the path and pick the route: everything after depends on the route.
+        .layer(RouteLayer::new(parts.rules, m.clone()))
+        // Cheapest refusal first: a set lookup on the client address.
+        .layer(GuardLayer::new(IpGuard, m.clone()))
+        // Before any parsing work, so a flood costs one bucket check per request.
+        .layer(GuardLayer::new(RateLimitGuard, m.clone()))
+        // Headers only: Content-Length against the cap, content type, required headers, query.
+        .layer(GuardLayer::new(HeaderGuard, m.clone()))
+        // Read the body only now, and only for routes that need it; cap it either way.
+        .layer(GuardLayer::new(BufferGuard, m.clone()))
+        // Schema and field rules on the buffered body (after signatures, once those exist).
+        .layer(GuardLayer::new(BodyGuard, m))
+        // Forward what every guard let through.
         .service(parts.proxy)
 }

@@ -22,7 +22,7 @@ fn check(args: &[&str], cwd: &std::path::Path) -> (i32, String) {
 fn check_accepts_a_valid_config_and_reports_each_problem() {
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    write_config(dir.path(), &cert, "127.0.0.1:3000".parse().unwrap(), "");
+    write_config(dir.path(), &cert, "127.0.0.1:3000".parse().unwrap(), "", OPEN_RULES);
     let (code, out) = check(&["--config", "payguard.toml"], dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("ok"), "{out}");
@@ -138,7 +138,7 @@ async fn sigterm_drains_in_flight_and_exits_zero() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    let cfg = write_config(dir.path(), &cert, backend.addr, "");
+    let cfg = write_config(dir.path(), &cert, backend.addr, "", OPEN_RULES);
     let mut pg = Child_::spawn(&cfg);
     let client = h1_client(&cert);
     let in_flight = tokio::spawn(client.get(url(pg.addr, "/gate")).send());
@@ -166,7 +166,7 @@ async fn hundred_mib_upload_streams_with_flat_memory() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    let cfg = write_config(dir.path(), &cert, backend.addr, "");
+    let cfg = write_config(dir.path(), &cert, backend.addr, "", OPEN_RULES);
     let pg = Child_::spawn(&cfg);
     let client = h1_client(&cert);
     // Warm up (TLS, pools), then take the baseline peak.
@@ -199,7 +199,7 @@ async fn secrets_never_reach_the_log() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    let cfg = write_config(dir.path(), &cert, backend.addr, "");
+    let cfg = write_config(dir.path(), &cert, backend.addr, "", OPEN_RULES);
     let pg = Child_::spawn(&cfg);
     let client = h2_client(&cert);
     let res = client

@@ -297,7 +297,7 @@ for p in $PROXIES; do
         [[ $body == '{"ok":true}'* ]] || die "$p: unexpected answer to curl $v: $body"
         log "  $p curl $v -> $body"
     done
-    tlsv=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:${PORT[$p]}" -alpn h2 2>/dev/null | awk '/^New, /{sub(",","",$2); print $2; exit}')
+    tlsv=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:${PORT[$p]}" -alpn h2 2>/dev/null | awk '/^New, /{sub(",","",$2); v=$2} END{print v}') || true
     log "  $p negotiates ${tlsv:-?}"
 done
 

@@ -3,6 +3,10 @@
 //! Every guard returns a [`Reject`]; nothing else in the proxy builds an error response. The
 //! table is pinned by a unit test because providers, shops and dashboards depend on it.
 
+pub mod body;
+pub mod ip;
+pub mod layer;
+pub mod rate_limit;
 pub mod validate;
 
 use std::time::Duration;

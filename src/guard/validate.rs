@@ -15,7 +15,7 @@
 //! Error messages name the field or pointer and the broken rule, never the submitted value.
 
 use crate::rules::{Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -122,22 +122,15 @@ impl ValidationError {
     pub fn is_media_type(&self) -> bool {
         matches!(self, ValidationError::UnsupportedMediaType)
     }
+}
 
-    /// 415 or 400.
-    pub fn status(&self) -> StatusCode {
-        if self.is_media_type() {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
+/// The one mapping to the reject table: 415 for the media type, 400 for everything else.
+impl From<ValidationError> for super::Reject {
+    fn from(e: ValidationError) -> Self {
+        if e.is_media_type() {
+            super::Reject::UnsupportedMediaType
         } else {
-            StatusCode::BAD_REQUEST
-        }
-    }
-
-    /// The error body's `error` code: `unsupported_media_type` or `invalid_request`.
-    pub fn code(&self) -> &'static str {
-        if self.is_media_type() {
-            "unsupported_media_type"
-        } else {
-            "invalid_request"
+            super::Reject::InvalidRequest(e.to_string())
         }
     }
 }
@@ -482,6 +475,7 @@ mod tests {
     use super::*;
     use crate::rules::load_sources;
     use http::HeaderValue;
+    use http::StatusCode;
 
     /// Compiles a `[route.validate]` body (and optional schema file) into a `Validate`.
     fn compile_with_schema(section: &str, schema: Option<&str>) -> Validate {
@@ -544,8 +538,7 @@ mod tests {
         for bad in ["text/plain", "application/jsonx", "application/json2; x=1", ""] {
             let e = check_headers(&v, &headers(&[("content-type", bad)]), None).unwrap_err();
             assert!(e.is_media_type(), "{bad}");
-            assert_eq!(e.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-            assert_eq!(e.code(), "unsupported_media_type");
+            assert_eq!(super::super::Reject::from(e.clone()).status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
         assert_eq!(check_headers(&v, &HeaderMap::new(), None), Err(ValidationError::UnsupportedMediaType));
         let twice = headers(&[("content-type", "application/json"), ("content-type", "text/plain")]);
@@ -564,8 +557,7 @@ mod tests {
         assert_eq!(e, ValidationError::MissingHeader(HeaderName::from_static("wechatpay-serial")));
         assert_eq!(e.to_string(), "missing required header wechatpay-serial");
         assert!(!e.is_media_type());
-        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(e.code(), "invalid_request");
+        assert_eq!(super::super::Reject::from(e.clone()).status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]
@@ -823,5 +815,59 @@ mod tests {
     fn schema_path_is_sanitised() {
         assert_eq!(safe_path("/a\u{0}b"), "/a?b");
         assert_eq!(safe_path(&"x".repeat(500)).len(), MAX_AT_LEN);
+    }
+}
+
+/// Header-level validation (before any body byte is read): the declared Content-Length
+/// against the body cap, then `[route.validate]`'s content type, required headers and query
+/// fields.
+#[derive(Clone, Copy, Default)]
+pub struct HeaderGuard;
+
+impl super::layer::Check for HeaderGuard {
+    const NAME: &'static str = "validate";
+
+    fn check(
+        &self,
+        req: &mut http::Request<crate::body::Body>,
+        route: &super::layer::RouteCtx,
+    ) -> Result<(), super::Reject> {
+        let limit = route.max_body();
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(super::Reject::BodyTooLarge { limit });
+        }
+        match route.route.as_ref().and_then(|r| r.validate.as_ref()) {
+            Some(v) => Ok(check_headers(v, req.headers(), req.uri().query())?),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Body validation on the buffered body (JSON schema, field rules).
+#[derive(Clone, Copy, Default)]
+pub struct BodyGuard;
+
+impl super::layer::Check for BodyGuard {
+    const NAME: &'static str = "validate_body";
+
+    fn check(
+        &self,
+        req: &mut http::Request<crate::body::Body>,
+        route: &super::layer::RouteCtx,
+    ) -> Result<(), super::Reject> {
+        let Some(v) = route.route.as_ref().and_then(|r| r.validate.as_ref()) else { return Ok(()) };
+        if !v.needs_body() {
+            return Ok(());
+        }
+        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let Some(body) = req.body().buffered() else {
+            return Err(super::Reject::InvalidRequest("body could not be read for validation".into()));
+        };
+        Ok(check_body(v, content_type, body)?)
     }
 }

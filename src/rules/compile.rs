@@ -216,9 +216,11 @@ fn compile_route(
         Some(l) => IpMatcher::new(ip_list(cx, l, Some(sets))),
         None => defaults.ip_deny.clone(),
     };
-    let rate_limit = match r.rate_limit {
-        Some(rl) => rate_limit(cx, rl),
-        None => defaults.rate_limit.clone(),
+    // A route without its own limit shares the defaults' buckets (one budget across all such
+    // routes), so it takes the defaults' fingerprint.
+    let (rate_limit, limit_scope) = match r.rate_limit {
+        Some(rl) => (rate_limit(cx, rl), name.as_str()),
+        None => (defaults.rate_limit.clone(), DEFAULTS_SCOPE),
     };
     let on_state_error = r.on_state_error.map(|o| on_state_error(cx, o.into_inner())).unwrap_or_default();
 
@@ -232,7 +234,7 @@ fn compile_route(
     }
 
     let signature = r.signature.and_then(|s| signature(cx, s));
-    let fingerprint = fingerprint(&name, rate_limit.as_ref());
+    let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
         name: Arc::from(name),
         host,
@@ -689,9 +691,12 @@ fn signature(cx: &mut Ctx<'_>, s: Spanned<BTreeMap<Spanned<String>, Spanned<toml
     ))
 }
 
+/// The rate-limit scope of `[defaults]` (and of every route that inherits its limit).
+pub(crate) const DEFAULTS_SCOPE: &str = "[defaults]";
+
 /// FNV-1a over the route name and its effective rate-limit config: stable across processes
 /// and Rust versions.
-fn fingerprint(name: &str, rl: Option<&RateLimitSpec>) -> u64 {
+pub(crate) fn fingerprint(name: &str, rl: Option<&RateLimitSpec>) -> u64 {
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     h.bytes(name.as_bytes());
     h.bytes(&[0xff]);
@@ -938,6 +943,11 @@ max_body = "64KiB"
         assert_ne!(base, mk("rate_limit = { rate = \"600/min\" }", "1KiB"));
         assert_ne!(base, mk("rate_limit = { key = \"route\", rate = \"10/s\" }", "1KiB"));
         assert_ne!(base, mk("", "1KiB"));
+        // Without its own limit a route shares the defaults' buckets.
+        let inherit =
+            "[defaults]\nrate_limit = { rate = \"5/s\" }\n[[route]]\nname = \"x\"\nmatch = { path = \"/x\" }\n";
+        let set = load(&[("r.toml", inherit)]).unwrap();
+        assert_eq!(set.routes()[0].fingerprint, set.defaults().limit_fingerprint());
         // Stable across runs and builds: pinned.
         assert_eq!(fingerprint("a", None), 0xfd5c_accb_fcdb_fb6f);
         assert_ne!(fingerprint("a", None), fingerprint("b", None));

@@ -12,12 +12,14 @@
 //! must not be reachable around a rule by changing case. The caller passes a path without its
 //! query string, and should normalise dot segments and duplicate slashes before matching.
 
+pub mod active;
 pub mod compile;
 pub mod diag;
 pub mod ipmatch;
 pub mod raw;
 pub mod router;
 pub mod validate;
+pub mod watch;
 
 pub use diag::Diagnostic;
 pub use ipmatch::IpMatcher;
@@ -110,6 +112,13 @@ pub struct Defaults {
     pub ip_allow: Option<IpMatcher>,
     /// Default rate limit.
     pub rate_limit: Option<RateLimitSpec>,
+}
+
+impl Defaults {
+    /// Identifies the defaults' rate-limit buckets, shared with every route that inherits them.
+    pub fn limit_fingerprint(&self) -> u64 {
+        compile::fingerprint(compile::DEFAULTS_SCOPE, self.rate_limit.as_ref())
+    }
 }
 
 impl Default for Defaults {

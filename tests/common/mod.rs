@@ -240,11 +240,17 @@ impl Proxy {
     }
 }
 
-/// Writes the certificate and a payguard.toml (`extra` is appended) into a temp dir.
-pub fn write_config(dir: &Path, cert: &TestCert, upstream: SocketAddr, extra: &str) -> PathBuf {
+/// Rules for tests that exercise the core: no route, bodies up to 200 MiB.
+pub const OPEN_RULES: &[(&str, &str)] = &[("00-open.toml", "[defaults]\nmax_body = \"200MiB\"\n")];
+
+/// Writes the certificate, `rules/` and a payguard.toml (`extra` is appended) into a temp dir.
+pub fn write_config(dir: &Path, cert: &TestCert, upstream: SocketAddr, extra: &str, rules: &[(&str, &str)]) -> PathBuf {
     std::fs::write(dir.join("server.crt"), &cert.cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), &cert.key_pem).unwrap();
     std::fs::create_dir_all(dir.join("rules")).unwrap();
+    for (name, text) in rules {
+        std::fs::write(dir.join("rules").join(name), text).unwrap();
+    }
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\nshutdown_grace = \"10s\"\n\n[upstream]\nurl = \"http://{upstream}\"\nresponse_timeout = \"10s\"\n\n{extra}\n"
     );
@@ -254,10 +260,14 @@ pub fn write_config(dir: &Path, cert: &TestCert, upstream: SocketAddr, extra: &s
 }
 
 pub async fn start_proxy(upstream: SocketAddr, extra: &str) -> Proxy {
+    start_proxy_with_rules(upstream, extra, OPEN_RULES).await
+}
+
+pub async fn start_proxy_with_rules(upstream: SocketAddr, extra: &str, rules: &[(&str, &str)]) -> Proxy {
     let _ = tracing_subscriber::fmt().with_env_filter("payguard=debug").with_test_writer().try_init();
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    let path = write_config(dir.path(), &cert, upstream, extra);
+    let path = write_config(dir.path(), &cert, upstream, extra, rules);
     let config = payguard::config::Config::load(Some(&path)).unwrap_or_else(|e| panic!("{e:?}"));
     let running = payguard::start(config).await.unwrap();
     let addr = running.addr;

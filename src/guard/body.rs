@@ -1,0 +1,97 @@
+//! The body cap, and buffering for routes that must read the body (signature, body
+//! validation). Every other request streams through with the cap enforced while streaming.
+
+use std::future::{Future, Ready};
+use std::pin::Pin;
+
+use futures_util::future::Either;
+
+use bytes::{Bytes, BytesMut};
+use http::Request;
+use http_body_util::BodyExt;
+
+use super::layer::{Guard, RouteCtx};
+use super::Reject;
+use crate::body::Body;
+use crate::rules::Mode;
+
+#[derive(Clone, Copy, Default)]
+pub struct BufferGuard;
+
+type Checked = (Request<Body>, Result<(), Reject>);
+
+impl Guard for BufferGuard {
+    const NAME: &'static str = "body";
+    // Only requests that must be buffered pay for a boxed future.
+    type Future = Either<Ready<Checked>, Pin<Box<dyn Future<Output = Checked> + Send>>>;
+
+    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Self::Future {
+        let limit = route.max_body();
+        let needs_body = route.route.as_ref().is_some_and(|r| r.needs_body());
+        let monitor = route.mode() == Mode::Monitor;
+        if !needs_body {
+            let (parts, mut body) = req.into_parts();
+            // Streamed; in monitor mode nothing may cut a request short.
+            body.set_limit(if monitor { u64::MAX } else { limit });
+            return Either::Left(std::future::ready((Request::from_parts(parts, body), Ok(()))));
+        }
+        Either::Right(Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            match read_capped(body, limit).await {
+                Ok(bytes) => (Request::from_parts(parts, Body::full(bytes)), Ok(())),
+                Err(ReadError::TooLarge { head, rest }) => {
+                    let body = match rest {
+                        Some(tail) => Body::Chain { head: Some(head), tail },
+                        None => Body::full(head),
+                    };
+                    (Request::from_parts(parts, body), Err(Reject::BodyTooLarge { limit }))
+                }
+                Err(ReadError::Broken) => (
+                    Request::from_parts(parts, Body::empty()),
+                    Err(Reject::InvalidRequest("request body could not be read".into())),
+                ),
+            }
+        }))
+    }
+}
+
+enum ReadError {
+    /// Past the cap: what was read, and the unread rest (for monitor mode to forward).
+    TooLarge {
+        head: Bytes,
+        rest: Option<hyper::body::Incoming>,
+    },
+    Broken,
+}
+
+async fn read_capped(body: Body, limit: u64) -> Result<Bytes, ReadError> {
+    match body {
+        Body::Empty => Ok(Bytes::new()),
+        Body::Full { data } => {
+            let data = data.unwrap_or_default();
+            if data.len() as u64 > limit {
+                Err(ReadError::TooLarge { head: data, rest: None })
+            } else {
+                Ok(data)
+            }
+        }
+        Body::Incoming { mut inner, .. } => {
+            let mut buf = BytesMut::new();
+            while let Some(frame) = inner.frame().await {
+                let frame = frame.map_err(|_| ReadError::Broken)?;
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                    if buf.len() as u64 > limit {
+                        return Err(ReadError::TooLarge { head: buf.freeze(), rest: Some(inner) });
+                    }
+                }
+            }
+            Ok(buf.freeze())
+        }
+        Body::Chain { head, tail } => {
+            // Only built by this guard; a second buffering pass would be a stack bug.
+            let _ = (head, tail);
+            Err(ReadError::Broken)
+        }
+    }
+}

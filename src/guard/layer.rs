@@ -1,0 +1,202 @@
+//! One tower layer shape for every guard: `GuardLayer<G>` → `GuardService<G, S>` →
+//! `ResponseFuture`. The guard decides; this file applies the decision the same way for all of
+//! them: in `enforce` mode a rejection becomes the response (logged once, here), in `monitor`
+//! mode it is recorded as `would_block` and the request goes on.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::Reject;
+use crate::body::Body;
+use crate::context::{MatchedRoute, RequestCtx};
+use crate::metrics::{Metrics, RouteLabel};
+use crate::rules::active::ActiveRules;
+use crate::rules::{Mode, Route};
+use crate::telemetry;
+
+/// What the route layer decided, for every layer after it.
+#[derive(Clone)]
+pub struct RouteCtx {
+    pub active: Arc<ActiveRules>,
+    pub route: Option<Arc<Route>>,
+}
+
+impl RouteCtx {
+    pub fn name(&self) -> Option<&str> {
+        self.route.as_deref().map(|r| &*r.name)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.route.as_ref().map_or(Mode::Enforce, |r| r.mode)
+    }
+
+    pub fn max_body(&self) -> u64 {
+        self.route.as_ref().map_or(self.active.rules.defaults().max_body, |r| r.max_body)
+    }
+}
+
+/// A guard: looks at a request and says whether it may go on. Synchronous guards implement
+/// [`Check`] instead and get this for free.
+pub trait Guard: Clone + Send + Sync + 'static {
+    const NAME: &'static str;
+    type Future: Future<Output = (Request<Body>, Result<(), Reject>)> + Send + 'static;
+    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Self::Future;
+}
+
+/// A guard that decides without waiting.
+pub trait Check: Clone + Send + Sync + 'static {
+    const NAME: &'static str;
+    fn check(&self, req: &mut Request<Body>, route: &RouteCtx) -> Result<(), Reject>;
+}
+
+impl<C: Check> Guard for C {
+    const NAME: &'static str = C::NAME;
+    type Future = Ready<(Request<Body>, Result<(), Reject>)>;
+    fn check(&self, mut req: Request<Body>, route: &RouteCtx) -> Self::Future {
+        let r = Check::check(self, &mut req, route);
+        std::future::ready((req, r))
+    }
+}
+
+/// Applies a guard's rejection: the response in enforce mode, `None` (go on) in monitor mode.
+/// Either way it is recorded: one audit line and one metric.
+pub fn apply(
+    guard: &'static str,
+    reject: &Reject,
+    req: &Request<Body>,
+    route: Option<&RouteCtx>,
+    metrics: &Metrics,
+) -> Option<Response<Body>> {
+    let route_name = route.and_then(RouteCtx::name);
+    let monitor = route.is_some_and(|r| r.mode() == Mode::Monitor);
+    let decision = if monitor { "would_block" } else { "block" };
+    let (request_id, client_ip) = req
+        .extensions()
+        .get::<RequestCtx>()
+        .map_or(("-", std::net::IpAddr::from([0, 0, 0, 0])), |c| (c.request_id(), c.client.ip));
+    let detail = reject.to_string();
+    telemetry::audit(&telemetry::Decision {
+        request_id,
+        route: route_name,
+        client_ip,
+        guard,
+        decision,
+        reason: reject.code(),
+        detail: &detail,
+        key_id: None,
+        skew_secs: None,
+    });
+    let label =
+        route.and_then(|r| r.route.as_ref()).map_or_else(|| RouteLabel(Arc::from("")), |r| RouteLabel(r.name.clone()));
+    metrics.decision(&label, guard, decision);
+    if monitor {
+        return None;
+    }
+    let mut res = reject.to_response(route_name, request_id);
+    if let Some(r) = route.and_then(|r| r.route.as_ref()) {
+        res.extensions_mut().insert(MatchedRoute(r.name.clone()));
+    }
+    Some(res)
+}
+
+#[derive(Clone)]
+pub struct GuardLayer<G> {
+    guard: G,
+    metrics: Arc<Metrics>,
+}
+
+impl<G> GuardLayer<G> {
+    pub fn new(guard: G, metrics: Arc<Metrics>) -> Self {
+        GuardLayer { guard, metrics }
+    }
+}
+
+impl<G: Clone, S> Layer<S> for GuardLayer<G> {
+    type Service = GuardService<G, S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GuardService { guard: self.guard.clone(), metrics: self.metrics.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GuardService<G, S> {
+    guard: G,
+    metrics: Arc<Metrics>,
+    inner: S,
+}
+
+impl<G, S> Service<Request<Body>> for GuardService<G, S>
+where
+    G: Guard,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<G::Future, S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The inner service was made ready by poll_ready; take that one and leave a clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let Some(route) = req.extensions().get::<RouteCtx>().cloned() else {
+            // Only reachable if the stack is mis-assembled; never skip a guard silently.
+            tracing::error!(target: "payguard::stack", guard = G::NAME, "guard ran before routing");
+            return ResponseFuture::Rejected { response: Some(Reject::StateUnavailable.to_response(None, "-")) };
+        };
+        let check = self.guard.check(req, &route);
+        ResponseFuture::Checking { check, inner: Some(inner), route, metrics: self.metrics.clone(), name: G::NAME }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Proj]
+    pub enum ResponseFuture<F, S: Service<Request<Body>>> {
+        Checking { #[pin] check: F, inner: Option<S>, route: RouteCtx, metrics: Arc<Metrics>, name: &'static str },
+        Forwarding { #[pin] fut: S::Future },
+        Rejected { response: Option<Response<Body>> },
+    }
+}
+
+impl<F, S> Future for ResponseFuture<F, S>
+where
+    F: Future<Output = (Request<Body>, Result<(), Reject>)>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                Proj::Checking { check, inner, route, metrics, name } => {
+                    let (req, outcome) = ready!(check.poll(cx));
+                    if let Err(reject) = outcome {
+                        if let Some(res) = apply(name, &reject, &req, Some(route), metrics) {
+                            return Poll::Ready(Ok(res));
+                        }
+                    }
+                    let Some(mut svc) = inner.take() else {
+                        return Poll::Ready(Ok(Reject::StateUnavailable.to_response(None, "-")));
+                    };
+                    let fut = svc.call(req);
+                    self.set(ResponseFuture::Forwarding { fut });
+                }
+                Proj::Forwarding { fut } => return fut.poll(cx),
+                Proj::Rejected { response } => {
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .unwrap_or_else(|| Reject::StateUnavailable.to_response(None, "-"))));
+                }
+            }
+        }
+    }
+}
