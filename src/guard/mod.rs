@@ -7,6 +7,7 @@ pub mod body;
 pub mod ip;
 pub mod layer;
 pub mod rate_limit;
+pub mod signature;
 pub mod validate;
 
 use std::time::Duration;

@@ -11,6 +11,7 @@ use super::{
     DefaultAction, Defaults, Diagnostic, FailMode, IpMatcher, Mode, OnStateError, PathPattern, RateKey, RateLimitSpec,
     RawSignature, Route, RuleSet, DEFAULT_MAX_BODY,
 };
+use crate::guard::signature::Verifier;
 use crate::units::{de::SizeValue, parse_rate};
 use http::{HeaderName, Method};
 use ipnet::IpNet;
@@ -233,7 +234,11 @@ fn compile_route(
         max_body = cap;
     }
 
-    let signature = r.signature.and_then(|s| signature(cx, s));
+    let (signature, verifier) = match r.signature.map(|s| signature(cx, s)) {
+        Some(Some((raw, v))) => (Some(raw), Some(v)),
+        Some(None) => return None,
+        None => (None, None),
+    };
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
         name: Arc::from(name),
@@ -247,6 +252,7 @@ fn compile_route(
         max_body,
         validate,
         signature,
+        verifier,
         fingerprint,
         methods,
         allow: None,
@@ -662,12 +668,17 @@ fn regex_error_summary(e: &regex::Error) -> String {
         .map_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "), |l| l.trim().to_owned())
 }
 
-fn signature(cx: &mut Ctx<'_>, s: Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>) -> Option<RawSignature> {
+fn signature(
+    cx: &mut Ctx<'_>,
+    s: Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+) -> Option<(RawSignature, Arc<dyn Verifier>)> {
     let span = s.span();
     let mut table = toml::Table::new();
     let mut positions = BTreeMap::new();
+    let mut spans = BTreeMap::new();
     for (k, v) in s.into_inner() {
         positions.insert(k.get_ref().clone(), cx.src.pos(&v.span()));
+        spans.insert(k.get_ref().clone(), v.span());
         match k.get_ref().as_str() {
             "provider" if !v.get_ref().is_str() => {
                 cx.err(&v.span(), "provider must be a string");
@@ -681,14 +692,27 @@ fn signature(cx: &mut Ctx<'_>, s: Spanned<BTreeMap<Spanned<String>, Spanned<toml
         cx.err(&span, "[route.signature] requires `provider`");
         return None;
     }
-    Some(RawSignature::new(
+    let raw = RawSignature::new(
         table,
         cx.src.path.clone(),
         cx.src.dir().to_path_buf(),
         span.clone(),
         cx.src.pos(&span),
         positions,
-    ))
+    );
+    // Keys are loaded now: a key that cannot be loaded makes the file invalid, so a route
+    // whose signature cannot be checked never serves.
+    match crate::guard::signature::build(&raw.table, &raw.dir, &crate::guard::signature::EnvFileResolver) {
+        Ok(v) => Some((raw, v)),
+        Err(problems) => {
+            for p in problems {
+                let top = p.key.split('.').next().unwrap_or_default().trim_matches('"');
+                let at = spans.get(top).unwrap_or(&span).clone();
+                cx.err(&at, p.to_string());
+            }
+            None
+        }
+    }
 }
 
 /// The rate-limit scope of `[defaults]` (and of every route that inherits its limit).

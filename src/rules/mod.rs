@@ -222,6 +222,8 @@ pub struct Route {
     pub validate: Option<Validate>,
     /// `[route.signature]`, raw.
     pub signature: Option<RawSignature>,
+    /// The compiled verifier for `signature` (keys loaded at rule load).
+    pub verifier: Option<Arc<dyn crate::guard::signature::Verifier>>,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,
@@ -427,15 +429,17 @@ mod tests {
 
     #[test]
     fn raw_signature_positions_and_resolve() {
+        std::env::set_var("PAYGUARD_TEST_RAW_SIG", "whsec_test");
         let set = load_sources(&[(
             PathBuf::from("rules/pay.toml"),
-            "[[route]]\nname = \"s\"\nmatch = { path = \"/s\" }\n[route.signature]\nprovider = \"stripe\"\nsecrets = [\"env:X\"]\n"
+            "[[route]]\nname = \"s\"\nmatch = { path = \"/s\" }\n[route.signature]\nprovider = \"stripe\"\nsecrets = [\"env:PAYGUARD_TEST_RAW_SIG\"]\n"
                 .to_owned(),
         )])
         .unwrap();
         let sig = set.routes()[0].signature.as_ref().unwrap();
         assert_eq!(sig.provider(), "stripe");
         assert_eq!(sig.position("secrets"), (6, 11));
+        assert_eq!(set.routes()[0].verifier.as_ref().unwrap().provider(), "stripe");
         assert_eq!(sig.position("provider"), (5, 12));
         assert_eq!(sig.diagnostic(Some("secrets"), "bad").to_string(), "rules/pay.toml:6:11: bad");
         assert_eq!(sig.resolve("k.pem"), PathBuf::from("rules/k.pem"));
