@@ -16,6 +16,7 @@ pub mod route;
 pub mod rules;
 pub mod server;
 pub mod stack;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
@@ -42,6 +43,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("invalid rules:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Rules(Vec<diag::Diagnostic>),
+    #[error("state backend: {0}")]
+    State(String),
 }
 
 /// A started payguard: where it listens, and how to stop it.
@@ -75,6 +78,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Replay keys one in-memory store holds at most (~100 bytes each).
+const MAX_NONCES: usize = 2_000_000;
+
 /// Runs `task` in the background until `stop` fires.
 fn spawn_until(stop: CancellationToken, task: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(async move {
@@ -93,6 +99,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     // Background parts (admin, watchers) outlive the drain so /readyz can report it.
     let stopped = CancellationToken::new();
+
+    if let config::StateBackend::Redis { .. } = config.state.backend {
+        return Err(StartError::State("redis is not supported by this build yet; use backend = \"memory\"".into()));
+    }
 
     // Rules first: a proxy that cannot say what it enforces must not start.
     let rule_set = rules::load_dir(&config.rules.dir).map_err(StartError::Rules)?;
@@ -135,7 +145,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let trusted = Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone()));
     let proxy = proxy::Proxy::new(&config.upstream, metrics.clone());
-    let service = stack::build(stack::StackParts { trusted, metrics: metrics.clone(), rules: shared.clone(), proxy });
+    let nonces = Arc::new(state::memory::MemoryNonceStore::new(MAX_NONCES));
+    spawn_until(stopped.clone(), {
+        let nonces = nonces.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                nonces.sweep(std::time::Instant::now());
+            }
+        }
+    });
+    let service =
+        stack::build(stack::StackParts { trusted, metrics: metrics.clone(), rules: shared.clone(), nonces, proxy });
 
     let server = server::Server {
         listener,

@@ -60,6 +60,20 @@ impl MetricConstructor<Histogram> for LatencyBuckets {
     }
 }
 
+/// A route label from an optional route name (`""` when no route matched).
+pub fn route_label(name: Option<&str>) -> RouteLabel {
+    RouteLabel(Arc::from(name.unwrap_or("")))
+}
+
+#[derive(Clone)]
+pub struct SkewBuckets;
+
+impl MetricConstructor<Histogram> for SkewBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0])
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -71,6 +85,7 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub rule_reloads: Family<ResultLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
+    pub signature_skew: Family<RouteLabels, Histogram, SkewBuckets>,
     pub request_bytes: Counter<u64, AtomicU64>,
     pub response_bytes: Counter<u64, AtomicU64>,
 }
@@ -100,6 +115,7 @@ impl Metrics {
             cert_reloads: Family::default(),
             rule_reloads: Family::default(),
             decisions: Family::default(),
+            signature_skew: Family::new_with_constructor(SkewBuckets),
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
         };
@@ -117,6 +133,11 @@ impl Metrics {
         r.register("certificate_reloads", "Certificate reload attempts, by result", m.cert_reloads.clone());
         r.register("rule_reloads", "Rule reload attempts, by result", m.rule_reloads.clone());
         r.register("decisions", "Guard decisions, by route, guard and decision", m.decisions.clone());
+        r.register(
+            "signature_clock_skew_seconds",
+            "Absolute clock skew of accepted signed callbacks",
+            m.signature_skew.clone(),
+        );
         r.register("request_body_bytes", "Request body bytes forwarded", m.request_bytes.clone());
         r.register("response_body_bytes", "Response body bytes sent to clients", m.response_bytes.clone());
         m
@@ -147,6 +168,12 @@ impl Metrics {
     pub fn rule_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.rule_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn signature_skew(&self, route: &RouteLabel, skew_secs: i64) {
+        self.signature_skew
+            .get_or_create(&RouteLabels { route: route.clone() })
+            .observe(skew_secs.unsigned_abs() as f64);
     }
 
     pub fn decision(&self, route: &RouteLabel, guard: &'static str, decision: &'static str) {

@@ -12,6 +12,8 @@ use crate::guard::body::BufferGuard;
 use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
 use crate::guard::rate_limit::RateLimitGuard;
+use crate::guard::replay::ReplayLayer;
+use crate::guard::signature::guard::SignatureGuard;
 use crate::guard::validate::{BodyGuard, HeaderGuard};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -22,6 +24,7 @@ pub struct StackParts {
     pub trusted: Arc<TrustedProxies>,
     pub metrics: Arc<Metrics>,
     pub rules: SharedRules,
+    pub nonces: Arc<dyn crate::state::NonceStore>,
     pub proxy: Proxy,
 }
 
@@ -52,7 +55,12 @@ pub fn build(
         .layer(GuardLayer::new(HeaderGuard, m.clone()))
         // Read the body only now, and only for routes that need it; cap it either way.
         .layer(GuardLayer::new(BufferGuard, m.clone()))
-        // Schema and field rules on the buffered body (after signatures, once those exist).
+        // Who sent it, proven on the exact raw bytes; refuses before any state is touched.
+        .layer(GuardLayer::new(SignatureGuard::new(m.clone()), m.clone()))
+        // Only authenticated requests may reserve a replay key (no store flooding by forgers);
+        // the reservation is settled by the backend's answer, so this wraps the rest.
+        .layer(ReplayLayer::new(parts.nonces, m.clone()))
+        // Schema and field rules last: parsing untrusted JSON only for authentic requests.
         .layer(GuardLayer::new(BodyGuard, m))
         // Forward what every guard let through.
         .service(parts.proxy)

@@ -80,7 +80,7 @@ pub fn apply(
         .extensions()
         .get::<RequestCtx>()
         .map_or(("-", std::net::IpAddr::from([0, 0, 0, 0])), |c| (c.request_id(), c.client.ip));
-    let detail = reject.to_string();
+    let detail = reject.detail();
     telemetry::audit(&telemetry::Decision {
         request_id,
         route: route_name,
@@ -90,7 +90,7 @@ pub fn apply(
         reason: reject.code(),
         detail: &detail,
         key_id: None,
-        skew_secs: None,
+        skew_secs: reject.skew_secs(),
     });
     let label =
         route.and_then(|r| r.route.as_ref()).map_or_else(|| RouteLabel(Arc::from("")), |r| RouteLabel(r.name.clone()));

@@ -7,6 +7,7 @@ pub mod body;
 pub mod ip;
 pub mod layer;
 pub mod rate_limit;
+pub mod replay;
 pub mod signature;
 pub mod validate;
 
@@ -30,10 +31,11 @@ pub enum Reject {
     UnsupportedMediaType,
     #[error("{0}")]
     InvalidRequest(String),
+    /// `reason` goes to the audit line only; the client sees the generic message.
     #[error("signature missing or invalid")]
-    SignatureInvalid,
+    SignatureInvalid { reason: String },
     #[error("signed timestamp outside the allowed window")]
-    StaleTimestamp,
+    StaleTimestamp { skew_secs: i64 },
     #[error("this request was already accepted once")]
     Replay,
     #[error("rate limit exceeded")]
@@ -55,7 +57,9 @@ impl Reject {
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Reject::SignatureInvalid | Reject::StaleTimestamp | Reject::Replay => StatusCode::UNAUTHORIZED,
+            Reject::SignatureInvalid { .. } | Reject::StaleTimestamp { .. } | Reject::Replay => {
+                StatusCode::UNAUTHORIZED
+            }
             Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -72,13 +76,29 @@ impl Reject {
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::UnsupportedMediaType => "unsupported_media_type",
             Reject::InvalidRequest(_) => "invalid_request",
-            Reject::SignatureInvalid => "signature_invalid",
-            Reject::StaleTimestamp => "stale_timestamp",
+            Reject::SignatureInvalid { .. } => "signature_invalid",
+            Reject::StaleTimestamp { .. } => "stale_timestamp",
             Reject::Replay => "replay",
             Reject::RateLimited { .. } => "rate_limited",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::StateUnavailable => "state_unavailable",
+        }
+    }
+
+    /// What the audit line says: more than the client is told, never a request value.
+    pub fn detail(&self) -> String {
+        match self {
+            Reject::SignatureInvalid { reason } => format!("{self}: {reason}"),
+            Reject::StaleTimestamp { skew_secs } => format!("{self} (skew {skew_secs}s)"),
+            _ => self.to_string(),
+        }
+    }
+
+    pub fn skew_secs(&self) -> Option<i64> {
+        match self {
+            Reject::StaleTimestamp { skew_secs } => Some(*skew_secs),
+            _ => None,
         }
     }
 
@@ -112,6 +132,15 @@ impl Reject {
     }
 }
 
+impl From<signature::SignatureError> for Reject {
+    fn from(e: signature::SignatureError) -> Self {
+        match e {
+            signature::SignatureError::Stale { skew_secs } => Reject::StaleTimestamp { skew_secs },
+            other => Reject::SignatureInvalid { reason: other.to_string() },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -128,8 +157,8 @@ mod tests {
             (Reject::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (Reject::UnsupportedMediaType, 415, "unsupported_media_type"),
             (Reject::InvalidRequest("x".into()), 400, "invalid_request"),
-            (Reject::SignatureInvalid, 401, "signature_invalid"),
-            (Reject::StaleTimestamp, 401, "stale_timestamp"),
+            (Reject::SignatureInvalid { reason: "x".into() }, 401, "signature_invalid"),
+            (Reject::StaleTimestamp { skew_secs: 1 }, 401, "stale_timestamp"),
             (Reject::Replay, 401, "replay"),
             (Reject::RateLimited { limit: 1, reset: Duration::from_secs(1) }, 429, "rate_limited"),
             (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
@@ -153,6 +182,17 @@ mod tests {
         assert_eq!(v["rule"], serde_json::Value::Null);
         assert_eq!(v["request_id"], "abc");
         assert!(v["message"].is_string());
+    }
+
+    #[tokio::test]
+    async fn signature_reason_stays_out_of_the_response() {
+        let r = Reject::from(signature::SignatureError::Missing("Stripe-Signature"));
+        assert_eq!(r.code(), "signature_invalid");
+        assert!(r.detail().contains("Stripe-Signature"));
+        let bytes = r.to_response(Some("s"), "id").into_body().collect().await.unwrap().to_bytes();
+        assert!(!String::from_utf8_lossy(&bytes).contains("Stripe-Signature"));
+        let stale = Reject::from(signature::SignatureError::Stale { skew_secs: -301 });
+        assert_eq!((stale.code(), stale.skew_secs()), ("stale_timestamp", Some(-301)));
     }
 
     #[test]

@@ -25,10 +25,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub mod adyen;
+mod adyen;
 pub mod alipay;
 mod config;
 mod encoding;
+pub mod guard;
 pub mod hmac;
 mod keys;
 pub mod paypal;
