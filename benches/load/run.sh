@@ -75,7 +75,7 @@ trap 'exit 143' TERM
 mkdir -p "$RESULTS_DIR"
 CSV=$RESULTS_DIR/raw.csv
 SUMMARY=$RESULTS_DIR/summary.md
-echo "rep,proxy,proto,rps,p50_ms,p99_ms,mean_ms,max_ms,proxy_cpu_pct,client_cpu_pct,backend_cpu_pct,requests,errors,non2xx,wall_s,proxy_core_busy_pct,client_core_busy_pct,proxy_core_other_pct" >"$CSV"
+echo "rep,proxy,proto,rps,p50_ms,p99_ms,mean_ms,max_ms,proxy_cpu_pct,client_cpu_pct,backend_cpu_pct,requests,errors,non2xx,wall_s,proxy_core_busy_pct,client_core_busy_pct,proxy_core_other_pct,proxy_cpu_us_per_req" >"$CSV"
 
 # ---------------------------------------------------------------- helpers
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -344,13 +344,13 @@ measure() { # rep proxy proto
     local pcore ccore
     # shellcheck disable=SC2086
     pcore=$(core_pct $pc0 $pc1); ccore=$(core_pct $cc0 $cc1)
-    local other
-    other=$(awk -v a="$pcore" -v b="$pcpu" 'BEGIN { if (a == "NA" || b == "NA") print "NA"; else printf "%.1f", a - b }')
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     kill -0 "${PID[$p]}" 2>/dev/null || { log "$p DIED during rep $rep $proto; log: $(tail -n 30 "$TMP/$p.log")"; }
     local pcpu bcpu ccpu
     pcpu=$(pct $((pt1 - pt0)) "$wall"); bcpu=$(pct $((bt1 - bt0)) "$wall")
     ccpu=NA; [[ -s $out.cpu ]] && ccpu=$(pct "$(cat "$out.cpu")" "$wall")
+    local other
+    other=$(awk -v a="$pcore" -v b="$pcpu" 'BEGIN { if (a == "NA" || b == "NA") print "NA"; else printf "%.1f", a - b }')
     local rps=NA p50=NA p99=NA mean=NA max=NA reqs=NA errs=0 non2xx=0
     if [[ $proto == h1 ]]; then
         rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
@@ -365,16 +365,18 @@ measure() { # rep proxy proto
         rps=$(awk '/^finished in/{gsub(",","",$4); print $4}' "$out")
         mean=$(to_ms "$(awk '/^time for request:/{print $6}' "$out")")
         max=$(to_ms "$(awk '/^time for request:/{print $5}' "$out")")
-        reqs=$(awk '/^requests:/{print $2}' "$out")
+        reqs=$(awk '/^requests:/{for(i=2;i<=NF;i++) if($i ~ /^succeeded/) print $(i-1)}' "$out")
         errs=$(awk '/^requests:/{for(i=1;i<=NF;i++){if($i ~ /^failed/)f=$(i-1); if($i ~ /^errored/)e=$(i-1)}; print f+e}' "$out")
         non2xx=$(awk '/^status codes:/{gsub(",","");print $5+$7+$9}' "$out")
         grep -q 'Application protocol: h2' "$out" || log "WARNING: $p did not negotiate h2 for h2load"
     fi
+    local uspr
+    uspr=$(awk -v t=$((pt1 - pt0)) -v hz="$CLK_TCK" -v n="${reqs:-0}" 'BEGIN { if (n + 0 > 0) printf "%.1f", t * 1e6 / hz / n; else print "NA" }')
     if [[ $rc != 0 ]]; then log "WARNING: $proto client for $p exited $rc: $(tail -n 5 "$out.err" 2>/dev/null)"; fi
     if [[ -n ${errs:-} && ${errs:-0} != 0 ]]; then log "WARNING: $p $proto rep $rep: $errs errors: $(grep -E 'Socket errors|^requests:' "$out")"; fi
     if [[ -n ${non2xx:-} && ${non2xx:-0} != 0 ]]; then log "WARNING: $p $proto rep $rep: $non2xx non-2xx responses"; fi
-    echo "$rep,$p,$proto,${rps:-NA},${p50:-NA},${p99:-NA},${mean:-NA},${max:-NA},$pcpu,$ccpu,$bcpu,${reqs:-NA},${errs:-0},${non2xx:-0},$wall,$pcore,$ccore,$other" >>"$CSV"
-    log "rep $rep $p $proto: ${rps:-NA} req/s p50=${p50} p99=${p99} mean=${mean} ms; cpu proxy=$pcpu% client=$ccpu% backend=$bcpu%; core$PROXY_CPU busy=$pcore% core$CLIENT_CPU busy=$ccore%"
+    echo "$rep,$p,$proto,${rps:-NA},${p50:-NA},${p99:-NA},${mean:-NA},${max:-NA},$pcpu,$ccpu,$bcpu,${reqs:-NA},${errs:-0},${non2xx:-0},$wall,$pcore,$ccore,$other,$uspr" >>"$CSV"
+    log "rep $rep $p $proto: ${rps:-NA} req/s p50=${p50} p99=${p99} mean=${mean} ms; cpu proxy=$pcpu% (${uspr} us/req) client=$ccpu% backend=$bcpu%; core$PROXY_CPU busy=$pcore% core$CLIENT_CPU busy=$ccore%"
     if awk -v o="$other" 'BEGIN { exit !(o != "NA" && o > 10) }'; then
         log "WARNING: something else used ${other}% of the proxy core during this run: the numbers are disturbed"
     fi
@@ -424,8 +426,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0)
     echo
     echo "HTTP/1.1 keep-alive: \`wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency\`"
     echo
-    echo "| proxy | req/s | p50 ms | p99 ms | proxy CPU % | proxy-core busy % | wrk CPU % | backend CPU % | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| proxy | req/s | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | wrk CPU % | backend CPU % | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     for p in $PROXIES; do
         read -r a b c < <(stats "$p" h1 rps); r=$(fmt "$a" "$b" "$c" 0)
         read -r a b c < <(stats "$p" h1 p50_ms); l50=$(fmt "$a" "$b" "$c" 2)
@@ -434,15 +436,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0)
         read -r a b c < <(stats "$p" h1 client_cpu_pct); cc=$(fmt "$a" "$b" "$c" 0)
         read -r a b c < <(stats "$p" h1 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
         read -r a b c < <(stats "$p" h1 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
+        read -r a b c < <(stats "$p" h1 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
         e=$(awk -F, -v p="$p" '$2 == p && $3 == "h1" { s += $13 + $14 } END { print s + 0 }' "$CSV")
-        echo "| $p | $r | $l50 | $l99 | $pc | $kc | $cc | $bc | $e |"
+        echo "| $p | $r | $l50 | $l99 | $pc | $us | $kc | $cc | $bc | $e |"
     done
     if [[ $H2 == 1 ]]; then
         echo
         echo "HTTP/2: \`h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION\` (h2load reports no percentiles: mean and max time per request)"
         echo
-        echo "| proxy | req/s | mean ms | max ms | proxy CPU % | proxy-core busy % | h2load CPU % | backend CPU % | errors |"
-        echo "|---|---|---|---|---|---|---|---|---|"
+        echo "| proxy | req/s | mean ms | max ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | h2load CPU % | backend CPU % | errors |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
         for p in $PROXIES; do
             read -r a b c < <(stats "$p" h2 rps); r=$(fmt "$a" "$b" "$c" 0)
             read -r a b c < <(stats "$p" h2 mean_ms); lm=$(fmt "$a" "$b" "$c" 2)
@@ -451,8 +454,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0)
             read -r a b c < <(stats "$p" h2 client_cpu_pct); cc=$(fmt "$a" "$b" "$c" 0)
             read -r a b c < <(stats "$p" h2 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
             read -r a b c < <(stats "$p" h2 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
+            read -r a b c < <(stats "$p" h2 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
             e=$(awk -F, -v p="$p" '$2 == p && $3 == "h2" { s += $13 + $14 } END { print s + 0 }' "$CSV")
-            echo "| $p | $r | $lm | $lx | $pc | $kc | $cc | $bc | $e |"
+            echo "| $p | $r | $lm | $lx | $pc | $us | $kc | $cc | $bc | $e |"
         done
     fi
     disturbed=$(awk -F, 'NR > 1 && $18 != "NA" && $18 > 10 { n++ } END { print n + 0 }' "$CSV")
@@ -460,7 +464,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0)
     echo "Runs where something else used >10% of the proxy core: $disturbed of $(($(wc -l <"$CSV") - 1))."
     if [[ " $PROXIES " == *" payguard "* ]]; then
         echo
-        echo "Ratios of medians (payguard / peer; req/s higher is better, p99 lower is better):"
+        echo "Ratios of medians (payguard / peer; req/s higher is better, p99 and CPU µs/req lower is better):"
         echo
         echo "| | vs nginx | vs haproxy |"
         echo "|---|---|---|"
@@ -473,7 +477,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0)
         }
         row "HTTP/1.1 req/s" h1 rps
         row "HTTP/1.1 p99" h1 p99_ms
-        if [[ $H2 == 1 ]]; then row "HTTP/2 req/s" h2 rps; fi
+        row "HTTP/1.1 proxy CPU µs/req" h1 proxy_cpu_us_per_req
+        if [[ $H2 == 1 ]]; then row "HTTP/2 req/s" h2 rps; row "HTTP/2 proxy CPU µs/req" h2 proxy_cpu_us_per_req; fi
     fi
 } >"$SUMMARY"
 

@@ -42,7 +42,7 @@ impl Seen {
 
 /// A real hyper HTTP/1.1 backend on 127.0.0.1:0.
 ///
-/// Paths: `/gate` answers only after [`Backend::open_gate`]; `/hang` never answers;
+/// Paths: `/status/NNN` answers NNN; `/gate` answers only after [`Backend::open_gate`]; `/hang` never answers;
 /// `/download?bytes=N` streams N bytes (first chunk at once, the rest after the gate opens when
 /// `gated=1`); anything else answers 200 `{"ok":true}` after reading the whole body.
 #[derive(Clone)]
@@ -137,7 +137,13 @@ impl Backend {
             return res;
         }
         let mut res = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
-        *res.status_mut() = StatusCode::OK;
+        // `/status/NNN...` answers NNN: for tests of what payguard does with backend failures.
+        *res.status_mut() = path
+            .strip_prefix("/status/")
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::OK);
         let h = res.headers_mut();
         h.insert("content-type", "application/json".parse().unwrap());
         // Hop-by-hop headers a backend may send; payguard must not pass them on.
