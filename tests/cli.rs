@@ -232,3 +232,12 @@ async fn secrets_never_reach_the_log() {
         assert!(!log.iter().any(|l| l.contains(secret)), "{secret} leaked into the log");
     }
 }
+
+#[test]
+fn shipped_rules_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN).arg("check").current_dir(root).env_remove("PAYGUARD_CONFIG").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("route(s) in rules"), "{text}");
+}

@@ -115,18 +115,37 @@ async fn validation_400_415_and_what_passes() {
     assert_eq!(ok.status(), 200);
     assert_eq!(backend.last().body, br#"{"amount": 1000, "currency": "EUR"}"#);
 
-    let v = expect(post(r#"{"amount": 1001, "currency": "EUR"}"#, "application/json").await.unwrap(), 400, "invalid_request", Some("orders")).await;
+    let v = expect(
+        post(r#"{"amount": 1001, "currency": "EUR"}"#, "application/json").await.unwrap(),
+        400,
+        "invalid_request",
+        Some("orders"),
+    )
+    .await;
     assert!(v["message"].as_str().unwrap().contains("/amount"), "{v}");
     assert!(!v["message"].as_str().unwrap().contains("1001"), "value echoed: {v}");
-    expect(post(r#"{"amount": 5, "currency": "GBP"}"#, "application/json").await.unwrap(), 400, "invalid_request", Some("orders")).await;
+    expect(
+        post(r#"{"amount": 5, "currency": "GBP"}"#, "application/json").await.unwrap(),
+        400,
+        "invalid_request",
+        Some("orders"),
+    )
+    .await;
     expect(post(r#"{"amount": 5,"#, "application/json").await.unwrap(), 400, "invalid_request", Some("orders")).await;
     expect(post(r#"{"amount": 5}"#, "text/plain").await.unwrap(), 415, "unsupported_media_type", Some("orders")).await;
-    let missing = c.post(proxy.url("/api/orders")).header("content-type", "application/json").body("{}").send().await.unwrap();
+    let missing =
+        c.post(proxy.url("/api/orders")).header("content-type", "application/json").body("{}").send().await.unwrap();
     let v = expect(missing, 400, "invalid_request", Some("orders")).await;
     assert!(v["message"].as_str().unwrap().contains("x-shop-id"), "{v}");
     // Query fields.
     assert_eq!(c.get(proxy.url("/api/orders/o1?page=2")).send().await.unwrap().status(), 200);
-    expect(c.get(proxy.url("/api/orders/o1?page=0")).send().await.unwrap(), 400, "invalid_request", Some("orders-read")).await;
+    expect(
+        c.get(proxy.url("/api/orders/o1?page=0")).send().await.unwrap(),
+        400,
+        "invalid_request",
+        Some("orders-read"),
+    )
+    .await;
     assert_eq!(backend.count(), 2);
     proxy.stop().await;
 }
@@ -190,7 +209,8 @@ async fn monitor_mode_forwards_and_records_would_block() {
     let (backend, proxy) = shop().await;
     let c = h1_client(&proxy.cert);
     // Not from @office, a bad field, a wrong content type: all would block, none does.
-    let res = c.post(proxy.url("/shadow")).header("content-type", "text/plain").body(r#"{"n": 9}"#).send().await.unwrap();
+    let res =
+        c.post(proxy.url("/shadow")).header("content-type", "text/plain").body(r#"{"n": 9}"#).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(backend.last().body, br#"{"n": 9}"#);
     let m = proxy.metrics().await;
@@ -205,7 +225,8 @@ async fn monitor_mode_forwards_and_records_would_block() {
 #[tokio::test]
 async fn peer_denied_before_tls() {
     let backend = Backend::start().await;
-    let proxy = start_proxy_with_rules(backend.addr, "", &[("d.toml", "[defaults]\nip_deny = [\"127.0.0.0/8\"]\n")]).await;
+    let proxy =
+        start_proxy_with_rules(backend.addr, "", &[("d.toml", "[defaults]\nip_deny = [\"127.0.0.0/8\"]\n")]).await;
     let err = h1_client(&proxy.cert).get(proxy.url("/")).send().await.unwrap_err();
     assert!(err.is_connect() || err.is_request(), "{err:?}");
     let m = proxy.metrics().await;
@@ -264,7 +285,11 @@ async fn hot_reload_under_traffic() {
             );
         } else {
             let errors_before = reload_errors(admin).await;
-            std::fs::write(rules.join("b.toml"), "[[route]]\nname = \"stable\"\nmatch = { path = \"/stable\" }\n[[route]]\nname = 7\n").unwrap();
+            std::fs::write(
+                rules.join("b.toml"),
+                "[[route]]\nname = \"stable\"\nmatch = { path = \"/stable\" }\n[[route]]\nname = 7\n",
+            )
+            .unwrap();
             assert!(
                 eventually(Duration::from_secs(2), || async move { reload_errors(admin).await > errors_before }).await,
                 "bad edit {i} not reported"
@@ -283,11 +308,13 @@ async fn hot_reload_under_traffic() {
     // Deleting the file takes its routes away.
     std::fs::remove_file(rules.join("b.toml")).unwrap();
     let url = proxy.url("/stable");
-    assert!(eventually(Duration::from_secs(2), || {
-        let (c, url) = (c.clone(), url.clone());
-        async move { c.get(&url).send().await.is_ok_and(|r| r.status() == 404) }
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            let (c, url) = (c.clone(), url.clone());
+            async move { c.get(&url).send().await.is_ok_and(|r| r.status() == 404) }
+        })
+        .await
+    );
     proxy.stop().await;
 }
 

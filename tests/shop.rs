@@ -1,0 +1,176 @@
+//! The shipped rules in front of the real Node.js example store (examples/shop).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+struct Shop {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop")
+}
+
+fn start_shop() -> Shop {
+    let dir = shop_dir();
+    if !dir.join("node_modules/express").exists() {
+        // Same as .ci/run does; lets `cargo test` work on a fresh checkout.
+        let ok =
+            Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir).status();
+        assert!(ok.is_ok_and(|s| s.success()), "npm ci in examples/shop failed");
+    }
+    let mut child = Command::new("node")
+        .arg("server.js")
+        .current_dir(&dir)
+        .env("PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node is required for this test");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("shop listening on ").unwrap_or_else(|| panic!("unexpected: {line}"));
+    Shop { addr: addr.parse().unwrap(), child }
+}
+
+async fn shop_json(shop: &Shop, path: &str) -> serde_json::Value {
+    let c = reqwest::Client::builder().use_preconfigured_tls(rustls_client(&[], &[])).build().unwrap();
+    json(c.get(format!("http://{}{path}", shop.addr)).send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_rules_guard_the_example_shop() {
+    let shop = start_shop();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let extra = format!(
+        "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[rules]\ndir = \"{}\"\nwatch = false\n",
+        rules.display()
+    );
+    let proxy = start_proxy_with_rules(shop.addr, &extra, &[]).await;
+    let c = h2_client(&proxy.cert);
+    let count = || async { shop_json(&shop, "/debug/requests/count").await["count"].as_u64().unwrap() };
+
+    let products = json(c.get(proxy.url("/api/products")).send().await.unwrap()).await;
+    assert_eq!(products["products"].as_array().unwrap().len(), 3);
+
+    // A valid order passes and the shop sees payguard's forwarding headers.
+    let res = c
+        .post(proxy.url("/api/orders"))
+        .header("content-type", "application/json")
+        .header("x-payguard-verified", "forged")
+        .body(r#"{"product_id":"prod_mug","quantity":2,"email":"a@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let order = json(res).await;
+    let order_id = order["order_id"].as_str().unwrap().to_string();
+    assert_eq!(order["amount"], 2500);
+    let last = shop_json(&shop, "/debug/last-request").await;
+    assert_eq!(last["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(last["headers"]["x-forwarded-proto"], "https");
+    assert!(last["headers"]["x-request-id"].as_str().is_some_and(|s| s.len() == 32));
+    assert!(last["headers"].get("x-payguard-verified").is_none(), "forged verification header reached the shop");
+
+    // Invalid input never reaches the shop.
+    let before = count().await;
+    for body in [
+        r#"{"product_id":"prod_mug","quantity":0,"email":"a@example.com"}"#,
+        r#"{"product_id":"../etc","quantity":1,"email":"a@example.com"}"#,
+        r#"{"product_id":"prod_mug","quantity":1}"#,
+        r#"not json"#,
+    ] {
+        let res = c
+            .post(proxy.url("/api/orders"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+    }
+    let card = |number: &str, extra: &str| {
+        format!(r#"{{"order_id":"{order_id}","card":{{"number":"{number}","exp":"12/30","cvc":"123"}}{extra}}}"#)
+    };
+    for bad in [card("4111x", ""), card("4111111111111111", r#","admin":true"#)] {
+        let res = c
+            .post(proxy.url("/api/checkout"))
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+    }
+    assert_eq!(count().await, before, "rejected requests reached the shop");
+
+    let res = c
+        .post(proxy.url("/api/checkout"))
+        .header("content-type", "application/json")
+        .body(card("4111111111111111", ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["status"], "paid");
+
+    // Callbacks: only from the providers' networks (here via a trusted proxy hop).
+    let notify = format!(r#"{{"out_trade_no":"{order_id}","trade_state":"SUCCESS"}}"#);
+    let res = c
+        .post(proxy.url("/pay/notify"))
+        .header("content-type", "application/json")
+        .body(notify.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = c
+        .post(proxy.url("/pay/notify"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", "192.0.2.10")
+        .body(notify.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["code"], "SUCCESS");
+    let last = shop_json(&shop, "/debug/last-request").await;
+    assert_eq!(last["body_sha256"], hex::encode(Sha256::digest(notify.as_bytes())), "body not forwarded byte for byte");
+    assert_eq!(last["headers"]["x-forwarded-for"], "192.0.2.10, 127.0.0.1");
+
+    // Admin from a private network; login is strictly limited.
+    assert_eq!(c.get(proxy.url("/admin/orders")).send().await.unwrap().status(), 200);
+    let admin_from_outside =
+        c.get(proxy.url("/admin/orders")).header("x-forwarded-for", "203.0.113.5").send().await.unwrap();
+    assert_eq!(admin_from_outside.status(), 403);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = c
+            .post(proxy.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=demo&password=demo")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    tokio::time::timeout(Duration::from_secs(15), proxy.stop()).await.unwrap();
+}
