@@ -172,7 +172,11 @@ where
             // Polled after completion: cannot happen with hyper; answer something sane.
             return Poll::Ready(Ok(res.map(|b| LoggedBody { inner: b, finish: None })));
         };
-        let (mut parts, body) = res.into_parts();
+        let (mut parts, mut body) = res.into_parts();
+        if record.method == Method::HEAD {
+            // A response to HEAD has no body, whoever built it (a rejection's JSON included).
+            body = Body::empty();
+        }
         parts.headers.insert(X_REQUEST_ID, record.request_id.clone());
         let route = parts
             .extensions

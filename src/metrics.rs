@@ -135,7 +135,7 @@ impl Metrics {
         r.register("decisions", "Guard decisions, by route, guard and decision", m.decisions.clone());
         r.register(
             "signature_clock_skew_seconds",
-            "Absolute clock skew of accepted signed callbacks",
+            "Absolute clock skew of verified signatures",
             m.signature_skew.clone(),
         );
         r.register("request_body_bytes", "Request body bytes forwarded", m.request_bytes.clone());

@@ -172,5 +172,18 @@ async fn shipped_rules_guard_the_example_shop() {
         statuses.push(r.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    // JSON logins are validated too (and limited by the same budget).
+    let r = c
+        .post(proxy.url("/login"))
+        .header("content-type", "application/json")
+        .body(r#"{"username":"demo"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // HEAD refusals carry no body (HTTP/2 would call one a protocol error).
+    let head = c.head(proxy.url("/api/checkout")).send().await.unwrap();
+    assert_eq!(head.status(), 405);
+    assert!(head.bytes().await.unwrap().is_empty());
     tokio::time::timeout(Duration::from_secs(15), proxy.stop()).await.unwrap();
 }

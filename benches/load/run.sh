@@ -38,6 +38,114 @@ for tool in nginx haproxy wrk openssl taskset curl timeout; do
 done
 if [[ $H2 == 1 ]]; then command -v h2load >/dev/null || die "h2load not found (apt-get install -y nghttp2-client)"; fi
 
+# ---------------------------------------------------------------- summary (also: SUMMARY_ONLY=<raw.csv>)
+# median min max of column $3 for proxy $1 proto $2
+# (optional $4: only runs where something else used at most $4 % of the proxy core; prints n too)
+stats() {
+    awk -F, -v p="$1" -v pr="$2" -v c="$3" -v maxo="${4:-}" '
+        NR == 1 { for (i = 1; i <= NF; i++) { if ($i == c) col = i; if ($i == "proxy_core_other_pct") oc = i }; next }
+        maxo != "" && ($oc == "NA" || $oc + 0 > maxo + 0) { next }
+        $2 == p && $3 == pr && $col != "NA" && $col != "" { v[n++] = $col + 0 }
+        END {
+            if (n == 0) { print "NA NA NA 0"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            med = (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+            print med, v[0], v[n - 1], n }' "$CSV"
+}
+fmt() { # median min max decimals
+    awk -v m="$1" -v lo="$2" -v hi="$3" -v d="$4" 'BEGIN {
+        if (m == "NA") { print "–"; exit }
+        f = "%." d "f"; printf(f " (" f "–" f ")\n", m, lo, hi) }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "–"; else printf "%.2f\n", a / b }'; }
+
+summarize() {
+    {
+        echo "Medians over $REPS interleaved repetitions, min–max in parentheses. $(nproc) cores;"
+        echo "proxies on core $PROXY_CPU, load generator + backend on core $CLIENT_CPU; TLS 1.3, RSA-2048; GUARD=$GUARD."
+        echo
+        echo "HTTP/1.1 keep-alive: \`wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency\`"
+        echo
+        echo "| proxy | req/s | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | wrk CPU % | backend CPU % | errors |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        for p in $PROXIES; do
+            read -r a b c _ < <(stats "$p" h1 rps); r=$(fmt "$a" "$b" "$c" 0)
+            read -r a b c _ < <(stats "$p" h1 p50_ms); l50=$(fmt "$a" "$b" "$c" 2)
+            read -r a b c _ < <(stats "$p" h1 p99_ms); l99=$(fmt "$a" "$b" "$c" 2)
+            read -r a b c _ < <(stats "$p" h1 proxy_cpu_pct); pc=$(fmt "$a" "$b" "$c" 0)
+            read -r a b c _ < <(stats "$p" h1 client_cpu_pct); cc=$(fmt "$a" "$b" "$c" 0)
+            read -r a b c _ < <(stats "$p" h1 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
+            read -r a b c _ < <(stats "$p" h1 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
+            read -r a b c _ < <(stats "$p" h1 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
+            e=$(awk -F, -v p="$p" '$2 == p && $3 == "h1" { s += $13 + $14 } END { print s + 0 }' "$CSV")
+            echo "| $p | $r | $l50 | $l99 | $pc | $us | $kc | $cc | $bc | $e |"
+        done
+        if [[ $H2 == 1 ]]; then
+            echo
+            echo "HTTP/2: \`h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION\` (h2load reports no percentiles: mean and max time per request)"
+            echo
+            echo "| proxy | req/s | mean ms | max ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | h2load CPU % | backend CPU % | errors |"
+            echo "|---|---|---|---|---|---|---|---|---|---|"
+            for p in $PROXIES; do
+                read -r a b c _ < <(stats "$p" h2 rps); r=$(fmt "$a" "$b" "$c" 0)
+                read -r a b c _ < <(stats "$p" h2 mean_ms); lm=$(fmt "$a" "$b" "$c" 2)
+                read -r a b c _ < <(stats "$p" h2 max_ms); lx=$(fmt "$a" "$b" "$c" 1)
+                read -r a b c _ < <(stats "$p" h2 proxy_cpu_pct); pc=$(fmt "$a" "$b" "$c" 0)
+                read -r a b c _ < <(stats "$p" h2 client_cpu_pct); cc=$(fmt "$a" "$b" "$c" 0)
+                read -r a b c _ < <(stats "$p" h2 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
+                read -r a b c _ < <(stats "$p" h2 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
+                read -r a b c _ < <(stats "$p" h2 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
+                e=$(awk -F, -v p="$p" '$2 == p && $3 == "h2" { s += $13 + $14 } END { print s + 0 }' "$CSV")
+                echo "| $p | $r | $lm | $lx | $pc | $us | $kc | $cc | $bc | $e |"
+            done
+        fi
+        disturbed=$(awk -F, 'NR > 1 && $18 != "NA" && $18 > 10 { n++ } END { print n + 0 }' "$CSV")
+        echo
+        echo "Runs where something else used >10% of the proxy core: $disturbed of $(($(wc -l <"$CSV") - 1))."
+        if [[ " $PROXIES " == *" payguard "* ]]; then
+            echo
+            echo "Ratios of medians (payguard / peer; req/s higher is better, p99 and CPU µs/req lower is better):"
+            echo
+            echo "| | vs nginx | vs haproxy |"
+            echo "|---|---|---|"
+            row() { # label proto col
+                local pg ng hp
+                pg=$(stats payguard "$2" "$3" | cut -d' ' -f1)
+                ng=$(stats nginx "$2" "$3" | cut -d' ' -f1)
+                hp=$(stats haproxy "$2" "$3" | cut -d' ' -f1)
+                echo "| $1 | $(ratio "$pg" "$ng") | $(ratio "$pg" "$hp") |"
+            }
+            row "HTTP/1.1 req/s" h1 rps
+            row "HTTP/1.1 p99" h1 p99_ms
+            row "HTTP/1.1 proxy CPU µs/req" h1 proxy_cpu_us_per_req
+            if [[ $H2 == 1 ]]; then row "HTTP/2 req/s" h2 rps; row "HTTP/2 proxy CPU µs/req" h2 proxy_cpu_us_per_req; fi
+        fi
+        if [[ $disturbed != 0 ]]; then
+            echo
+            echo "Undisturbed runs only (something else used ≤10% of the proxy core): median req/s (min–max) [runs]"
+            echo
+            echo "| proxy | HTTP/1.1 req/s | HTTP/2 req/s |"
+            echo "|---|---|---|"
+            for p in $PROXIES; do
+                read -r a b c n < <(stats "$p" h1 rps 10); r1="$(fmt "$a" "$b" "$c" 0) [$n]"
+                r2="–"
+                if [[ $H2 == 1 ]]; then read -r a b c n < <(stats "$p" h2 rps 10); r2="$(fmt "$a" "$b" "$c" 0) [$n]"; fi
+                echo "| $p | $r1 | $r2 |"
+            done
+        fi
+    } >"$SUMMARY"
+}
+
+if [[ -n ${SUMMARY_ONLY:-} ]]; then
+    CSV=$SUMMARY_ONLY
+    SUMMARY=$(dirname "$CSV")/summary.md
+    REPS=$(awk -F, 'NR > 1 { print $1 }' "$CSV" | sort -n | tail -n 1)
+    PROXIES=$(awk -F, 'NR > 1 && !seen[$2]++ { printf "%s ", $2 }' "$CSV")
+    summarize
+    cat "$SUMMARY"
+    exit 0
+fi
+
 # ---------------------------------------------------------------- payguard binary
 if [[ -z ${PAYGUARD_BIN:-} ]]; then
     PAYGUARD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/payguard
@@ -401,86 +509,7 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-# ---------------------------------------------------------------- summary
-# median min max of column $3 for proxy $1 proto $2
-stats() {
-    awk -F, -v p="$1" -v pr="$2" -v c="$3" '
-        NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) col = i; next }
-        $2 == p && $3 == pr && $col != "NA" && $col != "" { v[n++] = $col + 0 }
-        END {
-            if (n == 0) { print "NA NA NA"; exit }
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            med = (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
-            print med, v[0], v[n - 1] }' "$CSV"
-}
-fmt() { # median min max decimals
-    awk -v m="$1" -v lo="$2" -v hi="$3" -v d="$4" 'BEGIN {
-        if (m == "NA") { print "–"; exit }
-        f = "%." d "f"; printf(f " (" f "–" f ")\n", m, lo, hi) }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "–"; else printf "%.2f\n", a / b }'; }
-
-{
-    echo "Medians over $REPS interleaved repetitions, min–max in parentheses. $(nproc) cores;"
-    echo "proxies on core $PROXY_CPU, load generator + backend on core $CLIENT_CPU; TLS 1.3, RSA-2048; GUARD=$GUARD."
-    echo
-    echo "HTTP/1.1 keep-alive: \`wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency\`"
-    echo
-    echo "| proxy | req/s | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | wrk CPU % | backend CPU % | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
-    for p in $PROXIES; do
-        read -r a b c < <(stats "$p" h1 rps); r=$(fmt "$a" "$b" "$c" 0)
-        read -r a b c < <(stats "$p" h1 p50_ms); l50=$(fmt "$a" "$b" "$c" 2)
-        read -r a b c < <(stats "$p" h1 p99_ms); l99=$(fmt "$a" "$b" "$c" 2)
-        read -r a b c < <(stats "$p" h1 proxy_cpu_pct); pc=$(fmt "$a" "$b" "$c" 0)
-        read -r a b c < <(stats "$p" h1 client_cpu_pct); cc=$(fmt "$a" "$b" "$c" 0)
-        read -r a b c < <(stats "$p" h1 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
-        read -r a b c < <(stats "$p" h1 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
-        read -r a b c < <(stats "$p" h1 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
-        e=$(awk -F, -v p="$p" '$2 == p && $3 == "h1" { s += $13 + $14 } END { print s + 0 }' "$CSV")
-        echo "| $p | $r | $l50 | $l99 | $pc | $us | $kc | $cc | $bc | $e |"
-    done
-    if [[ $H2 == 1 ]]; then
-        echo
-        echo "HTTP/2: \`h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION\` (h2load reports no percentiles: mean and max time per request)"
-        echo
-        echo "| proxy | req/s | mean ms | max ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | h2load CPU % | backend CPU % | errors |"
-        echo "|---|---|---|---|---|---|---|---|---|---|"
-        for p in $PROXIES; do
-            read -r a b c < <(stats "$p" h2 rps); r=$(fmt "$a" "$b" "$c" 0)
-            read -r a b c < <(stats "$p" h2 mean_ms); lm=$(fmt "$a" "$b" "$c" 2)
-            read -r a b c < <(stats "$p" h2 max_ms); lx=$(fmt "$a" "$b" "$c" 1)
-            read -r a b c < <(stats "$p" h2 proxy_cpu_pct); pc=$(fmt "$a" "$b" "$c" 0)
-            read -r a b c < <(stats "$p" h2 client_cpu_pct); cc=$(fmt "$a" "$b" "$c" 0)
-            read -r a b c < <(stats "$p" h2 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
-            read -r a b c < <(stats "$p" h2 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
-            read -r a b c < <(stats "$p" h2 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
-            e=$(awk -F, -v p="$p" '$2 == p && $3 == "h2" { s += $13 + $14 } END { print s + 0 }' "$CSV")
-            echo "| $p | $r | $lm | $lx | $pc | $us | $kc | $cc | $bc | $e |"
-        done
-    fi
-    disturbed=$(awk -F, 'NR > 1 && $18 != "NA" && $18 > 10 { n++ } END { print n + 0 }' "$CSV")
-    echo
-    echo "Runs where something else used >10% of the proxy core: $disturbed of $(($(wc -l <"$CSV") - 1))."
-    if [[ " $PROXIES " == *" payguard "* ]]; then
-        echo
-        echo "Ratios of medians (payguard / peer; req/s higher is better, p99 and CPU µs/req lower is better):"
-        echo
-        echo "| | vs nginx | vs haproxy |"
-        echo "|---|---|---|"
-        row() { # label proto col
-            local pg ng hp
-            pg=$(stats payguard "$2" "$3" | cut -d' ' -f1)
-            ng=$(stats nginx "$2" "$3" | cut -d' ' -f1)
-            hp=$(stats haproxy "$2" "$3" | cut -d' ' -f1)
-            echo "| $1 | $(ratio "$pg" "$ng") | $(ratio "$pg" "$hp") |"
-        }
-        row "HTTP/1.1 req/s" h1 rps
-        row "HTTP/1.1 p99" h1 p99_ms
-        row "HTTP/1.1 proxy CPU µs/req" h1 proxy_cpu_us_per_req
-        if [[ $H2 == 1 ]]; then row "HTTP/2 req/s" h2 rps; row "HTTP/2 proxy CPU µs/req" h2 proxy_cpu_us_per_req; fi
-    fi
-} >"$SUMMARY"
+summarize
 
 cp "$TMP"/*.conf "$TMP"/*.cfg "$TMP"/payguard.toml "$RESULTS_DIR/" 2>/dev/null || true
 for p in $PROXIES backend; do cp "$TMP/$p.log" "$RESULTS_DIR/$p.log" 2>/dev/null || true; done

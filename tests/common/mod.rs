@@ -42,7 +42,7 @@ impl Seen {
 
 /// A real hyper HTTP/1.1 backend on 127.0.0.1:0.
 ///
-/// Paths: `/status/NNN` answers NNN; `/gate` answers only after [`Backend::open_gate`]; `/hang` never answers;
+/// Paths (anywhere below a prefix): `…/status/NNN` answers NNN; `…/gate` answers only after [`Backend::open_gate`]; `…/hang` never answers;
 /// `/download?bytes=N` streams N bytes (first chunk at once, the rest after the gate opens when
 /// `gated=1`); anything else answers 200 `{"ok":true}` after reading the whole body.
 #[derive(Clone)]
@@ -98,11 +98,11 @@ impl Backend {
                 q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
             })
             .unwrap_or_default();
-        if path == "/gate" {
+        if path.ends_with("/gate") {
             self.arrived.notify_one();
             self.gate.notified().await;
         }
-        if path == "/hang" {
+        if path.ends_with("/hang") {
             std::future::pending::<()>().await;
         }
         // Read the body incrementally so a 100 MiB upload is hashed, not kept.
@@ -139,8 +139,8 @@ impl Backend {
         let mut res = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
         // `/status/NNN...` answers NNN: for tests of what payguard does with backend failures.
         *res.status_mut() = path
-            .strip_prefix("/status/")
-            .and_then(|s| s.get(..3))
+            .split_once("/status/")
+            .and_then(|(_, s)| s.get(..3))
             .and_then(|s| s.parse::<u16>().ok())
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::OK);

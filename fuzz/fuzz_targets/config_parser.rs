@@ -1,0 +1,19 @@
+//! `payguard.toml`: bytes -> UTF-8 (lossy) -> `payguard::config::Config::parse(text, None)`.
+//! Any `Err(diagnostics)` is fine; a panic is a bug.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    match payguard::config::Config::parse(&text, None) {
+        Ok(config) => {
+            let _ = format!("{config:?}");
+        }
+        Err(diags) => {
+            for d in &diags {
+                let _ = d.to_string();
+            }
+        }
+    }
+});
