@@ -249,7 +249,8 @@ impl Proxy {
 /// Rules for tests that exercise the core: no route, bodies up to 200 MiB.
 pub const OPEN_RULES: &[(&str, &str)] = &[("00-open.toml", "[defaults]\nmax_body = \"200MiB\"\n")];
 
-/// Writes the certificate, `rules/` and a payguard.toml (`extra` is appended) into a temp dir.
+/// Writes the certificate, `rules/` and a payguard.toml into a temp dir. `extra` is appended;
+/// its lines before the first `[table]` header are added to `[server]`.
 pub fn write_config(dir: &Path, cert: &TestCert, upstream: SocketAddr, extra: &str, rules: &[(&str, &str)]) -> PathBuf {
     std::fs::write(dir.join("server.crt"), &cert.cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), &cert.key_pem).unwrap();
@@ -257,8 +258,17 @@ pub fn write_config(dir: &Path, cert: &TestCert, upstream: SocketAddr, extra: &s
     for (name, text) in rules {
         std::fs::write(dir.join("rules").join(name), text).unwrap();
     }
+    // Lines of `extra` before its first table header are more [server] keys.
+    let split = extra.find("\n[").map_or(if extra.starts_with('[') { 0 } else { extra.len() }, |i| {
+        if extra.starts_with('[') {
+            0
+        } else {
+            i + 1
+        }
+    });
+    let (server_extra, tables) = extra.split_at(split);
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\nshutdown_grace = \"10s\"\n\n[upstream]\nurl = \"http://{upstream}\"\nresponse_timeout = \"10s\"\n\n{extra}\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\nshutdown_grace = \"10s\"\n{server_extra}\n\n[upstream]\nurl = \"http://{upstream}\"\nresponse_timeout = \"10s\"\n\n{tables}\n"
     );
     let path = dir.join("payguard.toml");
     std::fs::write(&path, cfg).unwrap();
