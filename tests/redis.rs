@@ -361,3 +361,34 @@ async fn payguard_starts_while_redis_is_down_and_reports_it() {
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     p.stop().await;
 }
+
+#[tokio::test]
+async fn redis_cluster_backend_shares_replay_keys_and_limits() {
+    let nodes = redis_cluster(3).await;
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let store = Arc::new(RedisStore::new(&urls, true, Duration::from_secs(1)).unwrap());
+    nonce_store_contract(store.clone(), "cluster").await;
+    // Keys of one route land on different nodes (no hash tag), and a second client (another
+    // instance, seeded with one node only) sees them.
+    let other = RedisStore::new(&urls[2..], true, Duration::from_secs(1)).unwrap();
+    for i in 0..30 {
+        let key = format!("cb|hmac|{i}");
+        assert_eq!(store.reserve(&key, Duration::from_secs(60)).await, Ok(payguard::state::Reservation::Reserved));
+        assert_eq!(other.reserve(&key, Duration::from_secs(60)).await, Ok(payguard::state::Reservation::Taken));
+    }
+    let mut holding = 0;
+    for n in &nodes {
+        let keys: i64 = redis::cmd("DBSIZE").query_async(&mut n.connection().await).await.unwrap();
+        holding += usize::from(keys > 0);
+    }
+    assert!(holding >= 2, "keys should spread over the cluster's nodes");
+    // GCRA through the cluster: exactly `burst` cells, shared by both clients.
+    let gcra = Gcra { emission_interval: Duration::from_secs(3600), burst: 7 };
+    let mut allowed = 0;
+    for i in 0..20 {
+        let s: &RedisStore = if i % 2 == 0 { &store } else { &other };
+        allowed += usize::from(s.check("x:route", gcra).await.unwrap() == RateDecision::Allowed);
+    }
+    assert_eq!(allowed, 7);
+    assert!(store.ping().await.is_ok());
+}

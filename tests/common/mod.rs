@@ -339,11 +339,17 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one; panics with the install command when `redis-server` is missing.
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// Starts one with more `redis-server` arguments (e.g. `--cluster-enabled yes`).
+    pub async fn start_with(args: &[&str]) -> RedisServer {
         match std::process::Command::new("redis-server").arg("--version").output() {
             Ok(o) if o.status.success() => {}
             Ok(o) => panic!("redis-server --version failed: {}", String::from_utf8_lossy(&o.stderr)),
@@ -356,7 +362,8 @@ impl RedisServer {
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 continue;
             }
-            let mut s = RedisServer { port, child: None, dir: tempfile::tempdir().unwrap() };
+            let args = args.iter().map(ToString::to_string).collect();
+            let mut s = RedisServer { port, child: None, dir: tempfile::tempdir().unwrap(), args };
             s.spawn();
             if s.wait_ready(Duration::from_secs(10)).await {
                 return s;
@@ -371,6 +378,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -456,6 +464,41 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas) on 127.0.0.1, ready when returned.
+pub async fn redis_cluster(n: usize) -> Vec<RedisServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli (installed with redis-server)");
+    assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    let ready = eventually(Duration::from_secs(20), || {
+        let nodes = &nodes;
+        async move {
+            for s in nodes {
+                if !s.info("cluster").await.contains("cluster_enabled:1") {
+                    return false;
+                }
+                let mut c = s.connection().await;
+                let state: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut c).await.unwrap();
+                if !state.contains("cluster_state:ok") {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(ready, "the test cluster did not reach cluster_state:ok");
+    nodes
 }
 
 /// What every replay store must do, whatever keeps the keys (memory or Redis): one reservation
