@@ -24,6 +24,8 @@ ADMIN_PORT=${ADMIN_PORT:-18991}
 REDIS_PORT=${REDIS_PORT:-18379}
 CALLBACKS=${CALLBACKS:-600000}      # distinct signed callbacks (each may be accepted once)
 MEMORY_KEYS=${MEMORY_KEYS:-100000}  # keys stored for the memory-per-key measurement
+QUIET_MAX=${QUIET_MAX:-15}          # before each run, wait until both cores are below this busy % ...
+QUIET_TIMEOUT=${QUIET_TIMEOUT:-600} # ... for at most this many seconds (then measure anyway, flagged)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/benches/state/results/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -179,11 +181,31 @@ to_ms() {
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 
+core_busy() { # core -> busy % over one second
+    local a b
+    a=$(awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat)
+    sleep 1
+    b=$(awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%d", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print 0 }'
+}
+wait_quiet() { # -> prints "quiet" or "busy"
+    local deadline=$((SECONDS + QUIET_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if (($(core_busy "$PROXY_CPU") <= QUIET_MAX && $(core_busy "$CLIENT_CPU") <= QUIET_MAX)); then echo quiet; return; fi
+        log "cores busy with other work; waiting (QUIET_MAX=$QUIET_MAX%)"
+        sleep 5
+    done
+    echo busy
+}
+
 CSV=$RESULTS_DIR/raw.csv
-echo "rep,backend,route,rps,p50_ms,p99_ms,requests,non2xx,evalsha,set,del,get,ping,script" >"$CSV"
+echo "rep,backend,route,rps,p50_ms,p99_ms,requests,non2xx,evalsha,set,del,get,ping,script,pg_cpu_us_per_req,other_load,before" >"$CSV"
+CLK_TCK=$(getconf CLK_TCK)
+pg_ticks() { local line rest; line=$(cat /proc/"$PG_PID"/stat); rest=${line##*) }; read -r -a f <<<"$rest"; echo $((f[11] + f[12])); }
 for rep in $(seq "$REPS"); do
     for backend in memory redis; do
         for route in cb rl; do
+            quiet=$(wait_quiet)
             start_payguard "$backend"
             # Warm-up (connections, caches) on the route without state writes that matter.
             taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$PAYGUARD_PORT/rl" >/dev/null 2>&1 || true
@@ -191,8 +213,10 @@ for rep in $(seq "$REPS"); do
             rcli config resetstat >/dev/null
             if [[ $route == cb ]]; then script=(-s "$TMP/cb.lua"); else script=(); fi
             out=$TMP/wrk-$rep-$backend-$route.txt
+            t0=$(pg_ticks)
             taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${script[@]}" \
                 "https://127.0.0.1:$PAYGUARD_PORT/$route" >"$out" 2>&1
+            t1=$(pg_ticks)
             rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
             p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
             p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
@@ -200,6 +224,9 @@ for rep in $(seq "$REPS"); do
             non2xx=$(awk '/Non-2xx/ { print $NF }' "$out"); non2xx=${non2xx:-0}
             row="$rep,$backend,$route,$rps,$p50,$p99,$reqs,$non2xx"
             for c in evalsha set del get ping script; do row="$row,$(calls "$c")"; done
+            # payguard's own CPU per request (independent of how busy the client core was), and
+            # the 1-minute load average as a hint that something else was running.
+            row="$row,$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'),$(cut -d' ' -f1 /proc/loadavg),$quiet"
             echo "$row" >>"$CSV"
             log "$row"
             stop_payguard
@@ -251,17 +278,18 @@ per_req() { # backend route expr-columns...
     echo "Medians of $REPS runs (min–max). \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`, payguard \`--threads 1\` on core $PROXY_CPU;"
     echo "wrk, nginx backend and redis-server on core $CLIENT_CPU."
     echo
-    echo "| route | backend | req/s | p50 ms | p99 ms | Redis round trips / request |"
-    echo "|---|---|---|---|---|---|"
+    echo "| route | backend | req/s | p50 ms | p99 ms | payguard CPU µs/request | Redis round trips / request |"
+    echo "|---|---|---|---|---|---|---|"
     for route in cb rl; do
         for backend in memory redis; do
             if [[ $route == cb ]]; then rt=$(per_req "$backend" cb "set+del"); else rt=$(per_req "$backend" rl "evalsha+script"); fi
             [[ $backend == memory ]] && rt="0"
-            echo "| $route | $backend | $(median "$backend" "$route" rps) | $(median "$backend" "$route" p50_ms) | $(median "$backend" "$route" p99_ms) | $rt |"
+            echo "| $route | $backend | $(median "$backend" "$route" rps) | $(median "$backend" "$route" p50_ms) | $(median "$backend" "$route" p99_ms) | $(median "$backend" "$route" pg_cpu_us_per_req) | $rt |"
         done
     done
     echo
     echo "Redis memory per key ($MEMORY_KEYS keys, used_memory delta): replay key $(( (m1 - m0) / MEMORY_KEYS )) B, rate-limit key $(( (m3 - m2) / MEMORY_KEYS )) B."
+    echo "Runs started on busy cores (other work above $QUIET_MAX% after waiting $QUIET_TIMEOUT s): $(awk -F, 'NR > 1 && $17 == "busy" { n++ } END { print n + 0 }' "$CSV")."
     echo "Non-2xx responses over all runs: $(awk -F, 'NR > 1 { s += $8 } END { print s + 0 }' "$CSV")."
 } >"$RESULTS_DIR/summary.md"
 cat "$RESULTS_DIR/summary.md"
