@@ -188,14 +188,17 @@ core_busy() { # core -> busy % over one second
     b=$(awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%d", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print 0 }'
 }
-wait_quiet() { # -> prints "quiet" or "busy"
+wait_quiet() { # sets QUIET to "quiet" or "busy" (runs in this shell, so Ctrl-C stops it at once)
     local deadline=$((SECONDS + QUIET_TIMEOUT))
     while ((SECONDS < deadline)); do
-        if (($(core_busy "$PROXY_CPU") <= QUIET_MAX && $(core_busy "$CLIENT_CPU") <= QUIET_MAX)); then echo quiet; return; fi
+        if (($(core_busy "$PROXY_CPU") <= QUIET_MAX && $(core_busy "$CLIENT_CPU") <= QUIET_MAX)); then
+            QUIET=quiet
+            return
+        fi
         log "cores busy with other work; waiting (QUIET_MAX=$QUIET_MAX%)"
         sleep 5
     done
-    echo busy
+    QUIET=busy
 }
 
 CSV=$RESULTS_DIR/raw.csv
@@ -205,7 +208,7 @@ pg_ticks() { local line rest; line=$(cat /proc/"$PG_PID"/stat); rest=${line##*) 
 for rep in $(seq "$REPS"); do
     for backend in memory redis; do
         for route in cb rl; do
-            quiet=$(wait_quiet)
+            wait_quiet
             start_payguard "$backend"
             # Warm-up (connections, caches) on the route without state writes that matter.
             taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$PAYGUARD_PORT/rl" >/dev/null 2>&1 || true
@@ -226,7 +229,7 @@ for rep in $(seq "$REPS"); do
             for c in evalsha set del get ping script; do row="$row,$(calls "$c")"; done
             # payguard's own CPU per request (independent of how busy the client core was), and
             # the 1-minute load average as a hint that something else was running.
-            row="$row,$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'),$(cut -d' ' -f1 /proc/loadavg),$quiet"
+            row="$row,$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'),$(cut -d' ' -f1 /proc/loadavg),$QUIET"
             echo "$row" >>"$CSV"
             log "$row"
             stop_payguard
