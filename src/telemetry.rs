@@ -11,7 +11,10 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level when set.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    // rustls warns per connection about things clients control (an IP address as SNI): keep
+    // it to errors so no client can make payguard write a line per connection.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},rustls=error", cfg.level)));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match cfg.format {
         LogFormat::Json => registry
