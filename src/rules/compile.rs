@@ -54,15 +54,12 @@ pub(crate) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagno
     let sources: Vec<Source> =
         files.iter().enumerate().map(|(i, (p, t))| Source::new(i, p.clone(), t.clone())).collect();
 
-    // 1. Parse: a syntax error, unknown key or wrong type stops that file only.
+    // 1. Parse: a syntax error stops that file only; unknown keys and wrong types are skipped
+    //    over so that every one of them is reported (see `parse_recovering`).
     let mut parsed: Vec<(&Source, RawRuleFile)> = Vec::new();
     for src in &sources {
-        match toml::from_str::<RawRuleFile>(&src.text) {
-            Ok(raw) => parsed.push((src, raw)),
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                diags.push(src.diag(&span, e.message().trim().to_owned()));
-            }
+        if let Some(raw) = parse_recovering(src, &mut diags) {
+            parsed.push((src, raw));
         }
     }
 
@@ -127,6 +124,52 @@ pub(crate) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagno
         return Err(diag::finish(diags));
     }
     Ok(assemble(defaults, routes))
+}
+
+/// How many unknown keys / wrong types one file may have reported before we stop looking.
+const MAX_DATA_ERRORS: usize = 32;
+
+/// Deserializes a rule file. serde stops at the first unknown key or wrong type; to report them
+/// all, the offending `key = value` line is blanked out (offsets kept) and the file parsed
+/// again. Only a key that starts its own line is skipped this way — blanking a table header or
+/// part of an inline table would only produce misleading follow-on errors — and a syntax error
+/// ends the file. The recovered structure still goes through the semantic checks, so their
+/// problems are reported too; the file is invalid either way.
+fn parse_recovering(src: &Source, diags: &mut Vec<Diag>) -> Option<RawRuleFile> {
+    let mut text = std::borrow::Cow::Borrowed(src.text.as_str());
+    let mut blanked_key: Option<String> = None;
+    for _ in 0..MAX_DATA_ERRORS {
+        let err = match toml::from_str::<RawRuleFile>(&text) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        if blanked_key.as_ref().is_some_and(|k| err.message().starts_with(&format!("missing field `{k}`"))) {
+            // Only the consequence of skipping a required key whose value was wrong.
+            return None;
+        }
+        let span = err.span().unwrap_or(0..0);
+        diags.push(src.diag(&span, err.message().trim().to_owned()));
+        let syntax_ok = text.parse::<toml::Table>().is_ok();
+        let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[span.end.min(text.len())..].find('\n').map_or(text.len(), |i| span.end + i);
+        let prefix = text[line_start..span.start.min(text.len())].trim();
+        // The span is the line's key, or the whole value right after `key =`.
+        let at_key = prefix.is_empty() && !text[span.start.min(text.len())..].starts_with('[');
+        let at_value = prefix.ends_with('=') && !prefix.starts_with('[') && !prefix.contains(['{', ',']);
+        let skippable = (at_key || at_value) && !err.message().starts_with("missing field");
+        if !syntax_ok || !skippable || line_end <= line_start {
+            break;
+        }
+        blanked_key = text[line_start..line_end].split('=').next().map(|k| k.trim().trim_matches('"').to_owned());
+        let mut blanked = text.into_owned();
+        blanked.replace_range(line_start..line_end, &" ".repeat(line_end - line_start));
+        if blanked.parse::<toml::Table>().is_err() {
+            // The value spanned several lines; what is left would not even parse.
+            return None;
+        }
+        text = std::borrow::Cow::Owned(blanked);
+    }
+    None
 }
 
 /// Builds the router and gives each route the `Allow` union of its host + path slot.
@@ -975,6 +1018,20 @@ max_body = "64KiB"
         // Stable across runs and builds: pinned.
         assert_eq!(fingerprint("a", None), 0xfd5c_accb_fcdb_fb6f);
         assert_ne!(fingerprint("a", None), fingerprint("b", None));
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_in_a_file_is_reported() {
+        let src = "[defaults]\nactoin = \"deny\"\nmax_body = \"1MiB\"\n\n[[route]]\nname = \"a\"\nmatch = { path = \"/a\" }\nmode = 5\nrate_limt = { rate = \"1/s\" }\nip_allow = [\"10.0.0.0/33\"]\n";
+        let e = errors(src);
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(e[0].starts_with("r.toml:2:1: ") && e[0].contains("actoin"), "{e:?}");
+        assert!(e[1].starts_with("r.toml:8:8: "), "{e:?}");
+        assert!(e[2].starts_with("r.toml:9:1: ") && e[2].contains("rate_limt"), "{e:?}");
+        assert!(e[3].starts_with("r.toml:10:13: ") && e[3].contains("10.0.0.0/33"), "{e:?}");
+        // An error inside an inline table is reported, and no misleading follow-on error.
+        let e = errors("[[route]]\nname = \"a\"\nmatch = { path = \"/a\", bogus = 1 }\n");
+        assert_eq!(e.len(), 1, "{e:?}");
     }
 
     #[test]
