@@ -119,9 +119,12 @@ impl Config {
     /// Parses config text. Relative paths resolve against the directory of `path`.
     pub fn parse(src: &str, path: Option<&Path>) -> Result<Config, Vec<Diagnostic>> {
         let file = path.unwrap_or(Path::new("payguard.toml"));
-        let raw: RawConfig = toml::from_str(src).map_err(|e| vec![Diagnostic::from_toml(file, src, &e)])?;
+        let (raw, errors) = crate::diag::from_toml_recovering::<RawConfig>(src);
+        let mut problems: Vec<Diagnostic> =
+            errors.into_iter().map(|(span, msg)| Diagnostic::at(file, src, Some(span), msg)).collect();
+        let Some(raw) = raw else { return Err(problems) };
         let base = path.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-        let mut cx = Checker { file, src, base: &base, problems: Vec::new() };
+        let mut cx = Checker { file, src, base: &base, problems: std::mem::take(&mut problems) };
         let config = cx.check(raw, path);
         if cx.problems.is_empty() {
             Ok(config)
@@ -379,6 +382,17 @@ mod tests {
         assert!(lines[1].starts_with("p.toml:3:19: max_connections"), "{lines:?}");
         assert!(lines[2].starts_with("p.toml:5:7: url"), "{lines:?}");
         assert!(lines[3].starts_with("p.toml:7:34: trusted_proxies"), "{lines:?}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported() {
+        let errs = Config::parse("[server]\nlistn = \"x\"\nmax_conections = 3\n[upstrem]\n", Some(Path::new("c.toml")))
+            .unwrap_err();
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("c.toml:2:1:") && lines[0].contains("listn"), "{lines:?}");
+        assert!(lines[1].starts_with("c.toml:3:1:") && lines[1].contains("max_conections"), "{lines:?}");
+        assert!(lines[2].starts_with("c.toml:4:2:") && lines[2].contains("upstrem"), "{lines:?}");
     }
 
     #[test]

@@ -126,50 +126,15 @@ pub(crate) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagno
     Ok(assemble(defaults, routes))
 }
 
-/// How many unknown keys / wrong types one file may have reported before we stop looking.
-const MAX_DATA_ERRORS: usize = 32;
-
-/// Deserializes a rule file. serde stops at the first unknown key or wrong type; to report them
-/// all, the offending `key = value` line is blanked out (offsets kept) and the file parsed
-/// again. Only a key that starts its own line is skipped this way — blanking a table header or
-/// part of an inline table would only produce misleading follow-on errors — and a syntax error
-/// ends the file. The recovered structure still goes through the semantic checks, so their
-/// problems are reported too; the file is invalid either way.
+/// Deserializes a rule file, reporting every unknown key and wrong type
+/// ([`crate::diag::from_toml_recovering`]). The recovered structure still goes through the
+/// semantic checks, so their problems are reported too; the file is invalid either way.
 fn parse_recovering(src: &Source, diags: &mut Vec<Diag>) -> Option<RawRuleFile> {
-    let mut text = std::borrow::Cow::Borrowed(src.text.as_str());
-    let mut blanked_key: Option<String> = None;
-    for _ in 0..MAX_DATA_ERRORS {
-        let err = match toml::from_str::<RawRuleFile>(&text) {
-            Ok(raw) => return Some(raw),
-            Err(e) => e,
-        };
-        if blanked_key.as_ref().is_some_and(|k| err.message().starts_with(&format!("missing field `{k}`"))) {
-            // Only the consequence of skipping a required key whose value was wrong.
-            return None;
-        }
-        let span = err.span().unwrap_or(0..0);
-        diags.push(src.diag(&span, err.message().trim().to_owned()));
-        let syntax_ok = text.parse::<toml::Table>().is_ok();
-        let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[span.end.min(text.len())..].find('\n').map_or(text.len(), |i| span.end + i);
-        let prefix = text[line_start..span.start.min(text.len())].trim();
-        // The span is the line's key, or the whole value right after `key =`.
-        let at_key = prefix.is_empty() && !text[span.start.min(text.len())..].starts_with('[');
-        let at_value = prefix.ends_with('=') && !prefix.starts_with('[') && !prefix.contains(['{', ',']);
-        let skippable = (at_key || at_value) && !err.message().starts_with("missing field");
-        if !syntax_ok || !skippable || line_end <= line_start {
-            break;
-        }
-        blanked_key = text[line_start..line_end].split('=').next().map(|k| k.trim().trim_matches('"').to_owned());
-        let mut blanked = text.into_owned();
-        blanked.replace_range(line_start..line_end, &" ".repeat(line_end - line_start));
-        if blanked.parse::<toml::Table>().is_err() {
-            // The value spanned several lines; what is left would not even parse.
-            return None;
-        }
-        text = std::borrow::Cow::Owned(blanked);
+    let (raw, errors) = crate::diag::from_toml_recovering::<RawRuleFile>(&src.text);
+    for (span, message) in errors {
+        diags.push(src.diag(&span, message));
     }
-    None
+    raw
 }
 
 /// Builds the router and gives each route the `Allow` union of its host + path slot.
