@@ -72,6 +72,7 @@ fn help_lists_both_commands() {
 struct Child_ {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     addr: std::net::SocketAddr,
 }
 
@@ -90,7 +91,7 @@ impl Child_ {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if line.contains("payguard listening") {
@@ -102,7 +103,7 @@ impl Child_ {
         let ready = rx.recv_timeout(Duration::from_secs(30)).expect("payguard did not start");
         let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
         let addr = v["listen"].as_str().unwrap().parse().unwrap();
-        Child_ { child, lines, addr }
+        Child_ { child, lines, reader: Some(reader), addr }
     }
 
     fn signal(&self, sig: &str) {
@@ -122,6 +123,15 @@ impl Child_ {
 
     fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit and its log to be read to the end.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        status
     }
 }
 
@@ -152,9 +162,10 @@ async fn sigterm_drains_in_flight_and_exits_zero() {
         eventually(Duration::from_secs(5), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await
     );
     backend.open_gate();
-    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
+    let res = in_flight.await.unwrap().unwrap_or_else(|e| panic!("in-flight request failed: {e:?}"));
+    assert_eq!(res.status(), 200);
     let status = tokio::task::spawn_blocking(move || {
-        let s = pg.child.wait().unwrap();
+        let s = pg.wait();
         (s, pg)
     })
     .await
