@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod config;
 pub mod context;
 pub mod diag;
+pub mod files;
 pub mod guard;
 pub mod metrics;
 pub mod proxy;

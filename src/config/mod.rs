@@ -109,7 +109,7 @@ impl Config {
         match path {
             None => Config::parse("", None),
             Some(p) => {
-                let src = std::fs::read_to_string(p)
+                let src = crate::files::read_to_string(p)
                     .map_err(|e| vec![Diagnostic::at_start(p, format!("cannot read config: {e}"))])?;
                 Config::parse(&src, Some(p))
             }
@@ -323,10 +323,11 @@ impl Checker<'_> {
         let level = match raw.log.level {
             None => "info".to_string(),
             Some(v) => {
-                if v.get_ref().parse::<tracing_subscriber::filter::EnvFilter>().is_err() {
+                let level = v.get_ref().trim();
+                if crate::telemetry::parse_filter(level).is_none() {
                     self.report(v.span(), format!("level: {:?} is not a log level or filter", v.get_ref()));
                 }
-                v.into_inner()
+                level.to_string()
             }
         };
 
@@ -430,6 +431,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(errs.len(), 2);
         assert!(errs[0].to_string().contains("tls_cert: cannot read /nonexistent/c.crt"));
+    }
+
+    #[test]
+    fn odd_log_levels_are_errors_not_panics() {
+        for bad in [" é=info", "é", "info,=", "\u{0}"] {
+            let src = format!("[log]\nlevel = {bad:?}\n");
+            assert!(Config::parse(&src, None).is_err(), "{bad:?}");
+        }
+        assert_eq!(Config::parse("[log]\nlevel = \" debug \"\n", None).unwrap().log.level, "debug");
     }
 
     #[test]

@@ -514,11 +514,8 @@ fn is_token(s: &str) -> bool {
 
 fn load_schema(path: &Path) -> Result<Arc<jsonschema::Validator>, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read JSON schema {shown}: {e}"))?;
-    if meta.len() > MAX_SCHEMA_BYTES {
-        return Err(format!("JSON schema {shown} is larger than {MAX_SCHEMA_BYTES} bytes"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read JSON schema {shown}: {e}"))?;
+    let bytes = crate::files::read_limited(path, MAX_SCHEMA_BYTES)
+        .map_err(|e| format!("cannot read JSON schema {shown}: {e}"))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| format!("invalid JSON in schema {shown}:{}:{}: {e}", e.line(), e.column()))?;
     jsonschema::options()

@@ -161,7 +161,7 @@ impl SecretResolver for EnvFileResolver {
                 .into_encoded_bytes()
         } else if let Some(path) = spec.strip_prefix("file:") {
             let full = base_dir.join(path);
-            std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?
+            crate::files::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?
         } else {
             return Err("secrets must be given as \"env:NAME\" or \"file:path\"".into());
         };
