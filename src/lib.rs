@@ -45,7 +45,7 @@ pub enum StartError {
     #[error("invalid rules:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Rules(Vec<diag::Diagnostic>),
     #[error("state backend: {0}")]
-    State(String),
+    State(#[from] state::redis::RedisSetupError),
 }
 
 /// A started payguard: where it listens, and how to stop it.
@@ -92,18 +92,87 @@ fn spawn_until(stop: CancellationToken, task: impl std::future::Future<Output = 
     });
 }
 
+/// The replay store and the rate-limit guard for `[state]`, with their background upkeep: the
+/// memory store's sweep, or the shared store's health loop.
+async fn state_stores(
+    config: &config::StateConfig,
+    health: &Arc<Health>,
+    metrics: &Arc<Metrics>,
+    stopped: &CancellationToken,
+) -> Result<(Arc<dyn state::NonceStore>, guard::rate_limit::RateLimitGuard), StartError> {
+    match &config.backend {
+        config::StateBackend::Memory => {
+            let _ = health.state_backend.set("memory");
+            health.state_ok.store(true, Ordering::Relaxed);
+            metrics.state_store_up.set(1);
+            let nonces = Arc::new(state::memory::MemoryNonceStore::new(MAX_NONCES));
+            spawn_until(stopped.clone(), {
+                let nonces = nonces.clone();
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(10));
+                    loop {
+                        tick.tick().await;
+                        nonces.sweep(std::time::Instant::now());
+                    }
+                }
+            });
+            Ok((nonces, guard::rate_limit::RateLimitGuard::memory()))
+        }
+        config::StateBackend::Redis { urls, cluster } => {
+            let store = Arc::new(state::redis::RedisStore::new(urls, *cluster, config.timeout)?);
+            let _ = health.state_backend.set("redis");
+            // One ping before serving, so /healthz and the first requests start from the truth;
+            // an unreachable Redis does not stop payguard (the routes' on_state_error apply).
+            let up = report_state(&store, health, metrics, None).await;
+            if up {
+                tracing::info!(target: "payguard::state", redis = %store.target(), cluster = *cluster, "state store connected");
+            }
+            spawn_until(stopped.clone(), watch_state_store(store.clone(), health.clone(), metrics.clone(), up));
+            let limits = guard::rate_limit::RateLimitGuard::shared(store.clone(), metrics.clone());
+            Ok((store, limits))
+        }
+    }
+}
+
+/// Pings the shared store, records the answer in `/healthz` and `payguard_state_store_up`, and
+/// logs when it changed from `was`. Returns whether the store is up.
+async fn report_state(store: &state::redis::RedisStore, health: &Health, metrics: &Metrics, was: Option<bool>) -> bool {
+    let result = store.ping().await;
+    let up = result.is_ok();
+    health.state_ok.store(up, Ordering::Relaxed);
+    metrics.state_store_up.set(i64::from(up));
+    match (was, result) {
+        (Some(false), Ok(())) => {
+            tracing::info!(target: "payguard::state", redis = %store.target(), "state store reachable again");
+        }
+        (Some(true) | None, Err(e)) => {
+            tracing::warn!(target: "payguard::state", redis = %store.target(), error = %e, "state store unreachable; routes apply on_state_error");
+        }
+        _ => {}
+    }
+    up
+}
+
+/// Every second: ping the shared store and report it. The ping also drives reconnection, so
+/// payguard recovers by itself when Redis returns.
+async fn watch_state_store(store: Arc<state::redis::RedisStore>, health: Arc<Health>, metrics: Arc<Metrics>, up: bool) {
+    let mut up = up;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        up = report_state(&store, &health, &metrics, Some(up)).await;
+    }
+}
+
 /// Binds every listener and starts serving in the background.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    health.state_ok.store(true, Ordering::Relaxed);
     let shutdown = CancellationToken::new();
     // Background parts (admin, watchers) outlive the drain so /readyz can report it.
     let stopped = CancellationToken::new();
-
-    if let config::StateBackend::Redis { .. } = config.state.backend {
-        return Err(StartError::State("redis is not supported by this build yet; use backend = \"memory\"".into()));
-    }
 
     // Rules first: a proxy that cannot say what it enforces must not start.
     let rule_set = rules::load_dir(&config.rules.dir).map_err(StartError::Rules)?;
@@ -146,19 +215,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let trusted = Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone()));
     let proxy = proxy::Proxy::new(&config.upstream, metrics.clone());
-    let nonces = Arc::new(state::memory::MemoryNonceStore::new(MAX_NONCES));
-    spawn_until(stopped.clone(), {
-        let nonces = nonces.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                nonces.sweep(std::time::Instant::now());
-            }
-        }
+    let (nonces, rate_limit) = state_stores(&config.state, &health, &metrics, &stopped).await?;
+    let service = stack::build(stack::StackParts {
+        trusted,
+        metrics: metrics.clone(),
+        rules: shared.clone(),
+        nonces,
+        rate_limit,
+        proxy,
     });
-    let service =
-        stack::build(stack::StackParts { trusted, metrics: metrics.clone(), rules: shared.clone(), nonces, proxy });
 
     let server = server::Server {
         listener,

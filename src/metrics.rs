@@ -88,6 +88,8 @@ pub struct Metrics {
     pub signature_skew: Family<RouteLabels, Histogram, SkewBuckets>,
     pub request_bytes: Counter<u64, AtomicU64>,
     pub response_bytes: Counter<u64, AtomicU64>,
+    /// 1 while the state store answers (always 1 for the memory backend), else 0.
+    pub state_store_up: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +120,7 @@ impl Metrics {
             signature_skew: Family::new_with_constructor(SkewBuckets),
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
+            state_store_up: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("requests", "Requests answered, by route and status", m.requests.clone());
@@ -140,6 +143,11 @@ impl Metrics {
         );
         r.register("request_body_bytes", "Request body bytes forwarded", m.request_bytes.clone());
         r.register("response_body_bytes", "Response body bytes sent to clients", m.response_bytes.clone());
+        r.register(
+            "state_store_up",
+            "1 while the state store (replay keys, rate limits) answers, else 0",
+            m.state_store_up.clone(),
+        );
         m
     }
 

@@ -25,6 +25,8 @@ pub struct StackParts {
     pub metrics: Arc<Metrics>,
     pub rules: SharedRules,
     pub nonces: Arc<dyn crate::state::NonceStore>,
+    /// In memory, or on the shared store (`[state] backend = "redis"`).
+    pub rate_limit: RateLimitGuard,
     pub proxy: Proxy,
 }
 
@@ -50,7 +52,7 @@ pub fn build(
         // Cheapest refusal first: a set lookup on the client address.
         .layer(GuardLayer::new(IpGuard, m.clone()))
         // Before any parsing work, so a flood costs one bucket check per request.
-        .layer(GuardLayer::new(RateLimitGuard, m.clone()))
+        .layer(GuardLayer::new(parts.rate_limit, m.clone()))
         // Headers only: Content-Length against the cap, content type, required headers, query.
         .layer(GuardLayer::new(HeaderGuard, m.clone()))
         // Read the body only now, and only for routes that need it; cap it either way.

@@ -76,14 +76,21 @@ pub struct RulesConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateBackend {
+    /// One instance: replay keys and rate-limit buckets in this process.
     Memory,
-    Redis { urls: Vec<String> },
+    /// Shared by several instances. `redis_url` as one string is a single node (`cluster:
+    /// false`); as a list, the seed nodes of a Redis Cluster (`cluster: true`, even with one).
+    Redis { urls: Vec<String>, cluster: bool },
 }
 
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub backend: StateBackend,
+    /// Deadline of every call to the shared store (default 250 ms).
+    pub timeout: Duration,
 }
+
+pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -283,25 +290,35 @@ impl Checker<'_> {
             watch: raw.rules.watch.unwrap_or(true),
         };
 
-        let urls = match raw.state.redis_url {
-            None => vec![DEFAULT_REDIS.to_string()],
+        let (urls, cluster) = match raw.state.redis_url {
+            None => (vec![DEFAULT_REDIS.to_string()], false),
             Some(v) => {
                 let span = v.span();
-                let urls = match v.into_inner() {
-                    RawRedisUrl::One(u) => vec![u],
-                    RawRedisUrl::Cluster(list) => list,
+                let (urls, cluster) = match v.into_inner() {
+                    RawRedisUrl::One(u) => (vec![u], false),
+                    RawRedisUrl::Cluster(list) => (list, true),
                 };
-                if urls.is_empty() || !urls.iter().all(|u| u.starts_with("redis://") || u.starts_with("rediss://")) {
-                    self.report(span, "redis_url: expected redis:// or rediss:// URL(s)");
+                if urls.is_empty() {
+                    self.report(span.clone(), "redis_url: a cluster needs at least one node URL");
                 }
-                urls
+                for u in &urls {
+                    if let Err(e) = crate::state::redis::check_url(u) {
+                        let msg = format!("redis_url: {:?}: {e}", crate::state::redis::redact(u));
+                        self.report(span.clone(), msg);
+                    }
+                }
+                if urls.iter().any(|u| u.starts_with("rediss://")) && !urls.iter().all(|u| u.starts_with("rediss://")) {
+                    self.report(span, "redis_url: cluster nodes must all use redis:// or all rediss://");
+                }
+                (urls, cluster)
             }
         };
+        let timeout = self.duration(raw.state.timeout, DEFAULT_STATE_TIMEOUT, "timeout");
         let backend = match raw.state.backend {
             None => StateBackend::Memory,
             Some(v) => match v.get_ref().as_str() {
                 "memory" => StateBackend::Memory,
-                "redis" => StateBackend::Redis { urls },
+                "redis" => StateBackend::Redis { urls, cluster },
                 other => {
                     self.report(v.span(), format!("backend: {other:?} is not \"memory\" or \"redis\""));
                     StateBackend::Memory
@@ -337,7 +354,7 @@ impl Checker<'_> {
             upstream,
             client_ip: ClientIpConfig { trusted_proxies },
             rules,
-            state: StateConfig { backend },
+            state: StateConfig { backend, timeout },
             log: LogConfig { format, level },
         }
     }
@@ -446,6 +463,43 @@ mod tests {
     fn redis_cluster_list() {
         let c = Config::parse("[state]\nbackend = \"redis\"\nredis_url = [\"redis://a:1\", \"redis://b:2\"]\n", None)
             .unwrap();
-        assert_eq!(c.state.backend, StateBackend::Redis { urls: vec!["redis://a:1".into(), "redis://b:2".into()] });
+        assert_eq!(
+            c.state.backend,
+            StateBackend::Redis { urls: vec!["redis://a:1".into(), "redis://b:2".into()], cluster: true }
+        );
+        assert_eq!(c.state.timeout, DEFAULT_STATE_TIMEOUT);
+    }
+
+    #[test]
+    fn redis_single_node_tls_and_timeout() {
+        let c = Config::parse(
+            "[state]\nbackend = \"redis\"\nredis_url = \"rediss://:pw@cache.example:6380/1\"\ntimeout = \"100ms\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.state.backend,
+            StateBackend::Redis { urls: vec!["rediss://:pw@cache.example:6380/1".into()], cluster: false }
+        );
+        assert_eq!(c.state.timeout, Duration::from_millis(100));
+        // The default URL when only the backend is named.
+        let c = Config::parse("[state]\nbackend = \"redis\"\n", None).unwrap();
+        assert_eq!(c.state.backend, StateBackend::Redis { urls: vec![DEFAULT_REDIS.into()], cluster: false });
+    }
+
+    #[test]
+    fn bad_redis_settings_are_reported_with_positions() {
+        let src = "[state]\nbackend = \"redis\"\nredis_url = [\"redis://a:1\", \"rediss://b:2\", \"http://c\"]\ntimeout = \"0s\"\n";
+        let errs = Config::parse(src, Some(Path::new("p.toml"))).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("p.toml:3:13: redis_url: \"http://c\"")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("all use redis:// or all rediss://")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("p.toml:4:11: timeout: must be greater than zero")), "{lines:?}");
+        let errs = Config::parse("[state]\nredis_url = []\n", None).unwrap_err();
+        assert!(errs[0].to_string().contains("at least one node"), "{errs:?}");
+        // Passwords never reach a diagnostic.
+        let errs = Config::parse("[state]\nredis_url = \"redis://u:secret@h:nope\"\n", None).unwrap_err();
+        assert!(!errs[0].to_string().contains("secret"), "{errs:?}");
     }
 }

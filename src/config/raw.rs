@@ -65,6 +65,7 @@ pub struct RawRules {
 pub struct RawState {
     pub backend: Option<Spanned<String>>,
     pub redis_url: Option<Spanned<RawRedisUrl>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// A single URL, or a list of node URLs for a Redis Cluster.

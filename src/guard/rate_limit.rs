@@ -1,21 +1,38 @@
-//! Rate limits: keyed GCRA (governor) per scope. `rate` is the sustained rate, `burst` the
-//! bucket size. Keys are the client IP (IPv6 by /64: one subscriber gets one bucket however
-//! many addresses it rotates through), the whole route, or a header's value (hashed, never
-//! stored). Idle keys are evicted periodically so memory stays bounded whatever the key count.
+//! Rate limits: keyed GCRA per scope. `rate` is the sustained rate, `burst` the bucket size.
+//! Keys are the client IP (IPv6 by /64: one subscriber gets one bucket however many addresses
+//! it rotates through), the whole route, or a header's value (hashed, never stored).
+//!
+//! Two backends with the same decisions:
+//! - **memory** (one instance): governor, in-process; idle keys are evicted periodically so
+//!   memory stays bounded whatever the key count. The check is synchronous and allocation-free.
+//! - **shared** (`[state] backend = "redis"`): the same GCRA in a Lua script on Redis, one round
+//!   trip per decision, so N instances enforce one limit together (see `state::redis`). When the
+//!   store does not answer, the route's `on_state_error.rate_limit` decides: `fail_open`
+//!   (default) lets the request through and counts `decision="fail_open"`, `fail_closed` refuses
+//!   with 503 `state_unavailable`.
 
+use std::future::{Future, Ready};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use http::HeaderMap;
+use http::{HeaderMap, Request};
+use sha2::{Digest, Sha256};
 
+use super::layer::{Guard, RouteCtx};
 use super::Reject;
+use crate::body::Body;
 use crate::client_ip::canonical;
-use crate::rules::{RateKey, RateLimitSpec};
+use crate::metrics::Metrics;
+use crate::rules::{FailMode, RateKey, RateLimitSpec};
+use crate::state::{Gcra, RateDecision, RateStore};
 
 type Keyed = RateLimiter<u128, DashMapStateStore<u128>, DefaultClock>;
 
@@ -71,6 +88,29 @@ impl Limiter {
         }
     }
 
+    /// The bucket key of a request on a shared store: the same on every instance (the client
+    /// address as [`ip_key`] in hex, `route`, or SHA-256 of the header's values).
+    pub fn shared_key(&self, client: IpAddr, headers: &HeaderMap) -> String {
+        match &self.spec.key {
+            RateKey::Ip => format!("{:x}", ip_key(client)),
+            RateKey::Route => "route".to_string(),
+            RateKey::Header(name) => {
+                let mut h = Sha256::new();
+                for v in headers.get_all(name) {
+                    h.update((v.len() as u64).to_be_bytes());
+                    h.update(v.as_bytes());
+                }
+                hex::encode(&h.finalize()[..16])
+            }
+        }
+    }
+
+    /// The quota as a shared store evaluates it.
+    pub fn gcra(&self) -> Gcra {
+        let q = quota(&self.spec);
+        Gcra { emission_interval: q.replenish_interval(), burst: q.burst_size().get() }
+    }
+
     pub fn check(&self, key: u128) -> Result<(), Reject> {
         match self.inner.check_key(&key) {
             Ok(()) => Ok(()),
@@ -103,6 +143,78 @@ pub fn ip_key(ip: IpAddr) -> u128 {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         // The /64 prefix; bit 63 (never set in an IPv4 key) keeps the two families apart.
         IpAddr::V6(v6) => (u128::from(v6) & (u128::MAX << 64)) | (1 << 63),
+    }
+}
+
+/// The rate-limit guard: the route's limit (or the defaults' for unrouted requests), checked
+/// in memory, or on the shared store when there is one.
+#[derive(Clone, Default)]
+pub struct RateLimitGuard {
+    shared: Option<SharedLimits>,
+}
+
+#[derive(Clone)]
+struct SharedLimits {
+    store: Arc<dyn RateStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl RateLimitGuard {
+    /// Buckets in this process (one instance).
+    pub fn memory() -> Self {
+        RateLimitGuard { shared: None }
+    }
+
+    /// Buckets on a store shared by every instance.
+    pub fn shared(store: Arc<dyn RateStore>, metrics: Arc<Metrics>) -> Self {
+        RateLimitGuard { shared: Some(SharedLimits { store, metrics }) }
+    }
+}
+
+type Outcome = (Request<Body>, Result<(), Reject>);
+
+/// Ready at once for the memory backend (no allocation); a boxed round trip for the shared one.
+pub type RateLimitFuture = Either<Ready<Outcome>, Pin<Box<dyn Future<Output = Outcome> + Send>>>;
+
+const NAME: &str = "rate_limit";
+
+impl Guard for RateLimitGuard {
+    const NAME: &'static str = NAME;
+    type Future = RateLimitFuture;
+
+    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Self::Future {
+        let Some(limiter) = route.active.limiter(route.route.as_deref()) else {
+            return Either::Left(std::future::ready((req, Ok(()))));
+        };
+        let client =
+            req.extensions().get::<crate::context::RequestCtx>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.client.ip);
+        let Some(shared) = &self.shared else {
+            let outcome = limiter.check(limiter.key(client, req.headers()));
+            return Either::Left(std::future::ready((req, outcome)));
+        };
+        let scope = route.active.limit_scope(route.route.as_deref());
+        let key = format!("{scope:016x}:{}", limiter.shared_key(client, req.headers()));
+        let (gcra, limit) = (limiter.gcra(), u64::from(limiter.spec().burst));
+        let fail_mode = route.route.as_ref().map_or(FailMode::Open, |r| r.on_state_error.rate_limit);
+        let label = crate::metrics::route_label(route.name());
+        let shared = shared.clone();
+        Either::Right(Box::pin(async move {
+            let outcome = match shared.store.check(&key, gcra).await {
+                Ok(RateDecision::Allowed) => Ok(()),
+                Ok(RateDecision::Limited { retry_after }) => Err(Reject::RateLimited { limit, reset: retry_after }),
+                Err(e) if fail_mode == FailMode::Open => {
+                    // Per request at debug only: the health loop reports the outage once.
+                    tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing open");
+                    shared.metrics.decision(&label, NAME, "fail_open");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing closed");
+                    Err(Reject::StateUnavailable)
+                }
+            };
+            (req, outcome)
+        }))
     }
 }
 
@@ -185,20 +297,5 @@ mod tests {
         let q = quota(&spec(RateKey::Ip, 600, Duration::from_secs(60), 20));
         assert_eq!(q.replenish_interval(), Duration::from_millis(100));
         assert_eq!(q.burst_size().get(), 20);
-    }
-}
-
-/// The rate-limit guard: the route's limiter (or the defaults' for unrouted requests).
-#[derive(Clone, Copy, Default)]
-pub struct RateLimitGuard;
-
-impl super::layer::Check for RateLimitGuard {
-    const NAME: &'static str = "rate_limit";
-
-    fn check(&self, req: &mut http::Request<crate::body::Body>, route: &super::layer::RouteCtx) -> Result<(), Reject> {
-        let Some(limiter) = route.active.limiter(route.route.as_deref()) else { return Ok(()) };
-        let client =
-            req.extensions().get::<crate::context::RequestCtx>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.client.ip);
-        limiter.check(limiter.key(client, req.headers()))
     }
 }

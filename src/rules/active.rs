@@ -44,7 +44,12 @@ impl ActiveRules {
 
     /// The limiter for a route (or for requests that matched none).
     pub fn limiter(&self, route: Option<&Route>) -> Option<&Arc<Limiter>> {
-        let fp = route.map_or(self.defaults_fingerprint, |r| r.fingerprint);
-        self.limiters.get(&fp)
+        self.limiters.get(&self.limit_scope(route))
+    }
+
+    /// The fingerprint of a route's rate-limit scope (or of `[defaults]`): stable across
+    /// processes, so instances sharing a store share the scope's buckets.
+    pub fn limit_scope(&self, route: Option<&Route>) -> u64 {
+        route.map_or(self.defaults_fingerprint, |r| r.fingerprint)
     }
 }

@@ -1,7 +1,9 @@
-//! State that outlives a request: replay keys (nonces). One instance keeps it in memory
-//! ([`memory`]); several instances share it through Redis.
+//! State that outlives a request: replay keys (nonces) and rate-limit buckets. One instance
+//! keeps them in memory ([`memory`], and governor for rate limits); several instances share them
+//! through Redis ([`redis`]).
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +18,9 @@ pub enum StoreError {
     Full,
     #[error("state store unavailable: {0}")]
     Unavailable(String),
+    /// The store did not answer within `[state] timeout`.
+    #[error("state store did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,4 +40,28 @@ pub trait NonceStore: Send + Sync + 'static {
     /// The backend did not accept it: free the key so the provider's retry passes.
     fn release<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
     fn backend(&self) -> &'static str;
+}
+
+/// A GCRA limit as a shared store evaluates it: one cell every `emission_interval`, at most
+/// `burst` cells at once (the same quota as the in-memory limiter's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gcra {
+    pub emission_interval: Duration,
+    pub burst: u32,
+}
+
+/// What a shared rate-limit store decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed,
+    /// Refused; the next cell is available after `retry_after`.
+    Limited {
+        retry_after: Duration,
+    },
+}
+
+/// Rate-limit buckets shared by several instances. `check` takes one cell from `key`'s bucket
+/// if one is available, atomically across every instance, in one round trip.
+pub trait RateStore: Send + Sync + 'static {
+    fn check<'a>(&'a self, key: &'a str, gcra: Gcra) -> StoreFuture<'a, RateDecision>;
 }

@@ -331,3 +331,225 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> reqwest::Response {
         .await
         .unwrap()
 }
+
+/// A real `redis-server` on 127.0.0.1 (no persistence), started by the test and killed when
+/// dropped. Its port is chosen below the kernel's ephemeral range, so no socket bound to port 0
+/// (a proxy, a client connection) can take it while the server is stopped for a restart.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts one; panics with the install command when `redis-server` is missing.
+    pub async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// Starts one with more `redis-server` arguments (e.g. `--cluster-enabled yes`).
+    pub async fn start_with(args: &[&str]) -> RedisServer {
+        match std::process::Command::new("redis-server").arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!("redis-server --version failed: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => panic!(
+                "redis-server is not installed ({e}): these tests need a real Redis. Run `apt-get install redis-server` (.ci/run does)"
+            ),
+        }
+        for _ in 0..20 {
+            let port = 20_000 + fastrand::u16(..12_000);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            let args = args.iter().map(ToString::to_string).collect();
+            let mut s = RedisServer { port, child: None, dir: tempfile::tempdir().unwrap(), args };
+            s.spawn();
+            if s.wait_ready(Duration::from_secs(10)).await {
+                return s;
+            }
+            // Lost the port to someone else, most likely: try another.
+        }
+        panic!("redis-server did not start on any of 20 ports");
+    }
+
+    fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+    }
+
+    /// Polls PING until it answers; false if the server exited or `within` passed.
+    async fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().unwrap().is_some() {
+                    return false;
+                }
+            }
+            if let Ok(mut c) = self.try_connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `[state]` lines for payguard.toml using this server.
+    pub fn state_config(&self) -> String {
+        format!("[state]\nbackend = \"redis\"\nredis_url = \"{}\"\n", self.url())
+    }
+
+    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url())?;
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        client.get_multiplexed_async_connection_with_config(&cfg).await
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connection().await.expect("connect to the test redis-server")
+    }
+
+    /// `INFO <section>` as text.
+    pub async fn info(&self, section: &str) -> String {
+        redis::cmd("INFO").arg(section).query_async(&mut self.connection().await).await.unwrap()
+    }
+
+    /// Calls of one command so far (`INFO commandstats`), e.g. `evalsha`.
+    pub async fn calls(&self, command: &str) -> u64 {
+        let info = self.info("commandstats").await;
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills the server (as a crash or an outage would) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        assert!(self.wait_ready(Duration::from_secs(10)).await, "redis-server did not restart on port {}", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas) on 127.0.0.1, ready when returned.
+pub async fn redis_cluster(n: usize) -> Vec<RedisServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli (installed with redis-server)");
+    assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    let ready = eventually(Duration::from_secs(20), || {
+        let nodes = &nodes;
+        async move {
+            for s in nodes {
+                if !s.info("cluster").await.contains("cluster_enabled:1") {
+                    return false;
+                }
+                let mut c = s.connection().await;
+                let state: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut c).await.unwrap();
+                if !state.contains("cluster_state:ok") {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(ready, "the test cluster did not reach cluster_state:ok");
+    nodes
+}
+
+/// What every replay store must do, whatever keeps the keys (memory or Redis): one reservation
+/// per key at a time, released keys free again, committed keys kept for the new TTL, expired
+/// keys free, independent keys, and exactly one winner among concurrent reservations.
+pub async fn nonce_store_contract(store: std::sync::Arc<dyn payguard::state::NonceStore>, prefix: &str) {
+    use payguard::state::Reservation::{Reserved, Taken};
+    const TTL: Duration = Duration::from_secs(60);
+    let k = |s: &str| format!("{prefix}|{s}");
+
+    assert_eq!(store.reserve(&k("a"), TTL).await, Ok(Reserved));
+    assert_eq!(store.reserve(&k("a"), TTL).await, Ok(Taken));
+    assert_eq!(store.reserve(&k("b"), TTL).await, Ok(Reserved), "keys are independent");
+
+    store.release(&k("a")).await.unwrap();
+    assert_eq!(store.reserve(&k("a"), TTL).await, Ok(Reserved), "a released key is free again");
+    store.commit(&k("a"), TTL).await.unwrap();
+    assert_eq!(store.reserve(&k("a"), TTL).await, Ok(Taken), "a committed key stays taken");
+
+    // Expiry: a short reservation frees itself; a committed one lives for its new TTL.
+    let short = Duration::from_millis(50);
+    assert_eq!(store.reserve(&k("expires"), short).await, Ok(Reserved));
+    assert_eq!(store.reserve(&k("extended"), short).await, Ok(Reserved));
+    store.commit(&k("extended"), TTL).await.unwrap();
+    let freed = eventually(Duration::from_secs(5), || {
+        let store = store.clone();
+        let key = k("expires");
+        async move { store.reserve(&key, short).await == Ok(Reserved) }
+    })
+    .await;
+    assert!(freed, "an expired reservation must free its key");
+    assert_eq!(store.reserve(&k("extended"), TTL).await, Ok(Taken), "commit extends the reservation");
+
+    // Releasing or committing an unknown key is harmless.
+    store.release(&k("never")).await.unwrap();
+    store.commit(&k("never"), TTL).await.unwrap();
+    assert_eq!(store.reserve(&k("never"), TTL).await, Ok(Reserved), "commit does not create a key");
+
+    // Concurrent reservations of one key: exactly one winner.
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let key = k("race");
+            tokio::spawn(async move { store.reserve(&key, TTL).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.unwrap() == Ok(Reserved) {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
