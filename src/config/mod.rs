@@ -88,9 +88,13 @@ pub struct StateConfig {
     pub backend: StateBackend,
     /// Deadline of every call to the shared store (default 250 ms).
     pub timeout: Duration,
+    /// Replay keys the memory backend holds at most (about 100 bytes each). When full it refuses
+    /// new reservations (`on_state_error.replay`) rather than forget a live one.
+    pub max_replay_keys: usize,
 }
 
 pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
+pub const DEFAULT_MAX_REPLAY_KEYS: usize = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -314,6 +318,8 @@ impl Checker<'_> {
             }
         };
         let timeout = self.duration(raw.state.timeout, DEFAULT_STATE_TIMEOUT, "timeout");
+        let max_replay_keys =
+            self.count(raw.state.max_replay_keys, DEFAULT_MAX_REPLAY_KEYS, 1_000, 1_000_000_000, "max_replay_keys");
         let backend = match raw.state.backend {
             None => StateBackend::Memory,
             Some(v) => match v.get_ref().as_str() {
@@ -354,7 +360,7 @@ impl Checker<'_> {
             upstream,
             client_ip: ClientIpConfig { trusted_proxies },
             rules,
-            state: StateConfig { backend, timeout },
+            state: StateConfig { backend, timeout, max_replay_keys },
             log: LogConfig { format, level },
         }
     }
@@ -386,6 +392,7 @@ mod tests {
         assert_eq!(c.rules.dir, PathBuf::from("rules"));
         assert!(c.rules.watch);
         assert_eq!(c.state.backend, StateBackend::Memory);
+        assert_eq!(c.state.max_replay_keys, 10_000_000);
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(matches!(c.server.tls, TlsSource::Dev { .. }));
     }
