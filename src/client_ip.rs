@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, Default)]
@@ -16,9 +16,16 @@ pub struct TrustedProxies {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIp {
     pub ip: IpAddr,
+    /// `ip` as a header value (for `x-real-ip`).
+    pub ip_header: HeaderValue,
     /// Value for the backend's `x-forwarded-for`: the believed part of the incoming chain, from
     /// the resolved client onwards, followed by the peer address.
-    pub forwarded_for: String,
+    pub forwarded_for: HeaderValue,
+}
+
+/// An address as a header value (an address always is a valid one).
+pub fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&canonical(ip).to_string()).unwrap_or(HeaderValue::from_static("0.0.0.0"))
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is the IPv4 address it carries.
@@ -43,10 +50,11 @@ impl TrustedProxies {
         self.nets.iter().any(|n| n.contains(&ip))
     }
 
-    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> ClientIp {
+    /// `peer_header` is [`ip_header`] of `peer`, formatted once per connection.
+    pub fn resolve(&self, peer: IpAddr, peer_header: &HeaderValue, headers: &HeaderMap) -> ClientIp {
         let peer = canonical(peer);
         if !self.contains(peer) {
-            return ClientIp { ip: peer, forwarded_for: peer.to_string() };
+            return ClientIp { ip: peer, ip_header: peer_header.clone(), forwarded_for: peer_header.clone() };
         }
         // Every X-Forwarded-For line, in order, is one comma-separated chain.
         let mut hops: Vec<IpAddr> = Vec::new();
@@ -73,7 +81,8 @@ impl TrustedProxies {
             forwarded_for.push_str(", ");
         }
         forwarded_for.push_str(&peer.to_string());
-        ClientIp { ip: client, forwarded_for }
+        let forwarded_for = HeaderValue::from_str(&forwarded_for).unwrap_or_else(|_| peer_header.clone());
+        ClientIp { ip: client, ip_header: ip_header(client), forwarded_for }
     }
 }
 
@@ -115,7 +124,7 @@ mod tests {
     #[test]
     fn untrusted_peer_xff_is_ignored() {
         let t = trusted(&["10.0.0.0/8"]);
-        let r = t.resolve(ip("203.0.113.9"), &xff(&["1.2.3.4"]));
+        let r = t.resolve(ip("203.0.113.9"), &ip_header(ip("203.0.113.9")), &xff(&["1.2.3.4"]));
         assert_eq!(r.ip, ip("203.0.113.9"));
         assert_eq!(r.forwarded_for, "203.0.113.9");
     }
@@ -123,7 +132,7 @@ mod tests {
     #[test]
     fn walks_right_to_left_past_trusted_hops() {
         let t = trusted(&["10.0.0.0/8"]);
-        let r = t.resolve(ip("10.0.0.1"), &xff(&["6.6.6.6, 198.51.100.7, 10.0.0.2"]));
+        let r = t.resolve(ip("10.0.0.1"), &ip_header(ip("10.0.0.1")), &xff(&["6.6.6.6, 198.51.100.7, 10.0.0.2"]));
         assert_eq!(r.ip, ip("198.51.100.7"));
         // the spoofed left-most entry is not forwarded
         assert_eq!(r.forwarded_for, "198.51.100.7, 10.0.0.2, 10.0.0.1");
@@ -132,31 +141,31 @@ mod tests {
     #[test]
     fn multiple_header_lines_form_one_chain() {
         let t = trusted(&["10.0.0.0/8"]);
-        let r = t.resolve(ip("10.0.0.1"), &xff(&["5.5.5.5", "10.1.1.1"]));
+        let r = t.resolve(ip("10.0.0.1"), &ip_header(ip("10.0.0.1")), &xff(&["5.5.5.5", "10.1.1.1"]));
         assert_eq!(r.ip, ip("5.5.5.5"));
     }
 
     #[test]
     fn all_trusted_means_left_most() {
         let t = trusted(&["10.0.0.0/8"]);
-        let r = t.resolve(ip("10.0.0.1"), &xff(&["10.9.9.9"]));
+        let r = t.resolve(ip("10.0.0.1"), &ip_header(ip("10.0.0.1")), &xff(&["10.9.9.9"]));
         assert_eq!(r.ip, ip("10.9.9.9"));
     }
 
     #[test]
     fn garbage_stops_the_walk_at_the_last_trusted_hop() {
         let t = trusted(&["10.0.0.0/8"]);
-        let r = t.resolve(ip("10.0.0.1"), &xff(&["1.1.1.1, not-an-ip, 10.0.0.5"]));
+        let r = t.resolve(ip("10.0.0.1"), &ip_header(ip("10.0.0.1")), &xff(&["1.1.1.1, not-an-ip, 10.0.0.5"]));
         assert_eq!(r.ip, ip("10.0.0.5"));
         assert_eq!(r.forwarded_for, "10.0.0.5, 10.0.0.1");
-        let r = t.resolve(ip("10.0.0.1"), &xff(&[""]));
+        let r = t.resolve(ip("10.0.0.1"), &ip_header(ip("10.0.0.1")), &xff(&[""]));
         assert_eq!(r.ip, ip("10.0.0.1"));
     }
 
     #[test]
     fn ipv4_mapped_peer_is_ipv4() {
         let t = trusted(&["10.0.0.0/8"]);
-        let r = t.resolve(ip("::ffff:10.0.0.1"), &xff(&["[2001:db8::1]:443"]));
+        let r = t.resolve(ip("::ffff:10.0.0.1"), &ip_header(ip("::ffff:10.0.0.1")), &xff(&["[2001:db8::1]:443"]));
         assert_eq!(r.ip, ip("2001:db8::1"));
         assert_eq!(r.forwarded_for, "2001:db8::1, 10.0.0.1");
     }

@@ -24,9 +24,11 @@ use crate::telemetry;
 pub const X_REQUEST_ID: &str = "x-request-id";
 
 /// Set by the server on every request of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer address as a header value, formatted once per connection.
+    pub peer_header: HeaderValue,
 }
 
 /// What the edge learned about a request; read by the guards and the proxy.
@@ -115,14 +117,17 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let peer = parts.extensions.get::<ConnInfo>().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
+        let (peer, peer_header) = match parts.extensions.remove::<ConnInfo>() {
+            Some(c) => (c.peer, c.peer_header),
+            None => (SocketAddr::from(([0, 0, 0, 0], 0)), HeaderValue::from_static("0.0.0.0")),
+        };
         let request_id = match parts.headers.get(X_REQUEST_ID) {
             Some(v) if valid_request_id(v) && parts.headers.get_all(X_REQUEST_ID).iter().count() == 1 => v.clone(),
             _ => new_request_id(),
         };
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         strip_owned_headers(&mut parts.headers);
-        let client = self.trusted.resolve(peer.ip(), &parts.headers);
+        let client = self.trusted.resolve(peer.ip(), &peer_header, &parts.headers);
         let record = Record {
             start,
             request_id: request_id.clone(),

@@ -23,12 +23,6 @@ impl Diagnostic {
     pub fn at_start(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Diagnostic { file: file.into(), line: 1, col: 1, message: message.into() }
     }
-
-    /// Turns a TOML parse/deserialize error into a diagnostic; the message is toml's first line
-    /// only (its multi-line rendering repeats the source).
-    pub fn from_toml(file: &Path, src: &str, err: &toml::de::Error) -> Self {
-        Diagnostic::at(file, src, err.span(), err.message().trim().to_string())
-    }
 }
 
 impl std::error::Error for Diagnostic {}
@@ -37,6 +31,52 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)
     }
+}
+
+/// How many unknown keys / wrong types one file may have reported before we stop looking.
+const MAX_DATA_ERRORS: usize = 32;
+
+/// Deserializes a TOML file. serde stops at the first unknown key or wrong type; to report them
+/// all, the offending `key = value` line is blanked out (offsets kept) and the file parsed
+/// again. Only a key that starts its own line is skipped this way — blanking a table header or
+/// part of an inline table would only produce misleading follow-on errors — and a syntax error
+/// ends the file. Returns what deserialized after skipping (for further checks) and every error.
+pub fn from_toml_recovering<T: serde::de::DeserializeOwned>(src: &str) -> (Option<T>, Vec<(Range<usize>, String)>) {
+    let mut errors = Vec::new();
+    let mut text = std::borrow::Cow::Borrowed(src);
+    let mut blanked_key: Option<String> = None;
+    for _ in 0..MAX_DATA_ERRORS {
+        let err = match toml::from_str::<T>(&text) {
+            Ok(raw) => return (Some(raw), errors),
+            Err(e) => e,
+        };
+        if blanked_key.as_ref().is_some_and(|k| err.message().starts_with(&format!("missing field `{k}`"))) {
+            // Only the consequence of skipping a required key whose value was wrong.
+            return (None, errors);
+        }
+        let span = err.span().unwrap_or(0..0);
+        errors.push((span.clone(), err.message().trim().to_owned()));
+        let syntax_ok = text.parse::<toml::Table>().is_ok();
+        let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[span.end.min(text.len())..].find('\n').map_or(text.len(), |i| span.end + i);
+        let prefix = text[line_start..span.start.min(text.len())].trim();
+        // The span is the line's key, or the whole value right after `key =`.
+        let at_key = prefix.is_empty() && !text[span.start.min(text.len())..].starts_with('[');
+        let at_value = prefix.ends_with('=') && !prefix.starts_with('[') && !prefix.contains(['{', ',']);
+        let skippable = (at_key || at_value) && !err.message().starts_with("missing field");
+        if !syntax_ok || !skippable || line_end <= line_start {
+            break;
+        }
+        blanked_key = text[line_start..line_end].split('=').next().map(|k| k.trim().trim_matches('"').to_owned());
+        let mut blanked = text.into_owned();
+        blanked.replace_range(line_start..line_end, &" ".repeat(line_end - line_start));
+        if blanked.parse::<toml::Table>().is_err() {
+            // The value spanned several lines; what is left would not even parse.
+            return (None, errors);
+        }
+        text = std::borrow::Cow::Owned(blanked);
+    }
+    (None, errors)
 }
 
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {

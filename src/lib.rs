@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod config;
 pub mod context;
 pub mod diag;
+pub mod files;
 pub mod guard;
 pub mod metrics;
 pub mod proxy;
@@ -78,9 +79,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Replay keys one in-memory store holds at most (~100 bytes each).
-const MAX_NONCES: usize = 2_000_000;
-
 /// Runs `task` in the background until `stop` fires.
 fn spawn_until(stop: CancellationToken, task: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(async move {
@@ -104,7 +102,7 @@ async fn state_stores(
             let _ = health.state_backend.set("memory");
             health.state_ok.store(true, Ordering::Relaxed);
             metrics.state_store_up.set(1);
-            let nonces = Arc::new(state::memory::MemoryNonceStore::new(MAX_NONCES));
+            let nonces = Arc::new(state::memory::MemoryNonceStore::new(config.max_replay_keys));
             spawn_until(stopped.clone(), {
                 let nonces = nonces.clone();
                 async move {

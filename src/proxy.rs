@@ -32,34 +32,51 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_PAYGUARD_VERIFIED: HeaderName = HeaderName::from_static("x-payguard-verified");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies still see.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies still see), and the
+/// forwarding-identity headers only payguard may set.
+fn is_removed(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
+fn is_owned(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "forwarded"
+            | "x-real-ip"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-payguard-verified"
+    )
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names, in one
+/// pass over the names (most requests have none to remove, and then nothing is allocated).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    strip(headers, is_removed);
+}
+
+fn strip(headers: &mut HeaderMap, remove: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        doomed.extend(v.split(',').filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
+    }
+    doomed.extend(headers.keys().filter(|k| remove(k)).cloned());
+    for n in doomed {
         headers.remove(&n);
     }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 #[derive(Clone)]
@@ -117,22 +134,12 @@ impl Proxy {
             self.upstream_uri(&parts.uri).map_err(|_| Reject::InvalidRequest("invalid request target".into()))?;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
-        strip_hop_by_hop(h);
-        // payguard owns the forwarding identity: nothing the client sent about it survives.
-        h.remove(header::FORWARDED);
-        h.remove(&X_REAL_IP);
-        h.remove(&X_FORWARDED_HOST);
-        h.remove(&X_FORWARDED_PROTO);
-        h.remove(&X_PAYGUARD_VERIFIED);
+        // Hop-by-hop headers go, and so does anything the client sent about the forwarding
+        // identity: payguard owns it.
+        strip(h, |n| is_removed(n) || is_owned(n));
         if let Some(ctx) = parts.extensions.get::<RequestCtx>() {
-            if let Ok(v) = HeaderValue::from_str(&ctx.client.forwarded_for) {
-                h.insert(X_FORWARDED_FOR.clone(), v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&ctx.client.ip.to_string()) {
-                h.insert(X_REAL_IP.clone(), v);
-            }
-        } else {
-            h.remove(&X_FORWARDED_FOR);
+            h.insert(X_FORWARDED_FOR.clone(), ctx.client.forwarded_for.clone());
+            h.insert(X_REAL_IP.clone(), ctx.client.ip_header.clone());
         }
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
         if let Some(host) = host {

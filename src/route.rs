@@ -163,10 +163,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         let reject = |req: &Request<Body>, r: Reject, ctx: Option<&RouteCtx>, metrics: &Metrics| {
             apply("route", &r, req, ctx, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
         };
+        let (parts, body) = req.into_parts();
+        let head = crate::guard::head::check(&parts);
+        let mut req = Request::from_parts(parts, body);
+        if let Err(r) = head {
+            if let Some(res) = reject(&req, r, None, &self.metrics) {
+                return res;
+            }
+        }
         let path = match normalize_path(req.uri().path()) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(p)) => Some(p),

@@ -170,10 +170,10 @@ where
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let activity = Arc::new(AtomicU64::new(now_ms()));
         let io = TokioIo::new(ActivityIo { inner: tls, last: activity.clone() });
-        let info = ConnInfo { peer };
+        let info = ConnInfo { peer, peer_header: crate::client_ip::ip_header(peer.ip()) };
         let svc = self.service.clone();
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(info);
+            req.extensions_mut().insert(info.clone());
             svc.clone().call(req)
         });
         let builder = if is_h2 { &self.h2 } else { &self.h1 };

@@ -9,9 +9,21 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Parses a log filter (`info`, `payguard=debug,warn`). tracing-subscriber's parser panics on
+/// some non-ASCII input, so only ASCII is handed to it.
+pub fn parse_filter(s: &str) -> Option<EnvFilter> {
+    if !s.is_ascii() || s.chars().any(|c| c.is_ascii_control()) {
+        return None;
+    }
+    EnvFilter::try_new(s).ok()
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level when set.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    // rustls warns per connection about things clients control (an IP address as SNI): keep
+    // it to errors so no client can make payguard write a line per connection.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},rustls=error", cfg.level)));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match cfg.format {
         LogFormat::Json => registry

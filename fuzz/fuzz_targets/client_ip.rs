@@ -12,14 +12,16 @@
 //! - an untrusted peer is the client, whatever the headers say;
 //! - the resolved address is canonical (no IPv4-mapped IPv6: deny lists compare canonical
 //!   addresses);
-//! - the forwarded chain starts with the client, ends with the peer, and is all addresses.
+//! - the forwarded chain starts with the client, ends with the peer, and is all addresses;
+//!   every hop skipped between them is trusted;
+//! - the `x-real-ip` value is the resolved client.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use payguard::client_ip::{canonical, TrustedProxies};
+use payguard::client_ip::{canonical, ip_header, TrustedProxies};
 
 mod common;
 
@@ -38,15 +40,19 @@ fuzz_target!(|data: &[u8]| {
     let headers = common::header_map(&text.headers);
 
     let trusted = TrustedProxies::new(nets);
-    let got = trusted.resolve(peer, &headers);
+    // As the server does: the peer's header value is formatted once per connection.
+    let got = trusted.resolve(peer, &ip_header(peer), &headers);
     let peer_c = canonical(peer);
+    let forwarded_for = got.forwarded_for.to_str().expect("x-forwarded-for value is visible ASCII");
+    let client_header = got.ip_header.to_str().expect("x-real-ip value is visible ASCII");
 
     assert_eq!(canonical(got.ip), got.ip, "resolved client address {} is not canonical", got.ip);
     if !trusted.contains(peer) {
         assert_eq!(got.ip, peer_c, "untrusted peer but the client was taken from the headers");
-        assert_eq!(got.forwarded_for, peer_c.to_string());
+        assert_eq!(forwarded_for, peer_c.to_string());
     }
-    let chain: Vec<&str> = got.forwarded_for.split(", ").collect();
+    assert_eq!(client_header, got.ip.to_string(), "x-real-ip value is not the resolved client");
+    let chain: Vec<&str> = forwarded_for.split(", ").collect();
     assert_eq!(chain.last().copied(), Some(peer_c.to_string().as_str()), "chain does not end with the peer");
     assert_eq!(chain.first().copied(), Some(got.ip.to_string().as_str()), "chain does not start with the client");
     for hop in &chain {

@@ -88,9 +88,13 @@ pub struct StateConfig {
     pub backend: StateBackend,
     /// Deadline of every call to the shared store (default 250 ms).
     pub timeout: Duration,
+    /// Replay keys the memory backend holds at most (about 100 bytes each). When full it refuses
+    /// new reservations (`on_state_error.replay`) rather than forget a live one.
+    pub max_replay_keys: usize,
 }
 
 pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
+pub const DEFAULT_MAX_REPLAY_KEYS: usize = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -116,7 +120,7 @@ impl Config {
         match path {
             None => Config::parse("", None),
             Some(p) => {
-                let src = std::fs::read_to_string(p)
+                let src = crate::files::read_to_string(p)
                     .map_err(|e| vec![Diagnostic::at_start(p, format!("cannot read config: {e}"))])?;
                 Config::parse(&src, Some(p))
             }
@@ -126,9 +130,12 @@ impl Config {
     /// Parses config text. Relative paths resolve against the directory of `path`.
     pub fn parse(src: &str, path: Option<&Path>) -> Result<Config, Vec<Diagnostic>> {
         let file = path.unwrap_or(Path::new("payguard.toml"));
-        let raw: RawConfig = toml::from_str(src).map_err(|e| vec![Diagnostic::from_toml(file, src, &e)])?;
+        let (raw, errors) = crate::diag::from_toml_recovering::<RawConfig>(src);
+        let mut problems: Vec<Diagnostic> =
+            errors.into_iter().map(|(span, msg)| Diagnostic::at(file, src, Some(span), msg)).collect();
+        let Some(raw) = raw else { return Err(problems) };
         let base = path.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-        let mut cx = Checker { file, src, base: &base, problems: Vec::new() };
+        let mut cx = Checker { file, src, base: &base, problems: std::mem::take(&mut problems) };
         let config = cx.check(raw, path);
         if cx.problems.is_empty() {
             Ok(config)
@@ -311,6 +318,8 @@ impl Checker<'_> {
             }
         };
         let timeout = self.duration(raw.state.timeout, DEFAULT_STATE_TIMEOUT, "timeout");
+        let max_replay_keys =
+            self.count(raw.state.max_replay_keys, DEFAULT_MAX_REPLAY_KEYS, 1_000, 1_000_000_000, "max_replay_keys");
         let backend = match raw.state.backend {
             None => StateBackend::Memory,
             Some(v) => match v.get_ref().as_str() {
@@ -337,10 +346,11 @@ impl Checker<'_> {
         let level = match raw.log.level {
             None => "info".to_string(),
             Some(v) => {
-                if v.get_ref().parse::<tracing_subscriber::filter::EnvFilter>().is_err() {
+                let level = v.get_ref().trim();
+                if crate::telemetry::parse_filter(level).is_none() {
                     self.report(v.span(), format!("level: {:?} is not a log level or filter", v.get_ref()));
                 }
-                v.into_inner()
+                level.to_string()
             }
         };
 
@@ -350,7 +360,7 @@ impl Checker<'_> {
             upstream,
             client_ip: ClientIpConfig { trusted_proxies },
             rules,
-            state: StateConfig { backend, timeout },
+            state: StateConfig { backend, timeout, max_replay_keys },
             log: LogConfig { format, level },
         }
     }
@@ -382,6 +392,7 @@ mod tests {
         assert_eq!(c.rules.dir, PathBuf::from("rules"));
         assert!(c.rules.watch);
         assert_eq!(c.state.backend, StateBackend::Memory);
+        assert_eq!(c.state.max_replay_keys, 10_000_000);
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(matches!(c.server.tls, TlsSource::Dev { .. }));
     }
@@ -396,6 +407,17 @@ mod tests {
         assert!(lines[1].starts_with("p.toml:3:19: max_connections"), "{lines:?}");
         assert!(lines[2].starts_with("p.toml:5:7: url"), "{lines:?}");
         assert!(lines[3].starts_with("p.toml:7:34: trusted_proxies"), "{lines:?}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported() {
+        let errs = Config::parse("[server]\nlistn = \"x\"\nmax_conections = 3\n[upstrem]\n", Some(Path::new("c.toml")))
+            .unwrap_err();
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("c.toml:2:1:") && lines[0].contains("listn"), "{lines:?}");
+        assert!(lines[1].starts_with("c.toml:3:1:") && lines[1].contains("max_conections"), "{lines:?}");
+        assert!(lines[2].starts_with("c.toml:4:2:") && lines[2].contains("upstrem"), "{lines:?}");
     }
 
     #[test]
@@ -433,6 +455,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(errs.len(), 2);
         assert!(errs[0].to_string().contains("tls_cert: cannot read /nonexistent/c.crt"));
+    }
+
+    #[test]
+    fn odd_log_levels_are_errors_not_panics() {
+        for bad in [" é=info", "é", "info,=", "\u{0}"] {
+            let src = format!("[log]\nlevel = {bad:?}\n");
+            assert!(Config::parse(&src, None).is_err(), "{bad:?}");
+        }
+        assert_eq!(Config::parse("[log]\nlevel = \" debug \"\n", None).unwrap().log.level, "debug");
     }
 
     #[test]

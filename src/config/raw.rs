@@ -66,6 +66,7 @@ pub struct RawState {
     pub backend: Option<Spanned<String>>,
     pub redis_url: Option<Spanned<RawRedisUrl>>,
     pub timeout: Option<Spanned<String>>,
+    pub max_replay_keys: Option<Spanned<i64>>,
 }
 
 /// A single URL, or a list of node URLs for a Redis Cluster.

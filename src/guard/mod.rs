@@ -4,6 +4,7 @@
 //! table is pinned by a unit test because providers, shops and dashboards depend on it.
 
 pub mod body;
+pub mod head;
 pub mod ip;
 pub mod layer;
 pub mod rate_limit;

@@ -123,9 +123,15 @@ impl Limiter {
 
     /// Drops buckets that are full again (idle keys) and returns how many remain.
     pub fn evict_idle(&self) -> usize {
+        let before = self.inner.len();
         self.inner.retain_recent();
-        self.inner.shrink_to_fit();
-        self.inner.len()
+        let after = self.inner.len();
+        // Give memory back only after a large drop: a steady population would otherwise
+        // regrow its tables after every pass.
+        if after < before / 2 {
+            self.inner.shrink_to_fit();
+        }
+        after
     }
 
     pub fn len(&self) -> usize {

@@ -54,15 +54,12 @@ pub(crate) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagno
     let sources: Vec<Source> =
         files.iter().enumerate().map(|(i, (p, t))| Source::new(i, p.clone(), t.clone())).collect();
 
-    // 1. Parse: a syntax error, unknown key or wrong type stops that file only.
+    // 1. Parse: a syntax error stops that file only; unknown keys and wrong types are skipped
+    //    over so that every one of them is reported (see `parse_recovering`).
     let mut parsed: Vec<(&Source, RawRuleFile)> = Vec::new();
     for src in &sources {
-        match toml::from_str::<RawRuleFile>(&src.text) {
-            Ok(raw) => parsed.push((src, raw)),
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                diags.push(src.diag(&span, e.message().trim().to_owned()));
-            }
+        if let Some(raw) = parse_recovering(src, &mut diags) {
+            parsed.push((src, raw));
         }
     }
 
@@ -127,6 +124,17 @@ pub(crate) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagno
         return Err(diag::finish(diags));
     }
     Ok(assemble(defaults, routes))
+}
+
+/// Deserializes a rule file, reporting every unknown key and wrong type
+/// ([`crate::diag::from_toml_recovering`]). The recovered structure still goes through the
+/// semantic checks, so their problems are reported too; the file is invalid either way.
+fn parse_recovering(src: &Source, diags: &mut Vec<Diag>) -> Option<RawRuleFile> {
+    let (raw, errors) = crate::diag::from_toml_recovering::<RawRuleFile>(&src.text);
+    for (span, message) in errors {
+        diags.push(src.diag(&span, message));
+    }
+    raw
 }
 
 /// Builds the router and gives each route the `Allow` union of its host + path slot.
@@ -506,11 +514,8 @@ fn is_token(s: &str) -> bool {
 
 fn load_schema(path: &Path) -> Result<Arc<jsonschema::Validator>, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read JSON schema {shown}: {e}"))?;
-    if meta.len() > MAX_SCHEMA_BYTES {
-        return Err(format!("JSON schema {shown} is larger than {MAX_SCHEMA_BYTES} bytes"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read JSON schema {shown}: {e}"))?;
+    let bytes = crate::files::read_limited(path, MAX_SCHEMA_BYTES)
+        .map_err(|e| format!("cannot read JSON schema {shown}: {e}"))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| format!("invalid JSON in schema {shown}:{}:{}: {e}", e.line(), e.column()))?;
     jsonschema::options()
@@ -975,6 +980,20 @@ max_body = "64KiB"
         // Stable across runs and builds: pinned.
         assert_eq!(fingerprint("a", None), 0xfd5c_accb_fcdb_fb6f);
         assert_ne!(fingerprint("a", None), fingerprint("b", None));
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_in_a_file_is_reported() {
+        let src = "[defaults]\nactoin = \"deny\"\nmax_body = \"1MiB\"\n\n[[route]]\nname = \"a\"\nmatch = { path = \"/a\" }\nmode = 5\nrate_limt = { rate = \"1/s\" }\nip_allow = [\"10.0.0.0/33\"]\n";
+        let e = errors(src);
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(e[0].starts_with("r.toml:2:1: ") && e[0].contains("actoin"), "{e:?}");
+        assert!(e[1].starts_with("r.toml:8:8: "), "{e:?}");
+        assert!(e[2].starts_with("r.toml:9:1: ") && e[2].contains("rate_limt"), "{e:?}");
+        assert!(e[3].starts_with("r.toml:10:13: ") && e[3].contains("10.0.0.0/33"), "{e:?}");
+        // An error inside an inline table is reported, and no misleading follow-on error.
+        let e = errors("[[route]]\nname = \"a\"\nmatch = { path = \"/a\", bogus = 1 }\n");
+        assert_eq!(e.len(), 1, "{e:?}");
     }
 
     #[test]

@@ -354,7 +354,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
     paths.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {
-        match std::fs::read_to_string(&path) {
+        match crate::files::read_to_string(&path) {
             Ok(text) => files.push((path, text)),
             Err(e) => problems.push(Diagnostic::at_start(&path, format!("cannot read: {e}"))),
         }

@@ -2,6 +2,7 @@
 //! number of keys. When full it refuses new reservations instead of evicting live ones:
 //! forgetting a nonce early would let its replay through.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
@@ -11,16 +12,18 @@ use super::{NonceStore, Reservation, StoreError, StoreFuture};
 
 pub struct MemoryNonceStore {
     keys: DashMap<Box<str>, Instant>,
+    /// `keys.len()` without visiting every shard on each reservation.
+    count: AtomicUsize,
     max_keys: usize,
 }
 
 impl MemoryNonceStore {
     pub fn new(max_keys: usize) -> Self {
-        MemoryNonceStore { keys: DashMap::new(), max_keys }
+        MemoryNonceStore { keys: DashMap::new(), count: AtomicUsize::new(0), max_keys }
     }
 
     pub fn reserve_at(&self, key: &str, ttl: Duration, now: Instant) -> Result<Reservation, StoreError> {
-        let full = self.keys.len() >= self.max_keys;
+        let full = self.count.load(Ordering::Relaxed) >= self.max_keys;
         match self.keys.entry(key.into()) {
             Entry::Occupied(mut e) => {
                 if *e.get() > now {
@@ -33,6 +36,7 @@ impl MemoryNonceStore {
             Entry::Vacant(_) if full => Err(StoreError::Full),
             Entry::Vacant(e) => {
                 e.insert(now + ttl);
+                self.count.fetch_add(1, Ordering::Relaxed);
                 Ok(Reservation::Reserved)
             }
         }
@@ -41,7 +45,9 @@ impl MemoryNonceStore {
     /// Drops expired keys; returns how many remain.
     pub fn sweep(&self, now: Instant) -> usize {
         self.keys.retain(|_, exp| *exp > now);
-        self.keys.len()
+        let n = self.keys.len();
+        self.count.store(n, Ordering::Relaxed);
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -67,7 +73,9 @@ impl NonceStore for MemoryNonceStore {
     }
 
     fn release<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        self.keys.remove(key);
+        if self.keys.remove(key).is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 

@@ -47,8 +47,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Reads a PEM chain and key and checks they belong together.
 pub fn load_certified_key(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.into(), source })?;
-    let key_pem = std::fs::read(key).map_err(|source| TlsError::Read { path: key.into(), source })?;
+    let cert_pem = crate::files::read(cert).map_err(|source| TlsError::Read { path: cert.into(), source })?;
+    let key_pem = crate::files::read(key).map_err(|source| TlsError::Read { path: key.into(), source })?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem { path: cert.into(), message: e.to_string() })?;
@@ -121,7 +121,7 @@ pub async fn watch_certificates(
     every: Duration,
 ) {
     let fingerprint = |p: &Path| {
-        std::fs::read(p).ok().map(|b| {
+        crate::files::read(p).ok().map(|b| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             b.hash(&mut h);
             h.finish()

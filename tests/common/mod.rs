@@ -342,6 +342,30 @@ pub struct RedisServer {
     args: Vec<String>,
 }
 
+/// Installs Debian's `redis-server` once when it is missing and we may (root with apt-get), so
+/// `cargo test` works on a fresh machine the way `.ci/run` does; otherwise the caller's check
+/// fails with the install command.
+fn ensure_redis_installed() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let present = std::process::Command::new("redis-server").arg("--version").output().is_ok();
+        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if present || !root {
+            return;
+        }
+        let apt = |args: &[&str]| {
+            std::process::Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !apt(&["install", "-y", "-qq", "redis-server"]) {
+            let _ = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "redis-server"]);
+        }
+    });
+}
+
 impl RedisServer {
     /// Starts one; panics with the install command when `redis-server` is missing.
     pub async fn start() -> RedisServer {
@@ -350,6 +374,7 @@ impl RedisServer {
 
     /// Starts one with more `redis-server` arguments (e.g. `--cluster-enabled yes`).
     pub async fn start_with(args: &[&str]) -> RedisServer {
+        ensure_redis_installed();
         match std::process::Command::new("redis-server").arg("--version").output() {
             Ok(o) if o.status.success() => {}
             Ok(o) => panic!("redis-server --version failed: {}", String::from_utf8_lossy(&o.stderr)),

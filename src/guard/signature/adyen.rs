@@ -140,7 +140,7 @@ impl Adyen {
     fn matching_key(&self, parts: &[&[u8]], signature: &[u8; 32]) -> Option<usize> {
         let mut matched = None;
         for (i, key) in self.keys.iter().enumerate() {
-            let Some(expected) = hmac_parts(key.expose(), parts) else {
+            let Some(expected) = hmac_parts(key, parts) else {
                 continue;
             };
             if ct_eq(&expected, signature) && matched.is_none() {

@@ -255,7 +255,7 @@ impl<'t> Fields<'t> {
             return Some(spec.as_bytes().to_vec());
         };
         let full = self.base_dir.join(file);
-        match std::fs::read(&full) {
+        match crate::files::read(&full) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
                 self.problem(path, format!("cannot read {}: {e}", full.display()));

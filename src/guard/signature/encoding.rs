@@ -40,8 +40,8 @@ pub(crate) fn hmac_sha256(key: &[u8]) -> Option<HmacSha256> {
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`.
-pub(crate) fn hmac_parts(key: &[u8], parts: &[&[u8]]) -> Option<[u8; 32]> {
-    let mut mac = hmac_sha256(key)?;
+pub(crate) fn hmac_parts(key: &super::Secret, parts: &[&[u8]]) -> Option<[u8; 32]> {
+    let mut mac = key.mac()?;
     for part in parts {
         mac.update(part);
     }
@@ -99,7 +99,8 @@ mod tests {
 
     #[test]
     fn hmac_matches_rfc4231_case_2() {
-        let mac = hmac_parts(b"Jefe", &[b"what do ya want ", b"for nothing?"]).unwrap();
+        let mac =
+            hmac_parts(&super::super::Secret::new(b"Jefe".to_vec()), &[b"what do ya want ", b"for nothing?"]).unwrap();
         assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 }

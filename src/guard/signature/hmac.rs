@@ -21,7 +21,7 @@ use ::hmac::Mac;
 use http::HeaderName;
 
 use super::config::{Fields, Timestamped};
-use super::encoding::{ct_eq, decode_base64_array, decode_lower_hex_array, hmac_sha256, parse_unix_seconds};
+use super::encoding::{ct_eq, decode_base64_array, decode_lower_hex_array, parse_unix_seconds};
 use super::{
     check_tolerance, list_key_id, single_header_named, Secret, SignatureError, SignedRequest, Verified, Verifier,
 };
@@ -232,8 +232,8 @@ impl GenericHmac {
         }
     }
 
-    fn mac(&self, key: &[u8], req: &SignedRequest<'_>, ts: &str, nonce: &str) -> Option<[u8; 32]> {
-        let mut mac = hmac_sha256(key)?;
+    fn mac(&self, key: &Secret, req: &SignedRequest<'_>, ts: &str, nonce: &str) -> Option<[u8; 32]> {
+        let mut mac = key.mac()?;
         for segment in &self.message {
             match segment {
                 Segment::Literal(bytes) => mac.update(bytes),
@@ -276,8 +276,7 @@ impl Verifier for GenericHmac {
             None => None,
         };
         let matches = |key: &Secret| {
-            self.mac(key.expose(), req, ts_text, nonce.unwrap_or(""))
-                .is_some_and(|expected| ct_eq(&expected, &signature))
+            self.mac(key, req, ts_text, nonce.unwrap_or("")).is_some_and(|expected| ct_eq(&expected, &signature))
         };
         let key_id = match &self.keys {
             Keys::List(secrets) => {

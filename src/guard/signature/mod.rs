@@ -161,7 +161,7 @@ impl SecretResolver for EnvFileResolver {
                 .into_encoded_bytes()
         } else if let Some(path) = spec.strip_prefix("file:") {
             let full = base_dir.join(path);
-            std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?
+            crate::files::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?
         } else {
             return Err("secrets must be given as \"env:NAME\" or \"file:path\"".into());
         };
@@ -221,22 +221,31 @@ fn arc<V: Verifier + 'static>(v: V) -> Arc<dyn Verifier> {
     Arc::new(v)
 }
 
-/// A secret (HMAC key, APIv3 key). Its `Debug` never shows the bytes.
+/// A secret (HMAC key, APIv3 key). Its `Debug` never shows the bytes. The HMAC-SHA256 key
+/// schedule is computed once here, so a request only clones it instead of hashing the key again.
 #[derive(Clone)]
-pub(crate) struct Secret(Box<[u8]>);
+pub(crate) struct Secret {
+    bytes: Box<[u8]>,
+    mac: Option<encoding::HmacSha256>,
+}
 
 impl Secret {
     pub(crate) fn new(bytes: Vec<u8>) -> Self {
-        Self(bytes.into_boxed_slice())
+        let mac = encoding::hmac_sha256(&bytes);
+        Self { bytes: bytes.into_boxed_slice(), mac }
     }
     pub(crate) fn expose(&self) -> &[u8] {
-        &self.0
+        &self.bytes
+    }
+    /// A fresh HMAC-SHA256 keyed with this secret.
+    pub(crate) fn mac(&self) -> Option<encoding::HmacSha256> {
+        self.mac.clone()
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret(<redacted {} bytes>)", self.0.len())
+        write!(f, "Secret(<redacted {} bytes>)", self.bytes.len())
     }
 }
 

@@ -132,9 +132,7 @@ impl Verifier for StandardWebhooks {
         let mut key_id = None;
         if !list.v1.is_empty() {
             for (i, secret) in self.secrets.iter().enumerate() {
-                let Some(expected) =
-                    hmac_parts(secret.expose(), &[prefix[0], prefix[1], prefix[2], prefix[3], req.body])
-                else {
+                let Some(expected) = hmac_parts(secret, &[prefix[0], prefix[1], prefix[2], prefix[3], req.body]) else {
                     continue;
                 };
                 let hit = list.v1.iter().fold(false, |acc, sig| acc | ct_eq(&expected, sig));

@@ -1,0 +1,50 @@
+//! Reading the files operators point payguard at (rules, schemas, keys, certificates), with a
+//! size cap: a path that names `/dev/zero`, a FIFO or a runaway file must give an error, not
+//! exhaust memory or hang a reload.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+/// The largest config, rule, schema, key or certificate file payguard reads.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a regular file of at most `limit` bytes.
+pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut buf = Vec::new();
+    file.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes")));
+    }
+    Ok(buf)
+}
+
+/// [`read_limited`] with the default cap.
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    read_limited(path, MAX_FILE_BYTES)
+}
+
+/// [`read`] as UTF-8 text.
+pub fn read_to_string(path: &Path) -> io::Result<String> {
+    String::from_utf8(read(path)?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn caps_size_and_refuses_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_limited(&p, 5).unwrap(), b"12345");
+        assert!(read_limited(&p, 4).is_err());
+        assert!(read(Path::new("/dev/zero")).is_err());
+        assert!(read(dir.path()).is_err());
+    }
+}
