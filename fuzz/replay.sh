@@ -5,7 +5,7 @@
 #   fuzz/replay.sh                 # all targets
 #   fuzz/replay.sh path_normalize  # some targets
 #
-# Needs cargo-fuzz (installed from crates.io if missing). Works on stable Rust through
+# Needs cargo-fuzz (installed with cargo install if missing). Works on stable Rust through
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz passes nightly-only -Z flags). Environment:
 #   CARGO_TARGET_DIR  build directory (default: fuzz/target)
 #   FUZZ_SANITIZER    address (default) or none
