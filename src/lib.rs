@@ -234,7 +234,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             move |ip: std::net::IpAddr| !shared.load().rules.defaults().ip_deny.contains(ip)
         }),
     };
-    tracing::info!(target: "payguard", listen = %addr, admin = ?admin_addr, upstream = %config.upstream.url, "payguard listening");
+    tracing::info!(target: "payguard", listen = %addr, admin = %admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string()), upstream = %config.upstream.url, "payguard listening");
     let task = tokio::spawn({
         let (shutdown, health) = (shutdown.clone(), health.clone());
         async move {
