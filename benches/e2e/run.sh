@@ -55,15 +55,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { # port pid name
-    for _ in $(seq 300); do
-        kill -0 "$2" 2>/dev/null || die "$3 exited during start-up: $(tail -n 20 "$TMP/$3.log")"
-        port_in_use "$1" && return 0
-        sleep 0.1
-    done
-    die "$3 did not listen on $1"
-}
+# shellcheck source=../lib.sh
+source benches/lib.sh
 ticks() { local line rest; line=$(cat /proc/"$1"/stat); rest=${line##*) }; read -r -a f <<<"$rest"; echo $((f[11] + f[12])); }
 
 mkdir -p "$RESULTS_DIR"
@@ -94,32 +87,9 @@ function request()
 end
 EOF
 
-NGINX_USER=""
-[[ $EUID == 0 ]] && NGINX_USER="user root root;"
-mkdir -p "$TMP/backend"
-cat >"$TMP/backend.conf" <<EOF
-$NGINX_USER
-worker_processes 1;
-daemon off;
-pid $TMP/backend.pid;
-error_log $TMP/backend.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 10000000;
-    client_body_buffer_size 64k;
-    server {
-        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
-        location / { default_type application/json; return 200 '{"ok":true}'; }
-    }
-}
-EOF
 port_in_use "$BACKEND_PORT" && die "port $BACKEND_PORT in use"
 port_in_use "$PAYGUARD_PORT" && die "port $PAYGUARD_PORT in use"
-taskset -c "$CLIENT_CPU" nginx -p "$TMP/backend" -e "$TMP/backend.log" -c "$TMP/backend.conf" >>"$TMP/backend.log" 2>&1 &
-PIDS+=($!)
-wait_port "$BACKEND_PORT" "${PIDS[0]}" backend
+start_backend "$BACKEND_PORT" "client_body_buffer_size 64k;"
 
 cat >"$TMP/payguard.toml" <<EOF
 [server]

@@ -186,17 +186,8 @@ SUMMARY=$RESULTS_DIR/summary.md
 echo "rep,proxy,proto,rps,p50_ms,p99_ms,mean_ms,max_ms,proxy_cpu_pct,client_cpu_pct,backend_cpu_pct,requests,errors,non2xx,wall_s,proxy_core_busy_pct,client_core_busy_pct,proxy_core_other_pct,proxy_cpu_us_per_req" >"$CSV"
 
 # ---------------------------------------------------------------- helpers
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-wait_port() { # port pid name
-    local port=$1 pid=$2 name=$3
-    for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) exited during start-up; log: $(tail -n 20 "$TMP/$name.log" 2>/dev/null)"
-        port_in_use "$port" && return 0
-        sleep 0.1
-    done
-    die "$name did not listen on 127.0.0.1:$port within 30 s; log: $(tail -n 20 "$TMP/$name.log" 2>/dev/null)"
-}
+# shellcheck source=../lib.sh
+source "$ROOT/benches/lib.sh"
 
 # utime+stime (clock ticks) of a process and its direct children (nginx master + worker)
 proc_ticks() {
@@ -253,36 +244,12 @@ for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$PAYGUARD_PORT" "$PAY
     port_in_use "$port" && die "port $port is already in use (override with *_PORT env vars)"
 done
 
+# ---------------------------------------------------------------- backend
+start_backend "$BACKEND_PORT"
+[[ $(curl -s "http://127.0.0.1:$BACKEND_PORT/") == '{"ok":true}' ]] || die "backend does not answer {\"ok\":true}"
+
 NGINX_USER=""
 if [[ $EUID == 0 ]]; then NGINX_USER="user root root;"; fi
-
-# ---------------------------------------------------------------- backend
-mkdir -p "$TMP/backend"
-cat >"$TMP/backend.conf" <<EOF
-$NGINX_USER
-worker_processes 1;
-daemon off;
-pid $TMP/backend.pid;
-error_log $TMP/backend.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 10000000;
-    server {
-        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
-        location / {
-            default_type application/json;
-            return 200 '{"ok":true}';
-        }
-    }
-}
-EOF
-taskset -c "$CLIENT_CPU" nginx -p "$TMP/backend" -e "$TMP/backend.log" -c "$TMP/backend.conf" >>"$TMP/backend.log" 2>&1 &
-BACKEND_PID=$!
-PIDS+=("$BACKEND_PID")
-wait_port "$BACKEND_PORT" "$BACKEND_PID" backend
-[[ $(curl -s "http://127.0.0.1:$BACKEND_PORT/") == '{"ok":true}' ]] || die "backend does not answer {\"ok\":true}"
 
 # ---------------------------------------------------------------- proxies
 declare -A PORT PID

@@ -59,15 +59,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { # port pid name
-    for _ in $(seq 300); do
-        kill -0 "$2" 2>/dev/null || die "$3 exited during start-up: $(tail -n 20 "$TMP/$3.log" 2>/dev/null)"
-        port_in_use "$1" && return 0
-        sleep 0.1
-    done
-    die "$3 did not listen on $1"
-}
+# shellcheck source=../lib.sh
+source "$ROOT/benches/lib.sh"
 for port in "$BACKEND_PORT" "$PAYGUARD_PORT" "$ADMIN_PORT" "$REDIS_PORT"; do
     port_in_use "$port" && die "port $port is in use"
 done
@@ -116,26 +109,7 @@ request = function()
 end
 EOF
 
-cat >"$TMP/backend.conf" <<EOF
-$([[ $EUID == 0 ]] && echo "user root root;")
-worker_processes 1;
-daemon off;
-pid $TMP/backend.pid;
-error_log $TMP/backend.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 10000000;
-    server {
-        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
-        location / { default_type application/json; return 200 '{"ok":true}'; }
-    }
-}
-EOF
-taskset -c "$CLIENT_CPU" nginx -p "$TMP/backend" -e "$TMP/backend.log" -c "$TMP/backend.conf" >>"$TMP/backend.log" 2>&1 &
-PIDS+=($!)
-wait_port "$BACKEND_PORT" "${PIDS[-1]}" backend
+start_backend "$BACKEND_PORT"
 
 taskset -c "$CLIENT_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$TMP" >"$TMP/redis.log" 2>&1 &
