@@ -28,6 +28,8 @@ pin_project_lite::pin_project! {
         Incoming { #[pin] inner: Incoming, limit: u64, seen: u64 },
         // What was read ahead of the rest (monitor mode past the body cap): head, then the rest.
         Chain { head: Option<Bytes>, #[pin] tail: Incoming },
+        // A backend response: its connection goes back to the pool once the body has ended.
+        Upstream { #[pin] inner: Incoming, conn: Option<crate::pool::Pooled> },
     }
 }
 
@@ -50,7 +52,7 @@ impl Body {
         match self {
             Body::Empty => Some(&[]),
             Body::Full { data } => Some(data.as_deref().unwrap_or(&[])),
-            Body::Incoming { .. } | Body::Chain { .. } => None,
+            Body::Incoming { .. } | Body::Chain { .. } | Body::Upstream { .. } => None,
         }
     }
 
@@ -64,6 +66,16 @@ impl Body {
     /// A streamed body that fails with [`BodyTooLarge`] once more than `limit` bytes arrived.
     pub fn incoming(inner: Incoming, limit: u64) -> Self {
         Body::Incoming { inner, limit, seen: 0 }
+    }
+}
+
+impl Body {
+    /// A backend response body that returns `conn` to its pool when it has been read to the end.
+    pub fn upstream(inner: Incoming, mut conn: crate::pool::Pooled) -> Self {
+        if http_body::Body::is_end_stream(&inner) {
+            conn.done();
+        }
+        Body::Upstream { inner, conn: Some(conn) }
     }
 }
 
@@ -95,6 +107,23 @@ impl http_body::Body for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            BodyProj::Upstream { inner, conn } => {
+                let mut inner = inner;
+                let polled = inner.as_mut().poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
+                    if let Some(c) = conn.as_mut() {
+                        c.done();
+                    }
+                    // Back to the pool now, not when hyper gets round to dropping the body.
+                    *conn = None;
+                }
+                polled.map_err(|e| Box::new(e) as BoxError)
+            }
             BodyProj::Chain { head, tail } => match head.take() {
                 Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
                 None => tail.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
@@ -108,6 +137,7 @@ impl http_body::Body for Body {
             Body::Full { data } => data.is_none(),
             Body::Incoming { inner, .. } => inner.is_end_stream(),
             Body::Chain { head, tail } => head.is_none() && tail.is_end_stream(),
+            Body::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
 
@@ -115,7 +145,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Body::Incoming { inner, .. } => inner.size_hint(),
+            Body::Incoming { inner, .. } | Body::Upstream { inner, .. } => inner.size_hint(),
             Body::Chain { head, tail } => {
                 let head = head.as_ref().map_or(0, |h| h.len() as u64);
                 let tail = tail.size_hint();

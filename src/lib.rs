@@ -12,6 +12,7 @@ pub mod diag;
 pub mod files;
 pub mod guard;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod rules;

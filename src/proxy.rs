@@ -9,11 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use crate::body::{self, Body};
@@ -21,6 +18,7 @@ use crate::config::UpstreamConfig;
 use crate::context::{MatchedRoute, RequestCtx};
 use crate::guard::Reject;
 use crate::metrics::Metrics;
+use crate::pool::{ConnectError, Pool};
 
 /// Set by the signature guard after a verified signature; becomes `x-payguard-verified`.
 #[derive(Debug, Clone, Copy)]
@@ -79,39 +77,45 @@ fn strip(headers: &mut HeaderMap, remove: impl Fn(&HeaderName) -> bool) {
     }
 }
 
+/// Forwards to the backend. Cloned per request, so it is one `Arc`.
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
-    scheme: Scheme,
-    authority: Authority,
-    base_path: Arc<str>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Arc<Pool>,
+    base_path: Box<str>,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
+/// Why a forward failed, before it is mapped to a status.
+enum ForwardError {
+    Connect(ConnectError),
+    Http(hyper::Error),
+}
+
 impl Proxy {
     pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .build(http);
+        let https = cfg.url.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let authority = cfg.url.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1:3000"));
+        let pool = Pool::new(
+            &authority,
+            if https { 443 } else { 80 },
+            cfg.pool_max_idle_per_host,
+            cfg.connect_timeout,
+            cfg.pool_idle_timeout,
+        );
         let base = cfg.url.path().trim_end_matches('/');
         Proxy {
-            client,
-            scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: cfg.url.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1:3000")),
-            base_path: Arc::from(base),
-            response_timeout: cfg.response_timeout,
-            metrics,
+            inner: Arc::new(Inner { pool, base_path: base.into(), response_timeout: cfg.response_timeout, metrics }),
         }
     }
+}
 
+impl Inner {
+    /// The request target the backend sees: origin form, under the upstream URL's path.
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, http::Error> {
         let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let pq = if self.base_path.is_empty() {
@@ -119,7 +123,30 @@ impl Proxy {
         } else {
             PathAndQuery::try_from(format!("{}{}", self.base_path, pq))?
         };
-        Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(pq).build()
+        Ok(Uri::from(pq))
+    }
+
+    /// Sends on a pooled connection. A pooled connection the backend closed while it sat idle
+    /// refuses the request before any byte is written; then it goes once more on a new one.
+    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
+        let mut conn = self.pool.checkout().await.map_err(ForwardError::Connect)?;
+        let Some(sender) = conn.sender() else { return Err(ForwardError::Connect(ConnectError::Timeout)) };
+        let res = match sender.try_send_request(req).await {
+            Ok(res) => res,
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    conn = self.pool.connect().await.map_err(ForwardError::Connect)?;
+                    let Some(sender) = conn.sender() else {
+                        return Err(ForwardError::Connect(ConnectError::Timeout));
+                    };
+                    sender.send_request(req).await.map_err(ForwardError::Http)?
+                }
+                None => return Err(ForwardError::Http(e.into_error())),
+            },
+        };
+        let (mut parts, body) = res.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::upstream(body, conn)))
     }
 
     /// Rewrites a client request into the request the backend sees.
@@ -153,12 +180,6 @@ impl Proxy {
     }
 }
 
-fn prepare_response(res: Response<hyper::body::Incoming>) -> Response<Body> {
-    let (mut parts, body) = res.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::from(body))
-}
-
 impl Service<Request<Body>> for Proxy {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -169,7 +190,7 @@ impl Service<Request<Body>> for Proxy {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
+        let this = self.inner.clone();
         Box::pin(async move {
             let (request_id, client_ip) = req
                 .extensions()
@@ -201,22 +222,24 @@ impl Service<Request<Body>> for Proxy {
                 Ok(r) => r,
                 Err(r) => return reject(r),
             };
-            match tokio::time::timeout(this.response_timeout, this.client.request(req)).await {
-                Ok(Ok(res)) => {
-                    let mut res = prepare_response(res);
+            match tokio::time::timeout(this.response_timeout, this.send(req)).await {
+                Ok(Ok(mut res)) => {
                     if let Some(route) = route {
                         res.extensions_mut().insert(route);
                     }
                     Ok(res)
                 }
+                Ok(Err(ForwardError::Http(e))) if body::is_too_large(&e) => {
+                    let limit = source_limit(&e).unwrap_or(0);
+                    reject(Reject::BodyTooLarge { limit })
+                }
                 Ok(Err(e)) => {
-                    if body::is_too_large(&e) {
-                        let limit = source_limit(&e).unwrap_or(0);
-                        return reject(Reject::BodyTooLarge { limit });
-                    }
-                    let kind = if e.is_connect() { "connect" } else { "io" };
+                    let (kind, error) = match e {
+                        ForwardError::Connect(e) => ("connect", e.to_string()),
+                        ForwardError::Http(e) => ("io", e.to_string()),
+                    };
                     this.metrics.upstream_error(kind);
-                    tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error = %e, "forward failed");
+                    tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error, "forward failed");
                     reject(Reject::UpstreamUnavailable)
                 }
                 Err(_) => {

@@ -88,10 +88,8 @@ async fn read_capped(body: Body, limit: u64) -> Result<Bytes, ReadError> {
             }
             Ok(buf.freeze())
         }
-        Body::Chain { head, tail } => {
-            // Only built by this guard; a second buffering pass would be a stack bug.
-            let _ = (head, tail);
-            Err(ReadError::Broken)
-        }
+        // Chain is only built by this guard and Upstream only for responses: a second
+        // buffering pass or a response here would be a stack bug.
+        Body::Chain { .. } | Body::Upstream { .. } => Err(ReadError::Broken),
     }
 }
