@@ -69,7 +69,15 @@ fn strip(headers: &mut HeaderMap, remove: impl Fn(&HeaderName) -> bool) {
     let mut doomed: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::CONNECTION) {
         let Ok(v) = v.to_str() else { continue };
-        doomed.extend(v.split(',').filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
+        for token in v.split(',').map(str::trim) {
+            // The usual tokens name no header, or one removed below anyway.
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                doomed.push(n);
+            }
+        }
     }
     doomed.extend(headers.keys().filter(|k| remove(k)).cloned());
     for n in doomed {

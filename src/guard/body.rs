@@ -1,16 +1,14 @@
 //! The body cap, and buffering for routes that must read the body (signature, body
 //! validation). Every other request streams through with the cap enforced while streaming.
 
-use std::future::{Future, Ready};
+use std::future::Future;
 use std::pin::Pin;
-
-use futures_util::future::Either;
 
 use bytes::{Bytes, BytesMut};
 use http::Request;
 use http_body_util::BodyExt;
 
-use super::layer::{Guard, RouteCtx};
+use super::layer::{Guard, RouteCtx, Verdict};
 use super::Reject;
 use crate::body::Body;
 use crate::rules::Mode;
@@ -23,9 +21,9 @@ type Checked = (Request<Body>, Result<(), Reject>);
 impl Guard for BufferGuard {
     const NAME: &'static str = "body";
     // Only requests that must be buffered pay for a boxed future.
-    type Future = Either<Ready<Checked>, Pin<Box<dyn Future<Output = Checked> + Send>>>;
+    type Future = Pin<Box<dyn Future<Output = Checked> + Send>>;
 
-    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Self::Future {
+    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
         let limit = route.max_body();
         let needs_body = route.route.as_ref().is_some_and(|r| r.needs_body());
         let monitor = route.mode() == Mode::Monitor;
@@ -33,9 +31,9 @@ impl Guard for BufferGuard {
             let (parts, mut body) = req.into_parts();
             // Streamed; in monitor mode nothing may cut a request short.
             body.set_limit(if monitor { u64::MAX } else { limit });
-            return Either::Left(std::future::ready((Request::from_parts(parts, body), Ok(()))));
+            return Verdict::Now(Request::from_parts(parts, body), Ok(()));
         }
-        Either::Right(Box::pin(async move {
+        Verdict::Later(Box::pin(async move {
             let (parts, body) = req.into_parts();
             match read_capped(body, limit).await {
                 Ok(bytes) => (Request::from_parts(parts, Body::full(bytes)), Ok(())),

@@ -41,12 +41,18 @@ impl RouteCtx {
     }
 }
 
+/// A guard's answer: decided at once, or after waiting (a body to read, a shared store).
+pub enum Verdict<F> {
+    Now(Request<Body>, Result<(), Reject>),
+    Later(F),
+}
+
 /// A guard: looks at a request and says whether it may go on. Synchronous guards implement
 /// [`Check`] instead and get this for free.
 pub trait Guard: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     type Future: Future<Output = (Request<Body>, Result<(), Reject>)> + Send + 'static;
-    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Self::Future;
+    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future>;
 }
 
 /// A guard that decides without waiting.
@@ -57,10 +63,11 @@ pub trait Check: Clone + Send + Sync + 'static {
 
 impl<C: Check> Guard for C {
     const NAME: &'static str = C::NAME;
+    // Never built: a check always answers `Verdict::Now`.
     type Future = Ready<(Request<Body>, Result<(), Reject>)>;
-    fn check(&self, mut req: Request<Body>, route: &RouteCtx) -> Self::Future {
+    fn check(&self, mut req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
         let r = Check::check(self, &mut req, route);
-        std::future::ready((req, r))
+        Verdict::Now(req, r)
     }
 }
 
@@ -145,16 +152,35 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // The inner service was made ready by poll_ready; take that one and leave a clone.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let Some(route) = req.extensions().get::<RouteCtx>().cloned() else {
             // Only reachable if the stack is mis-assembled; never skip a guard silently.
             tracing::error!(target: "payguard::stack", guard = G::NAME, "guard ran before routing");
             return ResponseFuture::Rejected { response: Some(Reject::StateUnavailable.to_response(None, "-")) };
         };
-        let check = self.guard.check(req, &route);
-        ResponseFuture::Checking { check, inner: Some(inner), route, metrics: self.metrics.clone(), name: G::NAME }
+        match self.guard.check(req, &route) {
+            // Decided at once (the usual case): the inner service, made ready by poll_ready,
+            // is called right here; nothing is cloned.
+            Verdict::Now(req, outcome) => {
+                if let Err(reject) = outcome {
+                    if let Some(response) = apply(G::NAME, &reject, &req, Some(&route), &self.metrics) {
+                        return ResponseFuture::Rejected { response: Some(response) };
+                    }
+                }
+                ResponseFuture::Forwarding { fut: self.inner.call(req) }
+            }
+            Verdict::Later(check) => {
+                // Called later: take the ready inner service and leave a clone.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::Checking {
+                    check,
+                    inner: Some(inner),
+                    route,
+                    metrics: self.metrics.clone(),
+                    name: G::NAME,
+                }
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //!   (default) lets the request through and counts `decision="fail_open"`, `fail_closed` refuses
 //!   with 503 `state_unavailable`.
 
-use std::future::{Future, Ready};
+use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,14 +19,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::Either;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, Request};
 use sha2::{Digest, Sha256};
 
-use super::layer::{Guard, RouteCtx};
+use super::layer::{Guard, RouteCtx, Verdict};
 use super::Reject;
 use crate::body::Body;
 use crate::client_ip::canonical;
@@ -179,8 +178,8 @@ impl RateLimitGuard {
 
 type Outcome = (Request<Body>, Result<(), Reject>);
 
-/// Ready at once for the memory backend (no allocation); a boxed round trip for the shared one.
-pub type RateLimitFuture = Either<Ready<Outcome>, Pin<Box<dyn Future<Output = Outcome> + Send>>>;
+/// A round trip to the shared store (the memory backend answers at once).
+pub type RateLimitFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 const NAME: &str = "rate_limit";
 
@@ -188,15 +187,15 @@ impl Guard for RateLimitGuard {
     const NAME: &'static str = NAME;
     type Future = RateLimitFuture;
 
-    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Self::Future {
+    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
         let Some(limiter) = route.active.limiter(route.route.as_deref()) else {
-            return Either::Left(std::future::ready((req, Ok(()))));
+            return Verdict::Now(req, Ok(()));
         };
         let client =
             req.extensions().get::<crate::context::RequestCtx>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.client.ip);
         let Some(shared) = &self.shared else {
             let outcome = limiter.check(limiter.key(client, req.headers()));
-            return Either::Left(std::future::ready((req, outcome)));
+            return Verdict::Now(req, outcome);
         };
         let scope = route.active.limit_scope(route.route.as_deref());
         let key = format!("{scope:016x}:{}", limiter.shared_key(client, req.headers()));
@@ -204,7 +203,7 @@ impl Guard for RateLimitGuard {
         let fail_mode = route.route.as_ref().map_or(FailMode::Open, |r| r.on_state_error.rate_limit);
         let label = crate::metrics::route_label(route.name());
         let shared = shared.clone();
-        Either::Right(Box::pin(async move {
+        Verdict::Later(Box::pin(async move {
             let outcome = match shared.store.check(&key, gcra).await {
                 Ok(RateDecision::Allowed) => Ok(()),
                 Ok(RateDecision::Limited { retry_after }) => Err(Reject::RateLimited { limit, reset: retry_after }),

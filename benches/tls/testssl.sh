@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# TLS scan of a running payguard with testssl.sh (Debian package `testssl.sh`, command
+# `testssl`), on 127.0.0.1 only. Certificate: a throw-away local CA and an RSA-2048 server
+# certificate valid for a year (so the certificate checks judge payguard, not a test key), in
+# front of an nginx backend answering 200.
+#
+#   benches/tls/testssl.sh            # prints the findings above OK/INFO and the summary
+#   PAYGUARD_BIN=target/release/payguard KEEP_TMP=1 benches/tls/testssl.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PORT=${PORT:-18460}
+BACKEND_PORT=${BACKEND_PORT:-18461}
+CLIENT_CPU=${CLIENT_CPU:-0}
+TMP=$(mktemp -d /tmp/payguard-testssl.XXXXXX)
+PIDS=()
+log() { printf '[testssl %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [[ ${KEEP_TMP:-0} == 1 ]] || rm -rf "$TMP"; }
+trap cleanup EXIT
+# shellcheck source=../lib.sh
+source "$ROOT/benches/lib.sh"
+
+command -v testssl >/dev/null || die "testssl not found (apt-get install -y testssl.sh)"
+BIN=${PAYGUARD_BIN:-$ROOT/target/release/payguard}
+[[ -x $BIN ]] || (cd "$ROOT" && cargo build --release)
+
+cd "$TMP"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=payguard test CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\ncrlDistributionPoints=URI:http://127.0.0.1/ca.crl\n' >ext.cnf
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 365 -extfile ext.cnf 2>/dev/null
+cat server.crt ca.crt >chain.crt
+
+start_backend "$BACKEND_PORT"
+mkdir -p rules
+cat >payguard.toml <<CONF
+[server]
+listen = "127.0.0.1:$PORT"
+tls_cert = "chain.crt"
+tls_key = "server.key"
+admin_listen = "off"
+[upstream]
+url = "http://127.0.0.1:$BACKEND_PORT"
+[rules]
+dir = "rules"
+CONF
+"$BIN" run --config payguard.toml >payguard.log 2>&1 &
+PIDS+=($!)
+wait_port "$PORT" "${PIDS[-1]}" payguard
+
+log "scanning https://127.0.0.1:$PORT (takes about 2 minutes)"
+testssl --quiet --color 0 --warnings off --add-ca "$TMP/ca.crt" --jsonfile-pretty "$TMP/result.json" \
+    "https://127.0.0.1:$PORT" >"$TMP/testssl.txt" 2>&1 || true
+cp "$TMP/testssl.txt" "$TMP/result.json" "${OUT_DIR:-$TMP}/" 2>/dev/null || true
+
+python3 - "$TMP/result.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+findings = []
+for section in d["scanResult"]:
+    for k, v in section.items():
+        if isinstance(v, list):
+            for f in v:
+                if f.get("severity") not in ("OK", "INFO"):
+                    findings.append((f["severity"], k, f["id"], f["finding"]))
+protocols = {f["id"]: f["finding"] for s in d["scanResult"] for f in s.get("protocols", [])}
+print("protocols:", ", ".join(f"{k}: {v}" for k, v in protocols.items()))
+print(f"findings above OK/INFO: {len(findings)}")
+for f in findings:
+    print("  %-8s %-16s %-28s %s" % f)
+PY
