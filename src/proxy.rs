@@ -214,6 +214,11 @@ impl Service<Request<Body>> for Proxy {
                         let limit = source_limit(&e).unwrap_or(0);
                         return reject(Reject::BodyTooLarge { limit });
                     }
+                    if body::is_client_body_error(&e) {
+                        // Bad chunked framing (or the client left): the client's fault, not the
+                        // backend's.
+                        return reject(Reject::InvalidRequest("request body is malformed or incomplete".into()));
+                    }
                     let kind = if e.is_connect() { "connect" } else { "io" };
                     this.metrics.upstream_error(kind);
                     tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error = %e, "forward failed");
