@@ -43,6 +43,9 @@ enum Answer {
     Closed,
 }
 
+/// A further check of what the backend saw.
+type SeenCheck = fn(&Seen) -> Result<(), String>;
+
 struct Case {
     name: &'static str,
     raw: Vec<u8>,
@@ -52,7 +55,7 @@ struct Case {
     /// second request on the same connection must be answered normally.
     closes: bool,
     /// More to check on what the backend saw.
-    seen: Option<fn(&Seen) -> Result<(), String>>,
+    seen: Option<SeenCheck>,
 }
 
 fn case(name: &'static str, raw: impl Into<Vec<u8>>, status: u16, answer: Answer, closes: bool) -> Case {
@@ -60,7 +63,7 @@ fn case(name: &'static str, raw: impl Into<Vec<u8>>, status: u16, answer: Answer
 }
 
 impl Case {
-    fn seen(mut self, f: fn(&Seen) -> Result<(), String>) -> Case {
+    fn seen(mut self, f: SeenCheck) -> Case {
         self.seen = Some(f);
         self
     }
@@ -657,5 +660,42 @@ async fn malformed_and_ambiguous_requests_are_refused() {
     let proxy = start_proxy_with_rules(backend.addr, "", RULES).await;
     let host = format!("localhost:{}", proxy.addr.port());
     run_all(&proxy, &backend, &host, &cases(&host)).await;
+    proxy.stop().await;
+}
+
+/// `[server] max_uri_len` and `max_header_size` set in payguard.toml are the bounds enforced, to
+/// the byte, on HTTP/1.1; the URI bound also holds on HTTP/2; every refusal is counted.
+#[tokio::test]
+async fn configured_bounds_are_exact() {
+    let backend = Backend::start().await;
+    let proxy =
+        start_proxy_with_rules(backend.addr, "max_uri_len = \"1KiB\"\nmax_header_size = \"4KiB\"\n", RULES).await;
+    let host = format!("localhost:{}", proxy.addr.port());
+    let cases = vec![
+        case("uri_at_bound", uri_of_len(&host, 1024), 200, ok(&format!("/uri?q={}", "u".repeat(1024 - 7))), false),
+        case("uri_past_bound", uri_of_len(&host, 1025), 414, Answer::Json("uri_too_long"), true),
+        case("head_at_bound", head_of_size(&host, "", 4096), 200, ok("/size"), false),
+        case("head_past_bound", head_of_size(&host, "", 4097), 431, Answer::Json("headers_too_large"), true),
+    ];
+    run_all(&proxy, &backend, &host, &cases).await;
+
+    // HTTP/2: the same target bound, the same JSON answer.
+    let h2 = h2_client(&proxy.cert);
+    let at = format!("/uri?q={}", "u".repeat(1024 - 7));
+    let res = h2.get(proxy.url(&at)).send().await.unwrap();
+    assert_eq!((res.version(), res.status().as_u16()), (http::Version::HTTP_2, 200));
+    assert_eq!(backend.last().path_and_query, at);
+    let res = h2.get(proxy.url(&format!("{at}u"))).send().await.unwrap();
+    assert_eq!(res.status(), 414);
+    assert_eq!(json(res).await["error"], "uri_too_long");
+
+    let m = proxy.metrics().await;
+    for line in [
+        "payguard_decisions_total{route=\"\",guard=\"route\",decision=\"block\"} 3",
+        "payguard_requests_total{route=\"\",status=\"414\"} 2",
+        "payguard_requests_total{route=\"\",status=\"431\"} 1",
+    ] {
+        assert!(m.contains(line), "missing {line}\n{m}");
+    }
     proxy.stop().await;
 }

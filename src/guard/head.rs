@@ -68,7 +68,13 @@ pub fn head_len(parts: &Parts) -> usize {
 
 pub fn check(parts: &Parts, limits: &HeadLimits) -> Result<(), Reject> {
     let h = &parts.headers;
-    if target_len(&parts.uri) > limits.max_uri_len {
+    // HTTP/2 sends scheme and authority as pseudo-headers of their own: its target is `:path`.
+    let uri_len = if parts.version <= Version::HTTP_11 {
+        target_len(&parts.uri)
+    } else {
+        parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+    };
+    if uri_len > limits.max_uri_len {
         return Err(Reject::UriTooLong { limit: limits.max_uri_len });
     }
     let len = || parts.extensions.get::<ClientHeadLen>().map_or_else(|| head_len(parts), |l| l.0);
@@ -175,8 +181,9 @@ mod tests {
         assert_eq!(check(&p, &limits(5, 1 << 20)), Err(Reject::UriTooLong { limit: 5 }));
         assert_eq!(check(&p, &limits(6, head_len(&p) - 1)), Err(Reject::HeadersTooLarge { limit: head_len(&p) - 1 }));
         // HTTP/2 heads are bounded by the HTTP/2 header list size instead.
-        let p2 = parts(Version::HTTP_2, "/a", &[("x-k", "v")]);
+        let p2 = parts(Version::HTTP_2, "https://shop/a?b=c", &[("x-k", "v")]);
         assert!(check(&p2, &limits(6, 1)).is_ok());
+        assert_eq!(check(&p2, &limits(5, 1)), Err(Reject::UriTooLong { limit: 5 }));
     }
 
     #[test]
