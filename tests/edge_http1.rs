@@ -542,6 +542,14 @@ fn cases(host: &str) -> Vec<Case> {
         .seen(got_hello_chunked),
         // --- Host
         case("host_duplicate", h("GET /h HTTP/1.1\r\nHost: HOST\r\nHost: evil.example\r\n\r\n"), 400, Json(bad), true),
+        // A refused head closes the connection: a request pipelined behind it is never read.
+        case(
+            "host_duplicate_then_pipelined",
+            h("GET /h HTTP/1.1\r\nHost: HOST\r\nHost: evil.example\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: HOST\r\n\r\n"),
+            400,
+            Json(bad),
+            true,
+        ),
         case("host_missing_http11", h("GET /h HTTP/1.1\r\n\r\n"), 400, Json(bad), true),
         case("host_missing_http10", h("GET /h10 HTTP/1.0\r\n\r\n"), 200, ok("/h10"), true),
         case("absolute_form_same_host", h("GET https://HOST/abs HTTP/1.1\r\nHost: HOST\r\n\r\n"), 200, ok("/abs"), false),
