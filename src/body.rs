@@ -20,6 +20,11 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+/// The client's body could not be read: malformed chunked framing, or the client went away.
+#[derive(Debug, thiserror::Error)]
+#[error("request body could not be read: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
 pin_project_lite::pin_project! {
     #[project = BodyProj]
     pub enum Body {
@@ -103,7 +108,7 @@ impl http_body::Body for Body {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -126,7 +131,7 @@ impl http_body::Body for Body {
             }
             BodyProj::Chain { head, tail } => match head.take() {
                 Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
-                None => tail.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+                None => tail.poll_frame(cx).map_err(|e| Box::new(ClientBodyError(e)) as BoxError),
             },
         }
     }
@@ -158,6 +163,18 @@ impl http_body::Body for Body {
             }
         }
     }
+}
+
+/// True when `err` (or anything in its source chain) is a [`ClientBodyError`].
+pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<ClientBodyError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// True when `err` (or anything in its source chain) is a [`BodyTooLarge`].

@@ -121,6 +121,10 @@ where
             Some(c) => (c.peer, c.peer_header),
             None => (SocketAddr::from(([0, 0, 0, 0], 0)), HeaderValue::from_static("0.0.0.0")),
         };
+        // The head's size as the client sent it, before this layer adds or removes headers.
+        if parts.version <= Version::HTTP_11 {
+            parts.extensions.insert(crate::guard::head::ClientHeadLen(crate::guard::head::head_len(&parts)));
+        }
         let request_id = match parts.headers.get(X_REQUEST_ID) {
             Some(v) if valid_request_id(v) && parts.headers.get_all(X_REQUEST_ID).iter().count() == 1 => v.clone(),
             _ => new_request_id(),

@@ -221,6 +221,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         nonces,
         rate_limit,
         proxy,
+        head_limits: guard::head::HeadLimits::from(&config.server),
     });
 
     let server = server::Server {

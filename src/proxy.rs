@@ -241,6 +241,10 @@ impl Service<Request<Body>> for Proxy {
                     let limit = source_limit(&e).unwrap_or(0);
                     reject(Reject::BodyTooLarge { limit })
                 }
+                // Bad chunked framing (or the client left): the client's fault, not the backend's.
+                Ok(Err(ForwardError::Http(e))) if body::is_client_body_error(&e) => {
+                    reject(Reject::InvalidRequest("request body is malformed or incomplete".into()))
+                }
                 Ok(Err(e)) => {
                     let (kind, error) = match e {
                         ForwardError::Connect(e) => ("connect", e.to_string()),

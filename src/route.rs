@@ -10,11 +10,12 @@ use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use http::uri::PathAndQuery;
-use http::{header, Request, Response, Uri};
+use http::{header, HeaderValue, Request, Response, Uri, Version};
 use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::context::MatchedRoute;
+use crate::guard::head::HeadLimits;
 use crate::guard::layer::{apply, RouteCtx};
 use crate::guard::Reject;
 use crate::metrics::Metrics;
@@ -129,18 +130,25 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
 pub struct RouteLayer {
     rules: SharedRules,
     metrics: Arc<Metrics>,
+    limits: HeadLimits,
 }
 
 impl RouteLayer {
     pub fn new(rules: SharedRules, metrics: Arc<Metrics>) -> Self {
-        RouteLayer { rules, metrics }
+        RouteLayer { rules, metrics, limits: HeadLimits::default() }
+    }
+
+    /// The `[server]` request-head bounds (default: the defaults of `[server]`).
+    pub fn with_limits(mut self, limits: HeadLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
 impl<S> Layer<S> for RouteLayer {
     type Service = RouteService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RouteService { inner, rules: self.rules.clone(), metrics: self.metrics.clone() }
+        RouteService { inner, rules: self.rules.clone(), metrics: self.metrics.clone(), limits: self.limits }
     }
 }
 
@@ -149,6 +157,16 @@ pub struct RouteService<S> {
     inner: S,
     rules: SharedRules,
     metrics: Arc<Metrics>,
+    limits: HeadLimits,
+}
+
+/// A request refused before routing is malformed or ambiguous: on HTTP/1 its connection is not
+/// reused (as nginx does), so nothing a confused client sends after it is read as a request.
+fn closing(mut res: Response<Body>, version: Version) -> Response<Body> {
+    if version <= Version::HTTP_11 {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 impl<S> Service<Request<Body>> for RouteService<S>
@@ -167,11 +185,16 @@ where
         let reject = |req: &Request<Body>, r: Reject, ctx: Option<&RouteCtx>, metrics: &Metrics| {
             apply("route", &r, req, ctx, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
         };
+        // Refusals before a route is known are always enforced (no route, no monitor mode).
+        let refuse = |req: &Request<Body>, r: Reject, metrics: &Metrics| {
+            apply("route", &r, req, None, metrics)
+                .map(|res| Either::Left(std::future::ready(Ok(closing(res, req.version())))))
+        };
         let (parts, body) = req.into_parts();
-        let head = crate::guard::head::check(&parts);
+        let head = crate::guard::head::check(&parts, &self.limits);
         let mut req = Request::from_parts(parts, body);
         if let Err(r) = head {
-            if let Some(res) = reject(&req, r, None, &self.metrics) {
+            if let Some(res) = refuse(&req, r, &self.metrics) {
                 return res;
             }
         }
@@ -179,7 +202,7 @@ where
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(p)) => Some(p),
             Err(e) => {
-                if let Some(res) = reject(&req, Reject::InvalidRequest(e.to_string()), None, &self.metrics) {
+                if let Some(res) = refuse(&req, Reject::InvalidRequest(e.to_string()), &self.metrics) {
                     return res;
                 }
                 None
@@ -190,7 +213,7 @@ where
                 Some(uri) => *req.uri_mut() = uri,
                 None => {
                     let r = Reject::InvalidRequest("invalid request target".into());
-                    if let Some(res) = reject(&req, r, None, &self.metrics) {
+                    if let Some(res) = refuse(&req, r, &self.metrics) {
                         return res;
                     }
                 }

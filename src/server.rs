@@ -51,7 +51,9 @@ fn builders(cfg: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Builder<
     h1.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_size.max(8192))
+        // Room for heads past max_header_size, so the route layer answers them with its exact
+        // 431; only a head past twice the bound is refused by hyper (431, empty body).
+        .max_buf_size(cfg.max_header_size.saturating_mul(2).max(8192))
         .keep_alive(true)
         .half_close(false);
     let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();

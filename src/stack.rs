@@ -9,6 +9,7 @@ use tower::ServiceBuilder;
 use crate::client_ip::TrustedProxies;
 use crate::context::ContextLayer;
 use crate::guard::body::BufferGuard;
+use crate::guard::head::HeadLimits;
 use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
 use crate::guard::rate_limit::RateLimitGuard;
@@ -28,6 +29,8 @@ pub struct StackParts {
     /// In memory, or on the shared store (`[state] backend = "redis"`).
     pub rate_limit: RateLimitGuard,
     pub proxy: Proxy,
+    /// `[server] max_uri_len` and `max_header_size`, enforced by the route layer.
+    pub head_limits: HeadLimits,
 }
 
 /// The service handed to hyper for every connection.
@@ -47,8 +50,9 @@ pub fn build(
         // Every request, even one refused next, gets a request id, a resolved client IP,
         // stripped x-payguard-* headers and exactly one access line.
         .layer(ContextLayer::new(parts.trusted, m.clone()))
-        // Normalise the path and pick the route: everything after depends on the route.
-        .layer(RouteLayer::new(parts.rules, m.clone()))
+        // Head hygiene and bounds, normalise the path and pick the route: everything after
+        // depends on the route.
+        .layer(RouteLayer::new(parts.rules, m.clone()).with_limits(parts.head_limits))
         // Cheapest refusal first: a set lookup on the client address.
         .layer(GuardLayer::new(IpGuard, m.clone()))
         // Before any parsing work, so a flood costs one bucket check per request.

@@ -38,7 +38,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
+    /// Request head (request line and header lines) at most this many bytes (HTTP/1.1).
     pub max_header_size: usize,
+    /// Request target (path and query, or the absolute URI) at most this many bytes.
+    pub max_uri_len: usize,
     pub max_h2_streams: u32,
 }
 
@@ -107,6 +110,11 @@ pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
 }
+
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+pub const DEFAULT_MAX_URI_LEN: usize = 8 * 1024;
+/// The longest request target the HTTP stack can carry at all.
+pub const MAX_URI_LEN_LIMIT: usize = 65_534;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:3000";
@@ -209,6 +217,23 @@ impl Checker<'_> {
         }
     }
 
+    /// A size (`units` syntax) in `min..=max` bytes.
+    fn size(&mut self, v: Option<&Spanned<String>>, default: usize, range: (usize, usize, &str), key: &str) -> usize {
+        let (min, max, bounds) = range;
+        let Some(v) = v else { return default };
+        match units::parse_size(v.get_ref()) {
+            Ok(n) if (min as u64..=max as u64).contains(&n) => usize::try_from(n).unwrap_or(default),
+            Ok(_) => {
+                self.report(v.span(), format!("{key}: must be between {bounds}"));
+                default
+            }
+            Err(e) => {
+                self.report(v.span(), format!("{key}: {e}"));
+                default
+            }
+        }
+    }
+
     fn check(&mut self, raw: RawConfig, path: Option<&Path>) -> Config {
         let s = raw.server;
         let tls = match (s.tls_cert, s.tls_key) {
@@ -227,7 +252,7 @@ impl Checker<'_> {
                 TlsSource::Dev { dir: self.path("certs") }
             }
         };
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             listen: self.addr(s.listen, DEFAULT_LISTEN, "listen"),
             tls,
             admin_listen: match s.admin_listen {
@@ -239,22 +264,31 @@ impl Checker<'_> {
             idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
             shutdown_grace: self.duration(s.shutdown_grace, Duration::from_secs(30), "shutdown_grace"),
             handshake_timeout: self.duration(s.handshake_timeout, Duration::from_secs(10), "handshake_timeout"),
-            max_header_size: match s.max_header_size {
-                None => 32 * 1024,
-                Some(v) => match units::parse_size(v.get_ref()) {
-                    Ok(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
-                    Ok(_) => {
-                        self.report(v.span(), "max_header_size: must be between 1KiB and 1MiB");
-                        32 * 1024
-                    }
-                    Err(e) => {
-                        self.report(v.span(), format!("max_header_size: {e}"));
-                        32 * 1024
-                    }
-                },
-            },
+            max_header_size: self.size(
+                s.max_header_size.as_ref(),
+                DEFAULT_MAX_HEADER_SIZE,
+                (1024, 1024 * 1024, "1KiB and 1MiB"),
+                "max_header_size",
+            ),
+            max_uri_len: self.size(
+                s.max_uri_len.as_ref(),
+                DEFAULT_MAX_URI_LEN,
+                (256, MAX_URI_LEN_LIMIT, "256 bytes and 65534 bytes"),
+                "max_uri_len",
+            ),
             max_h2_streams: self.count(s.max_h2_streams, 128, 1, 10_000, "max_h2_streams") as u32,
         };
+        // The request line is part of the head: a longer target could never get its 414.
+        if server.max_uri_len > server.max_header_size {
+            match &s.max_uri_len {
+                Some(v) => self.report(
+                    v.span(),
+                    format!("max_uri_len: must not exceed max_header_size ({} bytes)", server.max_header_size),
+                ),
+                // Unset: the default shrinks to fit a smaller head.
+                None => server.max_uri_len = server.max_header_size,
+            }
+        }
 
         let u = raw.upstream;
         let url = match u.url {
@@ -395,6 +429,41 @@ mod tests {
         assert_eq!(c.state.max_replay_keys, 10_000_000);
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(matches!(c.server.tls, TlsSource::Dev { .. }));
+    }
+
+    #[test]
+    fn request_head_bounds() {
+        let c = Config::parse("", None).unwrap();
+        assert_eq!((c.server.max_header_size, c.server.max_uri_len), (32 * 1024, 8 * 1024));
+        let c = Config::parse("[server]\nmax_uri_len = \"16KiB\"\nmax_header_size = \"64KiB\"\n", None).unwrap();
+        assert_eq!((c.server.max_header_size, c.server.max_uri_len), (64 * 1024, 16 * 1024));
+        assert_eq!(
+            Config::parse("[server]\nmax_uri_len = \"65534\"\nmax_header_size = \"1MiB\"\n", None)
+                .unwrap()
+                .server
+                .max_uri_len,
+            65_534
+        );
+        for (src, want) in [
+            (
+                "[server]\nmax_uri_len = \"255\"\n",
+                "p.toml:2:15: max_uri_len: must be between 256 bytes and 65534 bytes",
+            ),
+            (
+                "[server]\nmax_uri_len = \"64KiB\"\nmax_header_size = \"1MiB\"\n",
+                "p.toml:2:15: max_uri_len: must be between",
+            ),
+            ("[server]\nmax_uri_len = \"8k\"\n", "p.toml:2:15: max_uri_len:"),
+            (
+                "[server]\nmax_uri_len = \"40KiB\"\n",
+                "p.toml:2:15: max_uri_len: must not exceed max_header_size (32768 bytes)",
+            ),
+            ("[server]\nmax_header_size = \"2MiB\"\n", "p.toml:2:19: max_header_size: must be between 1KiB and 1MiB"),
+        ] {
+            let errs = Config::parse(src, Some(Path::new("p.toml"))).unwrap_err();
+            assert_eq!(errs.len(), 1, "{src}: {errs:?}");
+            assert!(errs[0].to_string().starts_with(want), "{src}: {}", errs[0]);
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<String>>,
+    pub max_uri_len: Option<Spanned<String>>,
     pub max_h2_streams: Option<Spanned<i64>>,
 }
 

@@ -1,19 +1,86 @@
 //! Request-head hygiene, before routing: the ambiguities that let one request mean different
 //! things to payguard and to the backend (request smuggling, routing bypass) are refused with
-//! 400 instead of being passed on. hyper already refuses malformed syntax (NUL bytes, bad or
-//! duplicate Content-Length, chunk-size overflow, obs-fold); this covers what it accepts.
+//! 400 instead of being passed on, and the head's size bounds are enforced to the byte.
+//!
+//! hyper refuses malformed HTTP/1 syntax itself, before this runs (400 with an empty body): NUL
+//! and other control bytes, bad or conflicting Content-Length, obs-fold, a Transfer-Encoding
+//! whose last coding is not `chunked`, Transfer-Encoding on HTTP/1.0, more than 100 header
+//! lines (431), a head that outgrows its read buffer (431). What it accepts but a strict proxy
+//! must not, is refused here. Two things hyper settles without telling: a Content-Length next to
+//! a Transfer-Encoding is dropped (the chunked framing wins and the connection is closed after
+//! the answer), and repeated identical Content-Length lines are merged into one.
 
 use http::header::{self, HeaderMap};
-use http::{request::Parts, Version};
+use http::{request::Parts, Uri, Version};
 
 use super::Reject;
+use crate::config::ServerConfig;
+
+/// The request-head bounds of `[server]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// `max_uri_len`: the request target, in bytes.
+    pub max_uri_len: usize,
+    /// `max_header_size`: the HTTP/1 request head, in bytes.
+    pub max_header_size: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_uri_len: crate::config::DEFAULT_MAX_URI_LEN,
+            max_header_size: crate::config::DEFAULT_MAX_HEADER_SIZE,
+        }
+    }
+}
+
+impl From<&ServerConfig> for HeadLimits {
+    fn from(c: &ServerConfig) -> Self {
+        HeadLimits { max_uri_len: c.max_uri_len, max_header_size: c.max_header_size }
+    }
+}
+
+/// The HTTP/1 head's size ([`head_len`]) measured before payguard touched the headers; set by
+/// the outermost layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientHeadLen(pub usize);
 
 fn invalid(msg: &str) -> Result<(), Reject> {
     Err(Reject::InvalidRequest(msg.into()))
 }
 
-pub fn check(parts: &Parts) -> Result<(), Reject> {
+/// The request target's length as the client sent it (a fragment never reaches us).
+pub fn target_len(uri: &Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+}
+
+/// The HTTP/1 head's size in its usual form: `METHOD SP target SP HTTP/1.x CRLF`, one
+/// `name: value CRLF` per header line, and the final CRLF. For a head written that way (every
+/// client does) this is its exact size on the wire; optional whitespace around values and bare
+/// LF line ends are not counted.
+pub fn head_len(parts: &Parts) -> usize {
+    let line = parts.method.as_str().len() + 1 + target_len(&parts.uri) + 1 + "HTTP/1.1\r\n".len();
+    let fields: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + 2 + v.len() + 2).sum();
+    line + fields + 2
+}
+
+pub fn check(parts: &Parts, limits: &HeadLimits) -> Result<(), Reject> {
     let h = &parts.headers;
+    // HTTP/2 sends scheme and authority as pseudo-headers of their own: its target is `:path`.
+    let uri_len = if parts.version <= Version::HTTP_11 {
+        target_len(&parts.uri)
+    } else {
+        parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+    };
+    if uri_len > limits.max_uri_len {
+        return Err(Reject::UriTooLong { limit: limits.max_uri_len });
+    }
+    let len = || parts.extensions.get::<ClientHeadLen>().map_or_else(|| head_len(parts), |l| l.0);
+    if parts.version <= Version::HTTP_11 && len() > limits.max_header_size {
+        return Err(Reject::HeadersTooLarge { limit: limits.max_header_size });
+    }
     // Header names with '_': nginx drops them, many frameworks fold them into '-': a rule on
     // `x-api-key` must not be bypassed by `x_api_key`.
     if h.keys().any(|k| k.as_str().contains('_')) {
@@ -25,9 +92,20 @@ pub fn check(parts: &Parts) -> Result<(), Reject> {
     Ok(())
 }
 
+fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        // A value that is not text cannot be trusted to mean nothing.
+        v.to_str().map_or(true, |s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
 fn check_http1(parts: &Parts, h: &HeaderMap) -> Result<(), Reject> {
-    // Protocol switches (h2c, websocket) would tunnel past every guard.
-    if h.contains_key(header::UPGRADE) {
+    // Protocol switches (h2c, websocket) would tunnel past every guard; so would a backend that
+    // acts on half of one.
+    if h.contains_key(header::UPGRADE)
+        || h.contains_key("http2-settings")
+        || has_token(h, header::CONNECTION, "upgrade")
+    {
         return invalid("protocol upgrades are not allowed");
     }
     let hosts = h.get_all(header::HOST).iter().count();
@@ -43,12 +121,19 @@ fn check_http1(parts: &Parts, h: &HeaderMap) -> Result<(), Reject> {
             return invalid("request target and Host header disagree");
         }
     }
-    let te = h.contains_key(header::TRANSFER_ENCODING);
-    if te && h.contains_key(header::CONTENT_LENGTH) {
-        return invalid("both Content-Length and Transfer-Encoding");
-    }
-    if te && parts.version == Version::HTTP_10 {
-        return invalid("Transfer-Encoding on HTTP/1.0");
+    let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        // hyper only asks that `chunked` comes last; like nginx, accept nothing but `chunked`
+        // itself: a coding before it (`gzip, chunked`) would reach the backend undeclared.
+        if te.next().is_some() || !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return invalid("Transfer-Encoding other than a single \"chunked\"");
+        }
+        if h.contains_key(header::CONTENT_LENGTH) {
+            return invalid("both Content-Length and Transfer-Encoding");
+        }
+        if parts.version == Version::HTTP_10 {
+            return invalid("Transfer-Encoding on HTTP/1.0");
+        }
     }
     Ok(())
 }
@@ -67,13 +152,38 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
+    fn check_default(p: &Parts) -> Result<(), Reject> {
+        check(p, &HeadLimits::default())
+    }
+
     #[test]
     fn accepts_ordinary_requests() {
-        assert!(check(&parts(Version::HTTP_11, "/a", &[("host", "shop")])).is_ok());
-        assert!(check(&parts(Version::HTTP_10, "/a", &[])).is_ok());
-        assert!(check(&parts(Version::HTTP_2, "https://shop/a", &[])).is_ok());
-        assert!(check(&parts(Version::HTTP_11, "http://shop:8443/a", &[("host", "SHOP:8443")])).is_ok());
-        assert!(check(&parts(Version::HTTP_11, "/a", &[("host", "s"), ("transfer-encoding", "chunked")])).is_ok());
+        assert!(check_default(&parts(Version::HTTP_11, "/a", &[("host", "shop")])).is_ok());
+        assert!(check_default(&parts(Version::HTTP_10, "/a", &[])).is_ok());
+        assert!(check_default(&parts(Version::HTTP_2, "https://shop/a", &[])).is_ok());
+        assert!(check_default(&parts(Version::HTTP_11, "http://shop:8443/a", &[("host", "SHOP:8443")])).is_ok());
+        assert!(
+            check_default(&parts(Version::HTTP_11, "/a", &[("host", "s"), ("transfer-encoding", "chunked")])).is_ok()
+        );
+        assert!(
+            check_default(&parts(Version::HTTP_11, "/a", &[("host", "s"), ("transfer-encoding", " Chunked ")])).is_ok()
+        );
+        assert!(check_default(&parts(Version::HTTP_11, "/a", &[("host", "s"), ("connection", "keep-alive")])).is_ok());
+    }
+
+    #[test]
+    fn sizes_are_counted_as_sent() {
+        let p = parts(Version::HTTP_11, "/a?b=c", &[("host", "shop"), ("x-k", "v")]);
+        assert_eq!(head_len(&p), "GET /a?b=c HTTP/1.1\r\nhost: shop\r\nx-k: v\r\n\r\n".len());
+        assert_eq!(target_len(&parts(Version::HTTP_11, "http://shop:8443/a?q", &[]).uri), "http://shop:8443/a?q".len());
+        let limits = |u, h| HeadLimits { max_uri_len: u, max_header_size: h };
+        assert!(check(&p, &limits(6, head_len(&p))).is_ok());
+        assert_eq!(check(&p, &limits(5, 1 << 20)), Err(Reject::UriTooLong { limit: 5 }));
+        assert_eq!(check(&p, &limits(6, head_len(&p) - 1)), Err(Reject::HeadersTooLarge { limit: head_len(&p) - 1 }));
+        // HTTP/2 heads are bounded by the HTTP/2 header list size instead.
+        let p2 = parts(Version::HTTP_2, "https://shop/a?b=c", &[("x-k", "v")]);
+        assert!(check(&p2, &limits(6, 1)).is_ok());
+        assert_eq!(check(&p2, &limits(5, 1)), Err(Reject::UriTooLong { limit: 5 }));
     }
 
     #[test]
@@ -87,9 +197,17 @@ mod tests {
             (Version::HTTP_11, "http://evil/a", vec![("host", "shop")]),
             (Version::HTTP_11, "/a", vec![("host", "s"), ("content-length", "3"), ("transfer-encoding", "chunked")]),
             (Version::HTTP_10, "/a", vec![("transfer-encoding", "chunked")]),
+            (Version::HTTP_11, "/a", vec![("host", "s"), ("connection", "keep-alive, Upgrade")]),
+            (Version::HTTP_11, "/a", vec![("host", "s"), ("http2-settings", "AAMAAABk")]),
+            (Version::HTTP_11, "/a", vec![("host", "s"), ("transfer-encoding", "gzip, chunked")]),
+            (
+                Version::HTTP_11,
+                "/a",
+                vec![("host", "s"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+            ),
         ] {
             let p = parts(v, uri, &hs);
-            assert!(matches!(check(&p), Err(Reject::InvalidRequest(_))), "{v:?} {uri} {hs:?}");
+            assert!(matches!(check_default(&p), Err(Reject::InvalidRequest(_))), "{v:?} {uri} {hs:?}");
         }
     }
 }

@@ -32,6 +32,10 @@ pub enum Reject {
     UnsupportedMediaType,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("request target longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("request head larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     /// `reason` goes to the audit line only; the client sees the generic message.
     #[error("signature missing or invalid")]
     SignatureInvalid { reason: String },
@@ -58,6 +62,8 @@ impl Reject {
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Reject::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Reject::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::SignatureInvalid { .. } | Reject::StaleTimestamp { .. } | Reject::Replay => {
                 StatusCode::UNAUTHORIZED
             }
@@ -77,6 +83,8 @@ impl Reject {
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::UnsupportedMediaType => "unsupported_media_type",
             Reject::InvalidRequest(_) => "invalid_request",
+            Reject::UriTooLong { .. } => "uri_too_long",
+            Reject::HeadersTooLarge { .. } => "headers_too_large",
             Reject::SignatureInvalid { .. } => "signature_invalid",
             Reject::StaleTimestamp { .. } => "stale_timestamp",
             Reject::Replay => "replay",
@@ -158,6 +166,8 @@ mod tests {
             (Reject::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (Reject::UnsupportedMediaType, 415, "unsupported_media_type"),
             (Reject::InvalidRequest("x".into()), 400, "invalid_request"),
+            (Reject::UriTooLong { limit: 1 }, 414, "uri_too_long"),
+            (Reject::HeadersTooLarge { limit: 1 }, 431, "headers_too_large"),
             (Reject::SignatureInvalid { reason: "x".into() }, 401, "signature_invalid"),
             (Reject::StaleTimestamp { skew_secs: 1 }, 401, "stale_timestamp"),
             (Reject::Replay, 401, "replay"),
