@@ -35,6 +35,7 @@ pub struct RawServer {
     pub handshake_timeout: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<String>>,
     pub max_h2_streams: Option<Spanned<i64>>,
+    pub max_h2_resets: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

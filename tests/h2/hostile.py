@@ -11,7 +11,9 @@ closed, and how many frames were sent before that happened.
 Scenarios:
   streams      --count M --path P     burst M GET streams before reading the server's SETTINGS
   headers      --sizes A,B,...        one GET per connection with a header list of each size
-  rapid-reset  --streams N            HEADERS + RST_STREAM(CANCEL) in a loop (CVE-2023-44487)
+  rapid-reset  --streams N            HEADERS + RST_STREAM(CANCEL) in a loop (CVE-2023-44487);
+               --hold-ms T --batch B  cancel each batch of B only after T ms (the streams were
+                                      taken on and forwarded by then)
   continuation --frames N             HEADERS without END_HEADERS, then endless CONTINUATION
   settings     --frames N             SETTINGS frames, never reading the ACKs
   ping         --frames N             PING frames, never reading the ACKs
@@ -31,7 +33,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 
 def code_name(code):
@@ -61,6 +63,7 @@ class Client:
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=cfg)
         self.conn.initiate_connection()
+        self.inbuf = b""
         self.authority = f"localhost:{args.port}"
         self.goaway = None  # {"error": name, "last_stream_id": n, "debug": text}
         self.closed = False  # EOF or reset from the server
@@ -106,11 +109,19 @@ class Client:
         if not data:
             self.closed = True
             return
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
-            self.local_error = type(e).__name__
-            return
+        # Frame by frame, so that what came before a frame our h2 refuses (say, a PING after
+        # the server's GOAWAY) is still seen.
+        self.inbuf += data
+        events = []
+        while len(self.inbuf) >= 9 and len(self.inbuf) >= 9 + int.from_bytes(self.inbuf[:3], "big"):
+            n = 9 + int.from_bytes(self.inbuf[:3], "big")
+            frame, self.inbuf = self.inbuf[:n], self.inbuf[n:]
+            if self.local_error:
+                continue
+            try:
+                events += self.conn.receive_data(frame)
+            except h2.exceptions.ProtocolError as e:
+                self.local_error = type(e).__name__
         for ev in events:
             if isinstance(ev, h2.events.RemoteSettingsChanged):
                 setting = ev.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
@@ -191,7 +202,8 @@ def headers(args):
             c.conn.send_headers(3, c.request_headers("/after"), end_stream=True)
             c.flush()
             c.pump_until(lambda: 3 in c.ended or 3 in c.reset or c.goaway is not None, args.seconds)
-        results.append(c.result(size=header_list_size(hdrs)))
+        closed_after = c.wait_closed(args.seconds) if c.goaway is not None else None
+        results.append(c.result(size=header_list_size(hdrs), closed_after_ms=closed_after))
         c.sock.close()
     return {"results": results}
 
@@ -204,16 +216,28 @@ def rapid_reset(args):
     sent = 0
     start = time.monotonic()
     while sent < args.streams and c.goaway is None and not c.closed and c.local_error is None:
+        batch = []
         try:
             for _ in range(min(args.batch, args.streams - sent)):
                 sid = c.conn.get_next_available_stream_id()
-                c.conn.send_headers(sid, c.request_headers("/rapid-reset"), end_stream=True)
-                c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                c.conn.send_headers(sid, c.request_headers(args.path), end_stream=True)
+                batch.append(sid)
+                if not args.hold_ms:
+                    c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
                 sent += 1
         except h2.exceptions.ProtocolError as e:  # our side saw GOAWAY mid-batch
             c.local_error = type(e).__name__
+        if args.hold_ms:  # let the server take them on (and forward them), then cancel them
+            c.flush()
+            c.pump_until(lambda: False, args.hold_ms / 1000)
+            for sid in batch:
+                if sid not in c.ended and sid not in c.reset:
+                    try:
+                        c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                    except h2.exceptions.ProtocolError:  # after a GOAWAY our h2 sends nothing
+                        c.send(RstStreamFrame(sid, error_code=h2.errors.ErrorCodes.CANCEL).serialize())
         c.flush()
-        c.pump(0)
+        c.pump(args.pause_ms / 1000)  # a moment to read a GOAWAY before a close resets us
     elapsed = round((time.monotonic() - start) * 1000)
     closed_after = c.wait_closed(args.wait_close)
     return c.result(sent=sent, elapsed_ms=elapsed, closed_after_ms=closed_after)
@@ -241,7 +265,7 @@ def continuation(args):
         if not c.send(batch):
             break
         sent += min(args.batch, args.frames - sent)
-        c.pump(0)
+        c.pump(args.pause_ms / 1000)  # a moment to read the GOAWAY before the close resets us
     elapsed = round((time.monotonic() - start) * 1000)
     closed_after = c.wait_closed(args.wait_close)
     return c.result(sent=sent, elapsed_ms=elapsed, closed_after_ms=closed_after)
@@ -319,12 +343,16 @@ def main():
     s = sub.add_parser("rapid-reset")
     s.add_argument("--streams", type=int, default=5000)
     s.add_argument("--batch", type=int, default=100)
+    s.add_argument("--pause-ms", type=float, default=20)
+    s.add_argument("--path", default="/rapid-reset")
+    s.add_argument("--hold-ms", type=float, default=0, help="reset each batch only after this long")
     s.add_argument("--wait-close", type=float, default=3)
     s.set_defaults(run=rapid_reset)
     s = sub.add_parser("continuation")
     s.add_argument("--frames", type=int, default=5000)
     s.add_argument("--payload", type=int, default=0)
-    s.add_argument("--batch", type=int, default=50)
+    s.add_argument("--batch", type=int, default=5)
+    s.add_argument("--pause-ms", type=float, default=20)
     s.add_argument("--wait-close", type=float, default=3)
     s.set_defaults(run=continuation)
     for name, fn in (("settings", settings_flood), ("ping", ping_flood)):
