@@ -208,17 +208,27 @@ where
                 () = self.shutdown.cancelled(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    activity.store(now_ms(), Ordering::Relaxed);
                 }
                 () = ResetBudget::exhausted(resets.as_deref()), if !closing => {
                     tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_resets, "HTTP/2 client cancelled too many requests; closing the connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    activity.store(now_ms(), Ordering::Relaxed);
                 }
-                () = tokio::time::sleep_until(deadline), if !closing => {
+                () = tokio::time::sleep_until(deadline) => {
                     if now_ms().saturating_sub(activity.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
+                        if closing {
+                            // Not a byte moved for a whole idle period since closing began: a
+                            // peer that stopped reading (after a PING/SETTINGS flood, say) keeps
+                            // the GOAWAY or the rest of a response from ever being written.
+                            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "connection stalled while closing; dropping it");
+                            break;
+                        }
                         // Graceful: an HTTP/1 request in progress finishes, HTTP/2 gets GOAWAY.
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                        activity.store(now_ms(), Ordering::Relaxed);
                     }
                 }
             }

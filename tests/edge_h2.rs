@@ -30,7 +30,8 @@ use tokio::net::TcpListener;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A real hyper backend that counts the requests it sees per path. `/barrier` requests are held
-/// until `barrier` of them have arrived, then all are answered together; `/hang` never answers.
+/// until `barrier` of them have arrived, then all are answered together; `/hang` never answers;
+/// `/big` answers 32 MiB.
 #[derive(Clone)]
 struct CountingBackend {
     addr: SocketAddr,
@@ -60,7 +61,12 @@ impl CountingBackend {
                             if path == "/hang" {
                                 std::future::pending::<()>().await;
                             }
-                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}"))))
+                            let body = if path == "/big" {
+                                Bytes::from(vec![b'x'; 32 << 20])
+                            } else {
+                                Bytes::from_static(b"{\"ok\":true}")
+                            };
+                            Ok::<_, Infallible>(http::Response::new(Full::new(body)))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
@@ -114,15 +120,24 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/h2/hostile.py")
 }
 
-/// Runs one hostile scenario against the proxy (on a blocking thread) and parses its JSON line.
-async fn hostile(proxy: &Proxy, args: &[&str]) -> Value {
+fn hostile_cmd(proxy: &Proxy, args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(python());
     cmd.arg(script())
         .arg("127.0.0.1")
         .arg(proxy.addr.port().to_string())
         .arg(proxy.dir.path().join("server.crt"))
         .args(args);
+    cmd
+}
+
+/// Runs one hostile scenario against the proxy (on a blocking thread) and parses its JSON line.
+async fn hostile(proxy: &Proxy, args: &[&str]) -> Value {
+    let mut cmd = hostile_cmd(proxy, args);
     let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    parse_result(args, &out)
+}
+
+fn parse_result(args: &[&str], out: &std::process::Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "hostile.py {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     let line = stdout.lines().last().unwrap_or_default();
@@ -336,5 +351,43 @@ async fn cancelled_requests_are_budgeted_per_connection() {
     assert!(v["sent"].as_u64().unwrap() <= 100, "GOAWAY only after {} streams: {v}", v["sent"]);
     assert!(reached <= 60, "{reached} cancelled requests reached the backend");
     assert!(v["closed_after_ms"].as_u64().is_some_and(|ms| ms <= 3000), "closed within 3 s: {v}");
+    proxy.stop().await;
+}
+
+/// A client that stops reading (after a PING or SETTINGS flood, or in the middle of a large
+/// response) blocks every write to it, the GOAWAY of a graceful close included. Once nothing has
+/// moved for `idle_timeout` after the close began, payguard drops the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped() {
+    use std::process::Stdio;
+    let _serial = SERIAL.lock().await;
+    let backend = CountingBackend::start(1).await;
+    let proxy = start_proxy(backend.addr, "idle_timeout = \"1s\"").await;
+    let open = |n: u32| {
+        let proxy = &proxy;
+        async move { proxy.metrics().await.contains(&format!("payguard_open_connections {n}\n")) }
+    };
+    assert!(open(0).await);
+    // The client holds its socket without reading until we close its stdin (20 s at most).
+    let args = ["stall", "--path", "/big", "--hold", "20"];
+    let mut child =
+        hostile_cmd(&proxy, &args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdin = child.stdin.take();
+    assert!(eventually(Duration::from_secs(5), || async { backend.count("/big") == 1 }).await, "request never arrived");
+    assert!(open(1).await, "the stalled connection is open");
+    let t = Instant::now();
+    // 1 s without progress -> GOAWAY that cannot be written -> 1 s more -> dropped.
+    let gone = eventually(Duration::from_secs(15), || open(0)).await;
+    let after = t.elapsed();
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let v = parse_result(&args, &out);
+    eprintln!(
+        "stalled client: dropped {gone} {:.1} s after the request arrived; client then saw {v}",
+        after.as_secs_f64()
+    );
+    assert!(gone, "the connection of a client that stopped reading is still open: {v}");
+    assert_eq!(v["closed"], true, "the client sees its connection closed: {v}");
+    assert!(v["received_after_hold"].as_u64().unwrap() < 16 << 20, "most of the 32 MiB never left: {v}");
     proxy.stop().await;
 }

@@ -17,6 +17,8 @@ Scenarios:
   continuation --frames N             HEADERS without END_HEADERS, then endless CONTINUATION
   settings     --frames N             SETTINGS frames, never reading the ACKs
   ping         --frames N             PING frames, never reading the ACKs
+  stall        --hold S               ask for a large body, then stop reading until stdin
+                                      closes (at most S seconds)
 """
 
 import argparse
@@ -325,6 +327,35 @@ def ping_flood(args):
     return control_flood(args, lambda i: PingFrame(0, opaque_data=i.to_bytes(8, "big")), 0x6)
 
 
+def stall(args):
+    """Opens the flow-control windows wide, asks for a large body, then stops reading (tiny
+    receive buffer: the server's writes soon block) until stdin is closed or --hold seconds
+    pass, then reads what is left: a server that gave up on us ends with a reset or EOF
+    instead of the rest of the body."""
+    c = Client(args, rcvbuf=4096)
+    c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    c.conn.increment_flow_control_window(2**31 - 1 - 65535)
+    c.conn.send_headers(1, c.request_headers(args.path), end_stream=True)
+    c.flush()
+    select.select([sys.stdin], [], [], args.hold)  # until the caller closes our stdin
+    received = 0
+    deadline = time.monotonic() + args.seconds
+    c.sock.settimeout(0.5)
+    while time.monotonic() < deadline:
+        try:
+            data = c.sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            c.closed = True
+            break
+        except socket.timeout:
+            continue
+        if not data:
+            c.closed = True
+            break
+        received += len(data)
+    return c.result(received_after_hold=received)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("host")
@@ -361,6 +392,11 @@ def main():
         s.add_argument("--batch", type=int, default=100)
         s.add_argument("--seconds", type=float, default=5)
         s.set_defaults(run=fn)
+    s = sub.add_parser("stall")
+    s.add_argument("--path", default="/big")
+    s.add_argument("--hold", type=float, default=20)
+    s.add_argument("--seconds", type=float, default=3)
+    s.set_defaults(run=stall)
     args = p.parse_args()
     print(json.dumps(args.run(args)), flush=True)
 
