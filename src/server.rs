@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,6 +113,7 @@ where
                 idle_timeout: config.idle_timeout,
                 h1: h1.clone(),
                 h2: h2.clone(),
+                max_h2_resets: config.max_h2_resets,
                 shutdown: shutdown.clone(),
             };
             tracker.spawn(async move {
@@ -136,6 +137,7 @@ struct Connection<S> {
     idle_timeout: Duration,
     h1: Arc<auto::Builder<TokioExecutor>>,
     h2: Arc<auto::Builder<TokioExecutor>>,
+    max_h2_resets: u32,
     shutdown: CancellationToken,
 }
 
@@ -174,9 +176,21 @@ where
         let io = TokioIo::new(ActivityIo { inner: tls, last: activity.clone() });
         let info = ConnInfo { peer, peer_header: crate::client_ip::ip_header(peer.ip()) };
         let svc = self.service.clone();
+        // HTTP/2: requests the client cancels after we took them on (rapid reset past h2's own
+        // pending-accept limit: each one already cost a backend request) are budgeted.
+        let resets = is_h2.then(|| Arc::new(ResetBudget::new(self.max_h2_resets)));
+        let budget = resets.clone();
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
-            svc.clone().call(req)
+            let res = svc.clone().call(req);
+            let watch = budget.clone().map(|budget| CancelWatch { budget, done: false });
+            async move {
+                let res = res.await;
+                if let Some(mut w) = watch {
+                    w.done = true;
+                }
+                res
+            }
         });
         let builder = if is_h2 { &self.h2 } else { &self.h1 };
         let conn = builder.serve_connection(io, hyper_svc);
@@ -196,15 +210,79 @@ where
                 () = self.shutdown.cancelled(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    activity.store(now_ms(), Ordering::Relaxed);
                 }
-                () = tokio::time::sleep_until(deadline), if !closing => {
+                () = ResetBudget::exhausted(resets.as_deref()), if !closing => {
+                    tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_resets, "HTTP/2 client cancelled too many requests; closing the connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    activity.store(now_ms(), Ordering::Relaxed);
+                }
+                () = tokio::time::sleep_until(deadline) => {
                     if now_ms().saturating_sub(activity.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
+                        if closing {
+                            // Not a byte moved for a whole idle period since closing began: a
+                            // peer that stopped reading (after a PING/SETTINGS flood, say) keeps
+                            // the GOAWAY or the rest of a response from ever being written.
+                            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "connection stalled while closing; dropping it");
+                            break;
+                        }
                         // Graceful: an HTTP/1 request in progress finishes, HTTP/2 gets GOAWAY.
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                        activity.store(now_ms(), Ordering::Relaxed);
                     }
                 }
             }
+        }
+    }
+}
+
+/// Counts the requests an HTTP/2 client cancelled on one connection in a fixed 10-second
+/// window; past `limit`, [`ResetBudget::exhausted`] fires once.
+struct ResetBudget {
+    limit: u32,
+    window: Mutex<(Instant, u32)>,
+    exhausted: Notify,
+}
+
+impl ResetBudget {
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn new(limit: u32) -> ResetBudget {
+        ResetBudget { limit, window: Mutex::new((Instant::now(), 0)), exhausted: Notify::new() }
+    }
+
+    fn cancelled(&self) {
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.0.elapsed() >= Self::WINDOW {
+            *w = (Instant::now(), 0);
+        }
+        w.1 = w.1.saturating_add(1);
+        if w.1 == self.limit.saturating_add(1) {
+            self.exhausted.notify_one();
+        }
+    }
+
+    /// Resolves when the budget is spent; never for a connection without one (HTTP/1).
+    async fn exhausted(budget: Option<&ResetBudget>) {
+        match budget {
+            Some(b) => b.exhausted.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Dropped before its request produced a response: the client cancelled it.
+struct CancelWatch {
+    budget: Arc<ResetBudget>,
+    done: bool,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        if !self.done {
+            self.budget.cancelled();
         }
     }
 }

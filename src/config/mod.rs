@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Request target (path and query, or the absolute URI) at most this many bytes.
     pub max_uri_len: usize,
     pub max_h2_streams: u32,
+    /// Requests an HTTP/2 client may cancel (RST_STREAM after payguard took them on) on one
+    /// connection within 10 seconds; one more and the connection is shut down.
+    pub max_h2_resets: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +280,7 @@ impl Checker<'_> {
                 "max_uri_len",
             ),
             max_h2_streams: self.count(s.max_h2_streams, 128, 1, 10_000, "max_h2_streams") as u32,
+            max_h2_resets: self.count(s.max_h2_resets, 100, 1, 1_000_000, "max_h2_resets") as u32,
         };
         // The request line is part of the head: a longer target could never get its 414.
         if server.max_uri_len > server.max_header_size {
@@ -420,6 +424,7 @@ mod tests {
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!((c.server.max_h2_streams, c.server.max_h2_resets), (128, 100));
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.upstream.response_timeout, Duration::from_secs(30));
         assert!(c.client_ip.trusted_proxies.is_empty());

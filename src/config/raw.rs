@@ -36,6 +36,7 @@ pub struct RawServer {
     pub max_header_size: Option<Spanned<String>>,
     pub max_uri_len: Option<Spanned<String>>,
     pub max_h2_streams: Option<Spanned<i64>>,
+    pub max_h2_resets: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
