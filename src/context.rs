@@ -257,6 +257,8 @@ impl http_body::Body for LoggedBody {
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(f) = this.finish.take() {
+                    // Only a streamed backend body can fail here: the backend broke off mid-response.
+                    f.metrics.upstream_error("body");
                     f.emit(false);
                 }
             }

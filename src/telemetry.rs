@@ -41,6 +41,47 @@ pub const LOG_QUEUE_LINES: usize = 8_192;
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 /// Log lines whose write failed (ENOSPC, EPIPE, ...).
 static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// When the write in progress started (ms since [`epoch`]), 0 when none is: tells a stuck
+/// consumer (a full pipe blocks the write) from a busy one.
+static WRITE_STARTED_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    // +1: 0 means "no write in progress".
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Whether a write to the log has been blocked for more than `for_ms`.
+fn writer_stuck(for_ms: u64) -> bool {
+    let started = WRITE_STARTED_MS.load(Ordering::Relaxed);
+    started != 0 && now_ms().saturating_sub(started) > for_ms
+}
+
+/// Keeps the log writer thread running; on drop, flushes what is queued, bounded in time.
+///
+/// Bounded because the writer may be stuck for good (nobody reads the pipe), and the crate's
+/// own guard then waits and finally prints to that same stuck stdout. So: with a stuck writer,
+/// the queued lines are given up (they could not be written anyway); otherwise the guard is
+/// dropped on a helper thread, waited for at most two seconds.
+pub struct LogGuard(Option<WorkerGuard>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let Some(guard) = self.0.take() else { return };
+        if writer_stuck(100) {
+            std::mem::forget(guard);
+            return;
+        }
+        let (done, wait) = std::sync::mpsc::channel();
+        let flushing = std::thread::Builder::new().name("payguard-log-flush".into()).spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+        if flushing.is_ok() {
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
 
 /// Log lines dropped so far because the log consumer did not keep up.
 pub fn dropped_lines() -> u64 {
@@ -80,7 +121,9 @@ struct CountingWriter<W> {
 
 impl<W: Write> Write for CountingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        WRITE_STARTED_MS.store(now_ms(), Ordering::Relaxed);
         let r = self.inner.write(buf);
+        WRITE_STARTED_MS.store(0, Ordering::Relaxed);
         if matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::Interrupted) {
             WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
         }
@@ -107,10 +150,10 @@ fn stdout_sink() -> Box<dyn Write + Send> {
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level when set.
 ///
-/// Keep the returned guard for the life of the process: dropping it flushes the queue (waiting
-/// at most a second for a stuck consumer) and stops the writer thread.
+/// Keep the returned guard for the life of the process: dropping it flushes the queue (at most
+/// two seconds; not at all when the consumer is stuck) and stops the writer thread.
 #[must_use = "dropping the guard stops the log writer"]
-pub fn init(cfg: &LogConfig) -> Option<WorkerGuard> {
+pub fn init(cfg: &LogConfig) -> LogGuard {
     // rustls warns per connection about things clients control (an IP address as SNI): keep
     // it to errors so no client can make payguard write a line per connection.
     let filter =
@@ -139,9 +182,9 @@ pub fn init(cfg: &LogConfig) -> Option<WorkerGuard> {
     match result {
         Ok(()) => {
             let _ = DROPPED.set(dropped);
-            Some(guard)
+            LogGuard(Some(guard))
         }
-        Err(_) => None,
+        Err(_) => LogGuard(None),
     }
 }
 
