@@ -52,11 +52,8 @@ struct RawBackend {
 impl RawBackend {
     async fn start(mode: Mode) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let b = RawBackend {
-            addr: listener.local_addr().unwrap(),
-            proceed: Arc::new(Notify::new()),
-            held: Arc::default(),
-        };
+        let b =
+            RawBackend { addr: listener.local_addr().unwrap(), proceed: Arc::new(Notify::new()), held: Arc::default() };
         let state = b.clone();
         tokio::spawn(async move {
             loop {
@@ -93,7 +90,8 @@ impl RawBackend {
             match path {
                 "/reset-mid" | "/reset-mid-chunked" => {
                     let mut out = if path.ends_with("chunked") {
-                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n3e8\r\n".to_vec()
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n3e8\r\n"
+                            .to_vec()
                     } else {
                         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n".to_vec()
                     };
@@ -224,13 +222,16 @@ async fn backend_closing_at_once_is_502_and_hanging_after_accept_is_504() {
 
 /// Rules for the binary tests: `/admin` refused to loopback clients (403), everything else
 /// forwarded.
-const ADMIN_DENIED: &[(&str, &str)] = &[(
-    "00-rules.toml",
-    "[[route]]\nname = \"admin\"\nmatch = { path = \"/admin\" }\nip_deny = [\"127.0.0.0/8\"]\n",
-)];
+const ADMIN_DENIED: &[(&str, &str)] =
+    &[("00-rules.toml", "[[route]]\nname = \"admin\"\nmatch = { path = \"/admin\" }\nip_deny = [\"127.0.0.0/8\"]\n")];
 
 /// Writes the config for a binary test (optionally with a short response timeout).
-fn binary_config(dir: &std::path::Path, cert: &TestCert, upstream: SocketAddr, timeout: Option<&str>) -> std::path::PathBuf {
+fn binary_config(
+    dir: &std::path::Path,
+    cert: &TestCert,
+    upstream: SocketAddr,
+    timeout: Option<&str>,
+) -> std::path::PathBuf {
     let path = write_config(dir, cert, upstream, "", ADMIN_DENIED);
     if let Some(t) = timeout {
         let text = std::fs::read_to_string(&path)
@@ -440,10 +441,7 @@ async fn stdout_pipe_nobody_reads_never_stalls_requests() {
     }
     let res = c.get(pg.url("/admin")).send().await.unwrap();
     assert_eq!(res.status(), 403);
-    eprintln!(
-        "stdout pipe never read: {sent} requests served in {:?}, {dropped} log lines dropped",
-        started.elapsed()
-    );
+    eprintln!("stdout pipe never read: {sent} requests served in {:?}, {dropped} log lines dropped", started.elapsed());
     assert!(dropped > 1_000.0, "no log line was dropped after {sent} requests: the queue is unbounded");
     // Shutdown does not hang on the stuck consumer either.
     let (code, stderr) = pg.terminate(Duration::from_secs(20)).await;

@@ -145,8 +145,11 @@ mod tests {
         let rules = dir.path().join("rules");
         std::fs::create_dir(&rules).unwrap();
         std::fs::write(rules.join("00.toml"), "[defaults]\naction = \"deny\"\n").unwrap();
-        let shared: SharedRules =
-            Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(super::super::load_dir(&rules).unwrap(), 1, None)));
+        let shared: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(
+            super::super::load_dir(&rules).unwrap(),
+            1,
+            None,
+        )));
         let (health, metrics) = (Health::default(), Metrics::new());
 
         std::fs::remove_dir_all(&rules).unwrap();
