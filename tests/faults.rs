@@ -144,6 +144,18 @@ async fn start_with_timeout(upstream: SocketAddr, timeout: &str, rules: &[(&str,
     p
 }
 
+/// An error and its sources, for messages.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 fn sample(page: &str, s: &str) -> f64 {
     bin_harness::metric_value(page, s)
 }
@@ -160,6 +172,11 @@ async fn backend_reset_mid_response_aborts_that_response_only() {
             backend.proceed.notify_one();
             let body = res.bytes().await;
             assert!(body.is_err(), "{path} h2={h2}: an aborted response must not look complete: {body:?}");
+            let why = error_chain(&body.unwrap_err());
+            // HTTP/2: the stream is reset (RST_STREAM), the connection lives on. HTTP/1.1: the
+            // connection is closed before the declared length or the last chunk.
+            let expected = if h2 { "stream error received" } else { "error reading a body from connection" };
+            assert!(why.contains(expected), "{path} h2={h2}: {why}");
             // The same client, and so for HTTP/2 the same connection, goes on working.
             let ok = client.get(proxy.url("/ok")).send().await.unwrap();
             assert_eq!(ok.status(), 200);
@@ -344,6 +361,7 @@ async fn rule_directory_deleted_keeps_the_last_rules_until_it_returns() {
     let c = h1_client(&cert);
     assert_eq!(c.get(pg.url("/admin")).send().await.unwrap().status(), 403);
 
+    let baseline = pg.fds();
     let rules = dir.path().join("rules");
     std::fs::remove_dir_all(&rules).unwrap();
     let refused = || async { pg.metric("payguard_rule_reloads_total{result=\"error\"}").await >= 1.0 };
@@ -377,9 +395,16 @@ async fn rule_directory_deleted_keeps_the_last_rules_until_it_returns() {
     assert!(eventually(Duration::from_secs(10), loaded).await, "the recreated rules did not load");
     assert_eq!(c.get(pg.url("/admin")).send().await.unwrap().status(), 403);
     assert_eq!(c.get(pg.url("/shop")).send().await.unwrap().status(), 200);
+    // The watcher gives back what it opened (same client connection, same backend pool).
+    let fds = pg.fds();
+    assert!(fds <= baseline + 1, "fds: {baseline} before the deletion, {fds} after: {:?}", pg.fd_targets());
+    let lines = pg.lines.clone();
     let (code, stderr) = pg.terminate(Duration::from_secs(20)).await;
     no_panic(&stderr);
     assert_eq!(code, Some(0));
+    // The queue is flushed at exit: the very last line made it out.
+    let last = lines.lock().unwrap().last().cloned().unwrap_or_default();
+    assert!(last.contains("\"message\":\"stopped\""), "last line: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
