@@ -173,10 +173,26 @@ pub fn metric_value(page: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The TCP ports the process listens on, from its socket inodes and `/proc/<pid>/net/tcp`.
-pub fn listening(pid: u32) -> Vec<SocketAddr> {
+/// The process's open TCP sockets connected to `port` (its pooled backend connections, when
+/// `port` is the backend's).
+pub fn sockets_to(pid: u32, port: u16) -> usize {
+    let inodes = socket_inodes(pid);
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9
+                && inodes.contains(f[9])
+                && f[2].split(':').nth(1).and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        })
+        .count()
+}
+
+fn socket_inodes(pid: u32) -> HashSet<String> {
     let mut inodes = HashSet::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return inodes };
     for e in dir.flatten() {
         if let Ok(target) = std::fs::read_link(e.path()) {
             let t = target.to_string_lossy();
@@ -185,6 +201,12 @@ pub fn listening(pid: u32) -> Vec<SocketAddr> {
             }
         }
     }
+    inodes
+}
+
+/// The TCP ports the process listens on, from its socket inodes and `/proc/<pid>/net/tcp`.
+pub fn listening(pid: u32) -> Vec<SocketAddr> {
+    let inodes = socket_inodes(pid);
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
     let mut out = Vec::new();
     for line in table.lines().skip(1) {
