@@ -354,6 +354,9 @@ async fn faults_give_back_every_file_descriptor() {
             == 200
     };
     assert!(eventually(Duration::from_secs(5), aborted).await);
+    // ...while a response that did arrive whole says so.
+    let whole = pg.log().iter().filter(|l| l.contains("\"path\":\"/ok\"") && l.contains("\"completed\":true")).count();
+    assert_eq!(whole, 22, "{:?}", pg.log().iter().filter(|l| l.contains("\"/ok\"")).collect::<Vec<_>>());
     let (code, stderr) = pg.terminate(Duration::from_secs(20)).await;
     no_panic(&stderr);
     assert_eq!(code, Some(0), "{stderr:?}");
