@@ -247,11 +247,19 @@ impl http_body::Body for LoggedBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut inner = this.inner;
+        let polled = inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
                     f.bytes += d.len() as u64;
+                }
+                // hyper stops polling once the body says it is at its end (a full body, a
+                // Content-Length reached): that is the end, not a hang-up.
+                if inner.is_end_stream() {
+                    if let Some(f) = this.finish.take() {
+                        f.emit(true);
+                    }
                 }
             }
             Poll::Ready(None) => {
@@ -261,6 +269,8 @@ impl http_body::Body for LoggedBody {
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(f) = this.finish.take() {
+                    // Only a streamed backend body can fail here: the backend broke off mid-response.
+                    f.metrics.upstream_error("body");
                     f.emit(false);
                 }
             }

@@ -77,7 +77,8 @@ fn run(path: Option<&Path>, threads: Option<usize>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    payguard::telemetry::init(&config.log);
+    // Held until run() returns: dropping it flushes the log queue.
+    let _log = payguard::telemetry::init(&config.log);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = threads {

@@ -148,6 +148,7 @@ impl Metrics {
             "1 while the state store (replay keys, rate limits) answers, else 0",
             m.state_store_up.clone(),
         );
+        r.register_collector(Box::new(crate::telemetry::LogCollector));
         m
     }
 

@@ -20,9 +20,9 @@ use crate::body::Body;
 pub enum ConnectError {
     #[error("connecting to the backend timed out")]
     Timeout,
-    #[error("connecting to the backend failed: {0}")]
+    #[error("connecting to the backend failed")]
     Io(#[from] std::io::Error),
-    #[error("HTTP handshake with the backend failed: {0}")]
+    #[error("HTTP handshake with the backend failed")]
     Handshake(#[from] hyper::Error),
 }
 

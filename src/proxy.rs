@@ -247,8 +247,8 @@ impl Service<Request<Body>> for Proxy {
                 }
                 Ok(Err(e)) => {
                     let (kind, error) = match e {
-                        ForwardError::Connect(e) => ("connect", e.to_string()),
-                        ForwardError::Http(e) => ("io", e.to_string()),
+                        ForwardError::Connect(e) => ("connect", error_chain(&e)),
+                        ForwardError::Http(e) => ("io", error_chain(&e)),
                     };
                     this.metrics.upstream_error(kind);
                     tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error, "forward failed");
@@ -261,6 +261,19 @@ impl Service<Request<Body>> for Proxy {
             }
         })
     }
+}
+
+/// An error with its sources (`client error (SendRequest): connection closed before message
+/// completed`): the outer hyper error alone says too little. None of them carries a request value.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }
 
 fn source_limit(err: &(dyn std::error::Error + 'static)) -> Option<u64> {

@@ -3,6 +3,11 @@
 //! keep the `Arc` they hold); an invalid one is reported as `file:line:col` lines, counted, and
 //! the last good set keeps serving.
 //!
+//! A directory that is gone, or holds no rule file at all, is refused the same way: that is
+//! what a `rm -rf` or a config-map swap looks like half-way through, and loading it would
+//! replace every rule with an empty set that enforces nothing. (An operator who really wants no
+//! rules leaves an empty `.toml` file.)
+//!
 //! Polling file contents instead of inotify: rule directories are often mounted config maps
 //! whose files change by swapping a symlinked directory, which inotify on the old files misses.
 
@@ -58,7 +63,15 @@ fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 
 /// Loads `dir` and, when valid, makes it the active set. Returns whether it was applied.
 pub fn reload(dir: &Path, shared: &SharedRules, health: &Health, metrics: &Metrics) -> bool {
-    match super::load_dir(dir) {
+    let loaded = if has_rule_files(dir) {
+        super::load_dir(dir)
+    } else {
+        Err(vec![crate::diag::Diagnostic::at_start(
+            dir,
+            "rules directory is missing or holds no rule file (being deleted or replaced?)",
+        )])
+    };
+    match loaded {
         Ok(rules) => {
             let previous = shared.load_full();
             let version = previous.version + 1;
@@ -78,6 +91,16 @@ pub fn reload(dir: &Path, shared: &SharedRules, health: &Health, metrics: &Metri
             false
         }
     }
+}
+
+/// Whether `dir` can be read and holds at least one `*.toml` file (an empty directory that is
+/// readable but has no rule file is what a deletion in progress looks like).
+fn has_rule_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // Let load_dir report the precise read error.
+        return dir.exists();
+    };
+    entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "toml"))
 }
 
 pub async fn watch(dir: PathBuf, shared: SharedRules, health: Arc<Health>, metrics: Arc<Metrics>, every: Duration) {
@@ -108,5 +131,38 @@ pub async fn evict_idle(shared: SharedRules, every: Duration) {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_directory_never_replaces_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::write(rules.join("00.toml"), "[defaults]\naction = \"deny\"\n").unwrap();
+        let shared: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(
+            super::super::load_dir(&rules).unwrap(),
+            1,
+            None,
+        )));
+        let (health, metrics) = (Health::default(), Metrics::new());
+
+        std::fs::remove_dir_all(&rules).unwrap();
+        assert!(!reload(&rules, &shared, &health, &metrics));
+        std::fs::create_dir(&rules).unwrap();
+        assert!(!reload(&rules, &shared, &health, &metrics), "an empty directory must not load");
+        std::fs::create_dir(rules.join("schemas")).unwrap();
+        assert!(!reload(&rules, &shared, &health, &metrics), "sub-directories are not rule files");
+        assert_eq!(shared.load().version, 1);
+        assert!(metrics.encode().contains("payguard_rule_reloads_total{result=\"error\"} 3"));
+
+        std::fs::write(rules.join("00.toml"), "").unwrap();
+        assert!(reload(&rules, &shared, &health, &metrics), "an empty rule file is a deliberate empty set");
+        assert_eq!(shared.load().version, 2);
     }
 }
