@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod diag;
 pub mod files;
+pub mod framing;
 pub mod guard;
 pub mod metrics;
 pub mod pool;

@@ -24,6 +24,7 @@ use tower::Service;
 
 use crate::config::ServerConfig;
 use crate::context::{ConnInfo, LoggedBody};
+use crate::framing::{Ambiguous, AmbiguousFraming, FramingIo};
 use crate::metrics::Metrics;
 
 /// Decides, from the peer address alone, whether a connection may even start TLS.
@@ -173,7 +174,11 @@ where
         };
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let activity = Arc::new(AtomicU64::new(now_ms()));
-        let io = TokioIo::new(ActivityIo { inner: tls, last: activity.clone() });
+        // HTTP/1.1: what hyper settles silently about framing is judged on the raw bytes.
+        let ambiguous = Arc::new(Ambiguous::default());
+        let framed = if is_h2 { FramingIo::off(tls) } else { FramingIo::new(tls, ambiguous.clone()) };
+        let io = TokioIo::new(ActivityIo { inner: framed, last: activity.clone() });
+        let requests = AtomicU64::new(0);
         let info = ConnInfo { peer, peer_header: crate::client_ip::ip_header(peer.ip()) };
         let svc = self.service.clone();
         // HTTP/2: requests the client cancels after we took them on (rapid reset past h2's own
@@ -182,6 +187,9 @@ where
         let budget = resets.clone();
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
+            if ambiguous.contains(requests.fetch_add(1, Ordering::Relaxed)) {
+                req.extensions_mut().insert(AmbiguousFraming);
+            }
             let res = svc.clone().call(req);
             let watch = budget.clone().map(|budget| CancelWatch { budget, done: false });
             async move {

@@ -6,9 +6,9 @@
 //! and other control bytes, bad or conflicting Content-Length, obs-fold, a Transfer-Encoding
 //! whose last coding is not `chunked`, Transfer-Encoding on HTTP/1.0, more than 100 header
 //! lines (431), a head that outgrows its read buffer (431). What it accepts but a strict proxy
-//! must not, is refused here. Two things hyper settles without telling: a Content-Length next to
-//! a Transfer-Encoding is dropped (the chunked framing wins and the connection is closed after
-//! the answer), and repeated identical Content-Length lines are merged into one.
+//! must not, is refused here. Two things hyper settles without telling (a Content-Length next to
+//! a Transfer-Encoding is dropped, repeated identical Content-Length lines are merged into one)
+//! are seen on the raw bytes by `crate::framing` and refused here too.
 
 use http::header::{self, HeaderMap};
 use http::{request::Parts, Uri, Version};
@@ -100,6 +100,10 @@ fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
 }
 
 fn check_http1(parts: &Parts, h: &HeaderMap) -> Result<(), Reject> {
+    // Seen on the raw bytes (crate::framing): hyper merged or dropped what made it ambiguous.
+    if parts.extensions.get::<crate::framing::AmbiguousFraming>().is_some() {
+        return invalid("ambiguous framing: Content-Length repeated or sent with Transfer-Encoding");
+    }
     // Protocol switches (h2c, websocket) would tunnel past every guard; so would a backend that
     // acts on half of one.
     if h.contains_key(header::UPGRADE)

@@ -42,6 +42,8 @@ impl RouteCtx {
 }
 
 /// A guard's answer: decided at once, or after waiting (a body to read, a shared store).
+// Matched right where it is returned; boxing the request would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Verdict<F> {
     Now(Request<Body>, Result<(), Reject>),
     Later(F),
