@@ -102,6 +102,8 @@ pub fn server_config(resolver: Arc<CertResolver>, provider: Arc<CryptoProvider>)
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server picks the cipher suite (its list is AEAD-only, strongest first), not the client.
+    cfg.ignore_client_order = true;
     // Stateless resumption keeps reconnecting clients (providers retrying, keep-alive pools
     // recycling) off the expensive full handshake.
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
