@@ -51,20 +51,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `payguard check`'s report. A stdout that cannot be written (a full disk, a closed
+/// pipe) is an error exit, not a panic as `println!` would make it.
 fn check(path: Option<&Path>) -> ExitCode {
-    match payguard::check(path) {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            for p in &problems {
-                println!("{p}");
-            }
-            eprintln!("{} problem(s) found", problems.len());
-            ExitCode::FAILURE
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let (lines, problems) = match payguard::check(path) {
+        Ok(summary) => (vec![summary], 0),
+        Err(problems) => (problems.iter().map(ToString::to_string).collect(), problems.len()),
+    };
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            return ExitCode::FAILURE;
         }
     }
+    if out.flush().is_err() {
+        return ExitCode::FAILURE;
+    }
+    if problems > 0 {
+        let _ = writeln!(std::io::stderr(), "{problems} problem(s) found");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(path: Option<&Path>, threads: Option<usize>) -> ExitCode {
