@@ -214,6 +214,10 @@ impl Service<Request<Body>> for Proxy {
                         let limit = source_limit(&e).unwrap_or(0);
                         return reject(Reject::BodyTooLarge { limit });
                     }
+                    if body::is_timed_out(&e) {
+                        // The client's fault, not the backend's: no upstream error.
+                        return reject(Reject::BodyTimeout);
+                    }
                     let kind = if e.is_connect() { "connect" } else { "io" };
                     this.metrics.upstream_error(kind);
                     tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error = %e, "forward failed");
