@@ -105,7 +105,7 @@ where
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 refuse(tcp);
                 metrics.connections_refused.inc();
-                refusals.refused(config.max_connections);
+                let _ = refusals.refused(config.max_connections);
                 continue;
             };
             let conn = Connection {
@@ -147,15 +147,17 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, max_connections: usize) {
+    /// Counts one refusal; returns whether it was logged.
+    fn refused(&mut self, max_connections: usize) -> bool {
         self.unreported += 1;
         let now = Instant::now();
         if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-            return;
+            return false;
         }
-        tracing::warn!(target: "payguard::server", refused = self.unreported, max_connections, "connection limit reached; refusing new connections");
+        tracing::warn!(target: "payguard::server", refused = self.unreported, max_connections, "connection limit reached; refusing new connections (count since the last such line)");
         self.last = Some(now);
         self.unreported = 0;
+        true
     }
 }
 
@@ -224,11 +226,11 @@ where
         // graceful_shutdown was called (server drain or idle); idle_closing: by the idle timer.
         let (mut graceful, mut idle_closing) = (false, false);
         loop {
-            let mut wake = clock.last.load(Ordering::Relaxed).saturating_add(idle);
+            // A write may block while we sleep, unseen: look again at least every send_timeout,
+            // then sleep until exactly blocked + send_timeout.
             let blocked = clock.blocked_since.load(Ordering::Relaxed);
-            if blocked != NOT_BLOCKED {
-                wake = wake.min(blocked.saturating_add(send));
-            }
+            let send_check = if blocked == NOT_BLOCKED { now_ms() } else { blocked }.saturating_add(send);
+            let wake = clock.last.load(Ordering::Relaxed).saturating_add(idle).min(send_check);
             let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(wake));
             tokio::select! {
                 res = conn.as_mut() => {
@@ -394,5 +396,22 @@ impl AsyncWrite for ActivityIo {
         let r = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.clock.track(&r, |()| false);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second() {
+        let mut log = RefusalLog::default();
+        let logged = (0..1_000).filter(|_| log.refused(10)).count();
+        assert_eq!(logged, 1);
+        assert_eq!(log.unreported, 999);
+        // A second later the next refusal is reported with the count since the last line.
+        log.last = log.last.and_then(|t| t.checked_sub(Duration::from_secs(1)));
+        assert!(log.refused(10));
+        assert_eq!(log.unreported, 0);
     }
 }
