@@ -2,14 +2,17 @@
 //!
 //! Request bodies stream from the client to the backend with a byte cap (`max_body`): the cap
 //! is checked against the declared Content-Length up front and enforced again while streaming,
-//! because a chunked body declares nothing.
+//! because a chunked body declares nothing. They also have a deadline (`[server]
+//! body_read_timeout`): a client that dribbles its body is cut off, whichever path reads it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,14 +28,58 @@ pub struct BodyTooLarge {
 #[error("request body could not be read: {0}")]
 pub struct ClientBodyError(#[source] pub hyper::Error);
 
+/// The request body did not arrive before its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received in time")]
+pub struct BodyTimedOut;
+
+/// When a request body must have arrived in full. The timer is only created the first time the
+/// body is not ready, so a body that arrives with its head costs nothing.
+#[derive(Debug)]
+pub struct BodyDeadline {
+    at: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl BodyDeadline {
+    pub fn new(at: Instant) -> Self {
+        BodyDeadline { at, timer: None }
+    }
+
+    /// True once the deadline has passed; otherwise `cx` is woken when it does.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let at = self.at;
+        self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at))).as_mut().poll(cx).is_ready()
+    }
+}
+
+/// The next frame of a client's body, or [`BodyTimedOut`] once `deadline` passed first.
+fn poll_before(
+    inner: Pin<&mut Incoming>,
+    deadline: &mut Option<BodyDeadline>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match http_body::Body::poll_frame(inner, cx) {
+        Poll::Ready(f) => Poll::Ready(f.map(|r| r.map_err(|e| Box::new(ClientBodyError(e)) as BoxError))),
+        Poll::Pending => {
+            if deadline.as_mut().is_some_and(|d| d.poll_expired(cx)) {
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     #[project = BodyProj]
     pub enum Body {
         Empty,
         Full { data: Option<Bytes> },
-        Incoming { #[pin] inner: Incoming, limit: u64, seen: u64 },
+        // A client's body, with its cap and deadline.
+        Incoming { #[pin] inner: Incoming, limit: u64, seen: u64, deadline: Option<BodyDeadline> },
         // What was read ahead of the rest (monitor mode past the body cap): head, then the rest.
-        Chain { head: Option<Bytes>, #[pin] tail: Incoming },
+        Chain { head: Option<Bytes>, #[pin] tail: Incoming, deadline: Option<BodyDeadline> },
         // A backend response: its connection goes back to the pool once the body has ended.
         Upstream { #[pin] inner: Incoming, conn: Option<crate::pool::Pooled> },
     }
@@ -70,11 +117,14 @@ impl Body {
 
     /// A streamed body that fails with [`BodyTooLarge`] once more than `limit` bytes arrived.
     pub fn incoming(inner: Incoming, limit: u64) -> Self {
-        Body::Incoming { inner, limit, seen: 0 }
+        Body::Incoming { inner, limit, seen: 0, deadline: None }
     }
-}
 
-impl Body {
+    /// A client's request body that fails with [`BodyTimedOut`] if it has not ended by `deadline`.
+    pub fn request(inner: Incoming, deadline: Option<Instant>) -> Self {
+        Body::Incoming { inner, limit: u64::MAX, seen: 0, deadline: deadline.map(BodyDeadline::new) }
+    }
+
     /// A backend response body that returns `conn` to its pool when it has been read to the end.
     pub fn upstream(inner: Incoming, mut conn: crate::pool::Pooled) -> Self {
         if http_body::Body::is_end_stream(&inner) {
@@ -98,7 +148,7 @@ impl http_body::Body for Body {
         match self.project() {
             BodyProj::Empty => Poll::Ready(None),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            BodyProj::Incoming { inner, limit, seen } => match inner.poll_frame(cx) {
+            BodyProj::Incoming { inner, limit, seen, deadline } => match poll_before(inner, deadline, cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(d) = frame.data_ref() {
                         *seen = seen.saturating_add(d.len() as u64);
@@ -108,12 +158,13 @@ impl http_body::Body for Body {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                other => other,
             },
-            BodyProj::Upstream { inner, conn } => {
-                let mut inner = inner;
+            BodyProj::Chain { head, tail, deadline } => match head.take() {
+                Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
+                None => poll_before(tail, deadline, cx),
+            },
+            BodyProj::Upstream { mut inner, conn } => {
                 let polled = inner.as_mut().poll_frame(cx);
                 let ended = match &polled {
                     Poll::Ready(None) => true,
@@ -129,10 +180,6 @@ impl http_body::Body for Body {
                 }
                 polled.map_err(|e| Box::new(e) as BoxError)
             }
-            BodyProj::Chain { head, tail } => match head.take() {
-                Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
-                None => tail.poll_frame(cx).map_err(|e| Box::new(ClientBodyError(e)) as BoxError),
-            },
         }
     }
 
@@ -141,7 +188,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full { data } => data.is_none(),
             Body::Incoming { inner, .. } => inner.is_end_stream(),
-            Body::Chain { head, tail } => head.is_none() && tail.is_end_stream(),
+            Body::Chain { head, tail, .. } => head.is_none() && tail.is_end_stream(),
             Body::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -151,7 +198,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming { inner, .. } | Body::Upstream { inner, .. } => inner.size_hint(),
-            Body::Chain { head, tail } => {
+            Body::Chain { head, tail, .. } => {
                 let head = head.as_ref().map_or(0, |h| h.len() as u64);
                 let tail = tail.size_hint();
                 let mut hint = SizeHint::new();
@@ -165,23 +212,25 @@ impl http_body::Body for Body {
     }
 }
 
-/// True when `err` (or anything in its source chain) is a [`ClientBodyError`].
-pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<ClientBodyError>() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
 /// True when `err` (or anything in its source chain) is a [`BodyTooLarge`].
 pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    in_chain::<BodyTooLarge>(err)
+}
+
+/// True when `err` (or anything in its source chain) is a [`ClientBodyError`].
+pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    in_chain::<ClientBodyError>(err)
+}
+
+/// True when `err` (or anything in its source chain) is a [`BodyTimedOut`].
+pub fn is_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    in_chain::<BodyTimedOut>(err)
+}
+
+fn in_chain<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<BodyTooLarge>() {
+        if e.is::<T>() {
             return true;
         }
         cur = e.source();

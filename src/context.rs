@@ -29,6 +29,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The peer address as a header value, formatted once per connection.
     pub peer_header: HeaderValue,
+    /// `[server] body_read_timeout`: the request body must have arrived this long after its head.
+    pub body_read_timeout: Option<std::time::Duration>,
 }
 
 /// What the edge learned about a request; read by the guards and the proxy.
@@ -117,9 +119,9 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let (peer, peer_header) = match parts.extensions.remove::<ConnInfo>() {
-            Some(c) => (c.peer, c.peer_header),
-            None => (SocketAddr::from(([0, 0, 0, 0], 0)), HeaderValue::from_static("0.0.0.0")),
+        let (peer, peer_header, body_timeout) = match parts.extensions.remove::<ConnInfo>() {
+            Some(c) => (c.peer, c.peer_header, c.body_read_timeout),
+            None => (SocketAddr::from(([0, 0, 0, 0], 0)), HeaderValue::from_static("0.0.0.0"), None),
         };
         // The head's size as the client sent it, before this layer adds or removes headers.
         if parts.version <= Version::HTTP_11 {
@@ -141,7 +143,11 @@ where
             version: parts.version,
         };
         parts.extensions.insert(RequestCtx { request_id, client, peer });
-        let req = Request::from_parts(parts, Body::from(body));
+        let deadline = match body_timeout {
+            Some(t) if !http_body::Body::is_end_stream(&body) => Some(tokio::time::Instant::from_std(start + t)),
+            _ => None,
+        };
+        let req = Request::from_parts(parts, Body::request(body, deadline));
         ResponseFuture { inner: self.inner.call(req), record: Some(record), metrics: self.metrics.clone() }
     }
 }

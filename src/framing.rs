@@ -233,6 +233,10 @@ impl<T> FramingIo<T> {
         FramingIo { inner, tracker: Tracker::new(ambiguous) }
     }
 
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Reads through without judging (HTTP/2 frames its messages itself).
     pub fn off(inner: T) -> Self {
         let mut tracker = Tracker::new(Arc::default());

@@ -81,6 +81,10 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabels, Counter>,
     pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub connections: Counter,
+    /// Connections closed right after accept because `max_connections` were open.
+    pub connections_refused: Counter,
+    /// Connections closed by a timeout, by kind (`handshake`, `header`, `send`, `idle`).
+    pub connection_timeouts: Family<KindLabels, Counter>,
     pub tls_handshake_failures: Counter,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub rule_reloads: Family<ResultLabels, Counter>,
@@ -113,6 +117,8 @@ impl Metrics {
             upstream_errors: Family::default(),
             open_connections: Gauge::default(),
             connections: Counter::default(),
+            connections_refused: Counter::default(),
+            connection_timeouts: Family::default(),
             tls_handshake_failures: Counter::default(),
             cert_reloads: Family::default(),
             rule_reloads: Family::default(),
@@ -128,6 +134,16 @@ impl Metrics {
         r.register("upstream_errors", "Failed forwards to the backend, by kind", m.upstream_errors.clone());
         r.register("open_connections", "Client connections currently open", m.open_connections.clone());
         r.register("connections", "Client connections accepted", m.connections.clone());
+        r.register(
+            "connections_refused",
+            "Connections closed at once because max_connections were open",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "connection_timeouts",
+            "Client connections closed by a timeout, by kind (handshake, header, send, idle)",
+            m.connection_timeouts.clone(),
+        );
         r.register(
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
@@ -167,6 +183,10 @@ impl Metrics {
 
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn connection_timeout(&self, kind: &'static str) {
+        self.connection_timeouts.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn cert_reload(&self, ok: bool) {

@@ -241,7 +241,9 @@ impl Service<Request<Body>> for Proxy {
                     let limit = source_limit(&e).unwrap_or(0);
                     reject(Reject::BodyTooLarge { limit })
                 }
-                // Bad chunked framing (or the client left): the client's fault, not the backend's.
+                // The client's fault, not the backend's: no upstream error.
+                Ok(Err(ForwardError::Http(e))) if body::is_timed_out(&e) => reject(Reject::BodyTimeout),
+                // Bad chunked framing (or the client left): the client's fault too.
                 Ok(Err(ForwardError::Http(e))) if body::is_client_body_error(&e) => {
                     reject(Reject::InvalidRequest("request body is malformed or incomplete".into()))
                 }

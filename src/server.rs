@@ -1,11 +1,12 @@
-//! Accepting connections: connection limit, peer deny list before any TLS work, TLS handshake
-//! deadline, HTTP/1.1 and HTTP/2 (by ALPN) on one port, idle timeout, graceful drain.
+//! Accepting connections: connection limit (refusing past it), peer deny list before any TLS
+//! work, TLS handshake deadline, HTTP/1.1 and HTTP/2 (by ALPN) on one port, idle and send
+//! timeouts, graceful drain.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -82,13 +83,8 @@ where
         let tracker = TaskTracker::new();
         let (h1, h2) = builders(&config);
         let (h1, h2) = (Arc::new(h1), Arc::new(h2));
+        let mut refusals = RefusalLog::default();
         loop {
-            // Take a slot before accepting: past max_connections, new connections wait in the
-            // kernel's backlog instead of costing us a file descriptor.
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                () = shutdown.cancelled() => break,
-            };
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
@@ -106,12 +102,23 @@ where
                 drop(tcp);
                 continue;
             }
+            // Past max_connections a new connection is closed at once (a reset, before any TLS
+            // work): the client learns it now instead of hanging in the kernel's backlog, and
+            // we never hold more than max_connections sockets (plus this one, for a moment).
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                refuse(tcp);
+                metrics.connections_refused.inc();
+                let _ = refusals.refused(config.max_connections);
+                continue;
+            };
             let conn = Connection {
                 tls: tls.clone(),
                 service: service.clone(),
                 metrics: metrics.clone(),
                 handshake_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
+                send_timeout: config.send_timeout,
+                body_read_timeout: config.body_read_timeout,
                 h1: h1.clone(),
                 h2: h2.clone(),
                 max_h2_resets: config.max_h2_resets,
@@ -130,12 +137,42 @@ where
     }
 }
 
+/// Closes a connection with a reset: nothing to flush, and no TIME_WAIT left on our side.
+fn refuse(tcp: TcpStream) {
+    let _ = tcp.set_zero_linger();
+    drop(tcp);
+}
+
+/// At most one warning a second about refused connections, however many there are.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl RefusalLog {
+    /// Counts one refusal; returns whether it was logged.
+    fn refused(&mut self, max_connections: usize) -> bool {
+        self.unreported += 1;
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        tracing::warn!(target: "payguard::server", refused = self.unreported, max_connections, "connection limit reached; refusing new connections (count since the last such line)");
+        self.last = Some(now);
+        self.unreported = 0;
+        true
+    }
+}
+
 struct Connection<S> {
     tls: TlsAcceptor,
     service: S,
     metrics: Arc<Metrics>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
+    body_read_timeout: Duration,
     h1: Arc<auto::Builder<TokioExecutor>>,
     h2: Arc<auto::Builder<TokioExecutor>>,
     max_h2_resets: u32,
@@ -168,18 +205,23 @@ where
             }
             Err(_) => {
                 self.metrics.tls_handshake_failures.inc();
+                self.metrics.connection_timeout("handshake");
                 tracing::debug!(target: "payguard::tls", client_ip = %peer.ip(), "TLS handshake timed out");
                 return;
             }
         };
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let activity = Arc::new(AtomicU64::new(now_ms()));
+        let clock = Arc::new(Clock::new());
         // HTTP/1.1: what hyper settles silently about framing is judged on the raw bytes.
         let ambiguous = Arc::new(Ambiguous::default());
         let framed = if is_h2 { FramingIo::off(tls) } else { FramingIo::new(tls, ambiguous.clone()) };
-        let io = TokioIo::new(ActivityIo { inner: framed, last: activity.clone() });
+        let io = TokioIo::new(ActivityIo { inner: framed, clock: clock.clone() });
         let requests = AtomicU64::new(0);
-        let info = ConnInfo { peer, peer_header: crate::client_ip::ip_header(peer.ip()) };
+        let info = ConnInfo {
+            peer,
+            peer_header: crate::client_ip::ip_header(peer.ip()),
+            body_read_timeout: Some(self.body_read_timeout),
+        };
         let svc = self.service.clone();
         // HTTP/2: requests the client cancels after we took them on (rapid reset past h2's own
         // pending-accept limit: each one already cost a backend request) are budgeted.
@@ -203,42 +245,65 @@ where
         let builder = if is_h2 { &self.h2 } else { &self.h1 };
         let conn = builder.serve_connection(io, hyper_svc);
         tokio::pin!(conn);
-        let idle = self.idle_timeout;
-        let mut closing = false;
+        let idle = self.idle_timeout.as_millis() as u64;
+        let send = self.send_timeout.as_millis() as u64;
+        // graceful_shutdown was called (server drain or idle); idle_closing: by the idle timer.
+        let (mut graceful, mut idle_closing) = (false, false);
         loop {
-            let last = activity.load(Ordering::Relaxed);
-            let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(last) + idle);
+            // A write may block while we sleep, unseen: look again at least every send_timeout,
+            // then sleep until exactly blocked + send_timeout.
+            let blocked = clock.blocked_since.load(Ordering::Relaxed);
+            let send_check = if blocked == NOT_BLOCKED { now_ms() } else { blocked }.saturating_add(send);
+            let wake = clock.last.load(Ordering::Relaxed).saturating_add(idle).min(send_check);
+            let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(wake));
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
+                        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                            self.metrics.connection_timeout("header");
+                        }
                         tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), error = %e, "connection ended with error");
                     }
                     break;
                 }
-                () = self.shutdown.cancelled(), if !closing => {
+                () = self.shutdown.cancelled(), if !graceful => {
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
-                    activity.store(now_ms(), Ordering::Relaxed);
+                    graceful = true;
                 }
-                () = ResetBudget::exhausted(resets.as_deref()), if !closing => {
+                () = ResetBudget::exhausted(resets.as_deref()), if !graceful => {
                     tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_resets, "HTTP/2 client cancelled too many requests; closing the connection");
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
-                    activity.store(now_ms(), Ordering::Relaxed);
+                    graceful = true;
+                    // One idle period to drain, like an idle close; then it is dropped.
+                    idle_closing = true;
+                    clock.touch();
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    if now_ms().saturating_sub(activity.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
-                        if closing {
-                            // Not a byte moved for a whole idle period since closing began: a
-                            // peer that stopped reading (after a PING/SETTINGS flood, say) keeps
-                            // the GOAWAY or the rest of a response from ever being written.
-                            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "connection stalled while closing; dropping it");
+                    let now = now_ms();
+                    let blocked = clock.blocked_since.load(Ordering::Relaxed);
+                    if blocked != NOT_BLOCKED && now.saturating_sub(blocked) >= send {
+                        // The client stopped reading: nothing more can be sent, so no goodbye.
+                        self.metrics.connection_timeout("send");
+                        tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "send timeout: client stopped reading");
+                        clock.reset_on_close.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    if now.saturating_sub(clock.last.load(Ordering::Relaxed)) >= idle {
+                        if idle_closing {
+                            // A whole idle period more without progress: the drain is stuck.
+                            self.metrics.connection_timeout("idle");
+                            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "idle connection did not drain; closing");
+                            clock.reset_on_close.store(true, Ordering::Relaxed);
                             break;
                         }
-                        // Graceful: an HTTP/1 request in progress finishes, HTTP/2 gets GOAWAY.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                        activity.store(now_ms(), Ordering::Relaxed);
+                        // Graceful: an HTTP/1 request in progress may finish, HTTP/2 gets
+                        // GOAWAY; it gets one more idle period to do so.
+                        if !graceful {
+                            conn.as_mut().graceful_shutdown();
+                            graceful = true;
+                        }
+                        idle_closing = true;
+                        clock.touch();
                     }
                 }
             }
@@ -304,29 +369,84 @@ fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
-/// Records the time of the last successful read or write, for the idle timeout.
-struct ActivityIo<T> {
-    inner: T,
-    last: Arc<AtomicU64>,
+const NOT_BLOCKED: u64 = u64::MAX;
+
+/// What the connection's timers need to know about its I/O, in ms since [`epoch`].
+struct Clock {
+    /// The last byte read or written.
+    last: AtomicU64,
+    /// Since when a write has been waiting for the client to read ([`NOT_BLOCKED`]: none is).
+    blocked_since: AtomicU64,
+    /// Close with a reset (the connection timed out; unsent data is dropped, not lingered on).
+    reset_on_close: AtomicBool,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            last: AtomicU64::new(now_ms()),
+            blocked_since: AtomicU64::new(NOT_BLOCKED),
+            reset_on_close: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A write (or flush) finished: progress, and nothing is blocked.
+    fn wrote(&self) {
+        self.touch();
+        if self.blocked_since.load(Ordering::Relaxed) != NOT_BLOCKED {
+            self.blocked_since.store(NOT_BLOCKED, Ordering::Relaxed);
+        }
+    }
+
+    /// A write (or flush) could not proceed: the blocked clock starts unless it runs already.
+    fn blocked(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) == NOT_BLOCKED {
+            self.blocked_since.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn track<T>(&self, r: &Poll<io::Result<T>>, progress: impl FnOnce(&T) -> bool) {
+        match r {
+            Poll::Ready(Ok(v)) if progress(v) => self.wrote(),
+            Poll::Pending => self.blocked(),
+            _ => {}
+        }
+    }
+}
+
+/// Records reads and writes for the idle and send timeouts.
+struct ActivityIo {
+    inner: FramingIo<tokio_rustls::server::TlsStream<TcpStream>>,
+    clock: Arc<Clock>,
+}
+
+impl Drop for ActivityIo {
+    fn drop(&mut self) {
+        if self.clock.reset_on_close.load(Ordering::Relaxed) {
+            let _ = self.inner.get_ref().get_ref().0.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for ActivityIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.last.store(now_ms(), Ordering::Relaxed);
+            self.clock.touch();
         }
         r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+impl AsyncWrite for ActivityIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Ordering::Relaxed);
-        }
+        self.clock.track(&r, |n| *n > 0);
         r
     }
 
@@ -336,9 +456,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Ordering::Relaxed);
-        }
+        self.clock.track(&r, |n| *n > 0);
         r
     }
 
@@ -347,10 +465,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        // A flush that completes after waiting moved bytes: progress. One that had nothing to
+        // wait for is not activity.
+        let was_blocked = self.clock.blocked_since.load(Ordering::Relaxed) != NOT_BLOCKED;
+        self.clock.track(&r, |()| was_blocked);
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.clock.track(&r, |()| false);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second() {
+        let mut log = RefusalLog::default();
+        let logged = (0..1_000).filter(|_| log.refused(10)).count();
+        assert_eq!(logged, 1);
+        assert_eq!(log.unreported, 999);
+        // A second later the next refusal is reported with the count since the last line.
+        log.last = log.last.and_then(|t| t.checked_sub(Duration::from_secs(1)));
+        assert!(log.refused(10));
+        assert_eq!(log.unreported, 0);
     }
 }

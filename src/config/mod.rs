@@ -36,6 +36,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Deadline for receiving a whole request body, counted from the end of its head.
+    pub body_read_timeout: Duration,
+    /// How long a write to the client may make no progress before the connection is closed.
+    pub send_timeout: Duration,
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
     /// Request head (request line and header lines) at most this many bytes (HTTP/1.1).
@@ -265,6 +269,8 @@ impl Checker<'_> {
             max_connections: self.count(s.max_connections, 10_000, 1, 1_000_000, "max_connections"),
             header_read_timeout: self.duration(s.header_read_timeout, Duration::from_secs(10), "header_read_timeout"),
             idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
+            body_read_timeout: self.duration(s.body_read_timeout, Duration::from_secs(30), "body_read_timeout"),
+            send_timeout: self.duration(s.send_timeout, Duration::from_secs(30), "send_timeout"),
             shutdown_grace: self.duration(s.shutdown_grace, Duration::from_secs(30), "shutdown_grace"),
             handshake_timeout: self.duration(s.handshake_timeout, Duration::from_secs(10), "handshake_timeout"),
             max_header_size: self.size(
@@ -423,6 +429,8 @@ mod tests {
         assert_eq!(c.server.max_connections, 10_000);
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.send_timeout, Duration::from_secs(30));
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!((c.server.max_h2_streams, c.server.max_h2_resets), (128, 100));
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));

@@ -31,6 +31,8 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<i64>>,
     pub header_read_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub body_read_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<String>>,

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 
 use super::layer::{Guard, RouteCtx, Verdict};
 use super::Reject;
-use crate::body::Body;
+use crate::body::{is_timed_out, Body, BodyDeadline};
 use crate::rules::Mode;
 
 #[derive(Clone, Copy, Default)]
@@ -39,11 +39,12 @@ impl Guard for BufferGuard {
                 Ok(bytes) => (Request::from_parts(parts, Body::full(bytes)), Ok(())),
                 Err(ReadError::TooLarge { head, rest }) => {
                     let body = match rest {
-                        Some(tail) => Body::Chain { head: Some(head), tail },
+                        Some((tail, deadline)) => Body::Chain { head: Some(head), tail, deadline },
                         None => Body::full(head),
                     };
                     (Request::from_parts(parts, body), Err(Reject::BodyTooLarge { limit }))
                 }
+                Err(ReadError::TimedOut) => (Request::from_parts(parts, Body::empty()), Err(Reject::BodyTimeout)),
                 Err(ReadError::Broken) => (
                     Request::from_parts(parts, Body::empty()),
                     Err(Reject::InvalidRequest("request body could not be read".into())),
@@ -57,8 +58,10 @@ enum ReadError {
     /// Past the cap: what was read, and the unread rest (for monitor mode to forward).
     TooLarge {
         head: Bytes,
-        rest: Option<hyper::body::Incoming>,
+        rest: Option<(hyper::body::Incoming, Option<BodyDeadline>)>,
     },
+    /// `[server] body_read_timeout` passed before the body ended.
+    TimedOut,
     Broken,
 }
 
@@ -73,14 +76,21 @@ async fn read_capped(body: Body, limit: u64) -> Result<Bytes, ReadError> {
                 Ok(data)
             }
         }
-        Body::Incoming { mut inner, .. } => {
+        Body::Incoming { inner, deadline, .. } => {
+            // Read through the body itself (no cap: that is checked here) so the deadline holds.
+            let mut body = Body::Incoming { inner, limit: u64::MAX, seen: 0, deadline };
             let mut buf = BytesMut::new();
-            while let Some(frame) = inner.frame().await {
-                let frame = frame.map_err(|_| ReadError::Broken)?;
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.map_err(|e| if is_timed_out(&*e) { ReadError::TimedOut } else { ReadError::Broken })?;
                 if let Ok(data) = frame.into_data() {
                     buf.extend_from_slice(&data);
                     if buf.len() as u64 > limit {
-                        return Err(ReadError::TooLarge { head: buf.freeze(), rest: Some(inner) });
+                        let rest = match body {
+                            Body::Incoming { inner, deadline, .. } => Some((inner, deadline)),
+                            _ => None,
+                        };
+                        return Err(ReadError::TooLarge { head: buf.freeze(), rest });
                     }
                 }
             }

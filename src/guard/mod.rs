@@ -28,6 +28,9 @@ pub enum Reject {
     MethodNotAllowed { allow: Option<HeaderValue> },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// `[server] body_read_timeout` passed before the whole body arrived.
+    #[error("the request body was not received in time")]
+    BodyTimeout,
     #[error("content type not allowed on this route")]
     UnsupportedMediaType,
     #[error("{0}")]
@@ -60,6 +63,7 @@ impl Reject {
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Reject::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -81,6 +85,7 @@ impl Reject {
             Reject::NoRoute => "no_route",
             Reject::MethodNotAllowed { .. } => "method_not_allowed",
             Reject::BodyTooLarge { .. } => "body_too_large",
+            Reject::BodyTimeout => "request_timeout",
             Reject::UnsupportedMediaType => "unsupported_media_type",
             Reject::InvalidRequest(_) => "invalid_request",
             Reject::UriTooLong { .. } => "uri_too_long",
@@ -164,6 +169,7 @@ mod tests {
             (Reject::NoRoute, 404, "no_route"),
             (Reject::MethodNotAllowed { allow: None }, 405, "method_not_allowed"),
             (Reject::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (Reject::BodyTimeout, 408, "request_timeout"),
             (Reject::UnsupportedMediaType, 415, "unsupported_media_type"),
             (Reject::InvalidRequest("x".into()), 400, "invalid_request"),
             (Reject::UriTooLong { limit: 1 }, 414, "uri_too_long"),
