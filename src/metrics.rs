@@ -85,6 +85,7 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Connections closed by a timeout, by kind (`handshake`, `header`, `send`, `idle`).
     pub connection_timeouts: Family<KindLabels, Counter>,
+    pub malformed_requests: Family<KindLabels, Counter>,
     pub tls_handshake_failures: Counter,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub rule_reloads: Family<ResultLabels, Counter>,
@@ -119,6 +120,7 @@ impl Metrics {
             connections: Counter::default(),
             connections_refused: Counter::default(),
             connection_timeouts: Family::default(),
+            malformed_requests: Family::default(),
             tls_handshake_failures: Counter::default(),
             cert_reloads: Family::default(),
             rule_reloads: Family::default(),
@@ -143,6 +145,11 @@ impl Metrics {
             "connection_timeouts",
             "Client connections closed by a timeout, by kind (handshake, header, send, idle)",
             m.connection_timeouts.clone(),
+        );
+        r.register(
+            "malformed_requests",
+            "Requests the HTTP layer refused before any rule ran, by kind (parse: 400, too_large: 431)",
+            m.malformed_requests.clone(),
         );
         r.register(
             "tls_handshake_failures",
@@ -183,6 +190,11 @@ impl Metrics {
 
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A request the HTTP layer refused before any rule ran (it answered 400/431 itself).
+    pub fn malformed_request(&self, kind: &'static str) {
+        self.malformed_requests.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn connection_timeout(&self, kind: &'static str) {

@@ -259,8 +259,16 @@ where
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
-                        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
-                            self.metrics.connection_timeout("header");
+                        match e.downcast_ref::<hyper::Error>() {
+                            Some(h) if h.is_timeout() => self.metrics.connection_timeout("header"),
+                            // hyper answered these itself (400 / 431, empty body): count them and
+                            // say why, as the guards do for theirs.
+                            Some(h) if h.is_parse_too_large() || h.is_parse() => {
+                                let kind = if h.is_parse_too_large() { "too_large" } else { "parse" };
+                                self.metrics.malformed_request(kind);
+                                tracing::info!(target: "payguard::audit", client_ip = %peer.ip(), guard = "http", decision = "block", reason = kind, detail = %h, "malformed request refused by the HTTP layer");
+                            }
+                            _ => {}
                         }
                         tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), error = %e, "connection ended with error");
                     }

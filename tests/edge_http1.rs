@@ -642,7 +642,24 @@ async fn malformed_and_ambiguous_requests_are_refused() {
     let backend = Backend::start().await;
     let proxy = start_proxy_with_rules(backend.addr, "", RULES).await;
     let host = format!("localhost:{}", proxy.addr.port());
-    run_all(&proxy, &backend, &host, &cases(&host)).await;
+    let cases = cases(&host);
+    run_all(&proxy, &backend, &host, &cases).await;
+    // What hyper refused itself is counted too (one per connection it closed, with or without
+    // an answer).
+    let hyper_400 = cases
+        .iter()
+        .filter(|c| (matches!(c.answer, Answer::Hyper) && c.status == 400) || matches!(c.answer, Answer::Closed))
+        .count();
+    let m = proxy.metrics().await;
+    let counted = |kind: &str| -> usize {
+        m.lines()
+            .find(|l| l.starts_with(&format!("payguard_malformed_requests_total{{kind=\"{kind}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(counted("parse"), hyper_400, "{m}");
+    assert!(counted("too_large") >= 1, "{m}");
     proxy.stop().await;
 }
 
