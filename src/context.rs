@@ -82,18 +82,26 @@ pub fn strip_owned_headers(headers: &mut HeaderMap) {
 pub struct ContextLayer {
     trusted: Arc<TrustedProxies>,
     metrics: Arc<Metrics>,
+    hsts: Option<HeaderValue>,
 }
 
 impl ContextLayer {
     pub fn new(trusted: Arc<TrustedProxies>, metrics: Arc<Metrics>) -> Self {
-        ContextLayer { trusted, metrics }
+        ContextLayer { trusted, metrics, hsts: None }
+    }
+
+    /// Adds `Strict-Transport-Security: max-age=<secs>` to every response that has none
+    /// (`[server] hsts_max_age`); a backend's own header is kept.
+    pub fn with_hsts(mut self, max_age: Option<std::time::Duration>) -> Self {
+        self.hsts = max_age.and_then(|d| HeaderValue::try_from(format!("max-age={}", d.as_secs())).ok());
+        self
     }
 }
 
 impl<S> Layer<S> for ContextLayer {
     type Service = ContextService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ContextService { inner, trusted: self.trusted.clone(), metrics: self.metrics.clone() }
+        ContextService { inner, trusted: self.trusted.clone(), metrics: self.metrics.clone(), hsts: self.hsts.clone() }
     }
 }
 
@@ -102,6 +110,7 @@ pub struct ContextService<S> {
     inner: S,
     trusted: Arc<TrustedProxies>,
     metrics: Arc<Metrics>,
+    hsts: Option<HeaderValue>,
 }
 
 impl<S> Service<Request<Incoming>> for ContextService<S>
@@ -148,7 +157,12 @@ where
             _ => None,
         };
         let req = Request::from_parts(parts, Body::request(body, deadline));
-        ResponseFuture { inner: self.inner.call(req), record: Some(record), metrics: self.metrics.clone() }
+        ResponseFuture {
+            inner: self.inner.call(req),
+            record: Some(record),
+            metrics: self.metrics.clone(),
+            hsts: self.hsts.clone(),
+        }
     }
 }
 
@@ -167,6 +181,7 @@ pin_project_lite::pin_project! {
         inner: F,
         record: Option<Record>,
         metrics: Arc<Metrics>,
+        hsts: Option<HeaderValue>,
     }
 }
 
@@ -193,6 +208,9 @@ where
             body = Body::empty();
         }
         parts.headers.insert(X_REQUEST_ID, record.request_id.clone());
+        if let Some(hsts) = this.hsts.take() {
+            parts.headers.entry(http::header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
+        }
         let route = parts
             .extensions
             .get::<MatchedRoute>()

@@ -237,6 +237,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         rate_limit,
         proxy,
         head_limits: guard::head::HeadLimits::from(&config.server),
+        hsts_max_age: config.server.hsts_max_age,
     });
 
     let server = server::Server {

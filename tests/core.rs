@@ -373,3 +373,29 @@ async fn slow_headers_and_idle_connections_are_closed() {
     assert_eq!(backend.count(), 1);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn hsts_on_every_response_unless_off() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    let client = h1_client(&proxy.cert);
+    let res = client.get(proxy.url("/a")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["strict-transport-security"], "max-age=31536000");
+    // payguard's own answers carry it too.
+    let res = h2_client(&proxy.cert).get(proxy.url("/a")).header("x_under", "1").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["strict-transport-security"], "max-age=31536000");
+    proxy.stop().await;
+
+    let proxy = start_proxy(backend.addr, "hsts_max_age = \"1h\"").await;
+    let res = h1_client(&proxy.cert).get(proxy.url("/a")).send().await.unwrap();
+    assert_eq!(res.headers()["strict-transport-security"], "max-age=3600");
+    proxy.stop().await;
+
+    let proxy = start_proxy(backend.addr, "hsts_max_age = \"off\"").await;
+    let res = h1_client(&proxy.cert).get(proxy.url("/a")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("strict-transport-security").is_none());
+    proxy.stop().await;
+}

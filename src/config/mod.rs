@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// How long a write to the client may make no progress before the connection is closed.
     pub send_timeout: Duration,
+    /// `Strict-Transport-Security: max-age=<secs>` on every response that lacks one; `None`: off.
+    pub hsts_max_age: Option<Duration>,
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
     /// Request head (request line and header lines) at most this many bytes (HTTP/1.1).
@@ -271,6 +273,10 @@ impl Checker<'_> {
             idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
             body_read_timeout: self.duration(s.body_read_timeout, Duration::from_secs(30), "body_read_timeout"),
             send_timeout: self.duration(s.send_timeout, Duration::from_secs(30), "send_timeout"),
+            hsts_max_age: match s.hsts_max_age {
+                Some(v) if v.get_ref() == "off" => None,
+                v => Some(self.duration(v, Duration::from_secs(365 * 86_400), "hsts_max_age")),
+            },
             shutdown_grace: self.duration(s.shutdown_grace, Duration::from_secs(30), "shutdown_grace"),
             handshake_timeout: self.duration(s.handshake_timeout, Duration::from_secs(10), "handshake_timeout"),
             max_header_size: self.size(
@@ -431,6 +437,7 @@ mod tests {
         assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
         assert_eq!(c.server.send_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.hsts_max_age, Some(Duration::from_secs(365 * 86_400)));
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!((c.server.max_h2_streams, c.server.max_h2_resets), (128, 100));
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
