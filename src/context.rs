@@ -82,18 +82,20 @@ pub fn strip_owned_headers(headers: &mut HeaderMap) {
 pub struct ContextLayer {
     trusted: Arc<TrustedProxies>,
     metrics: Arc<Metrics>,
-    hsts: Option<HeaderValue>,
+    added: AddedHeaders,
 }
+
+/// Headers put on every response that does not carry them already (the backend's win).
+pub type AddedHeaders = Arc<[(http::HeaderName, HeaderValue)]>;
 
 impl ContextLayer {
     pub fn new(trusted: Arc<TrustedProxies>, metrics: Arc<Metrics>) -> Self {
-        ContextLayer { trusted, metrics, hsts: None }
+        ContextLayer { trusted, metrics, added: Arc::new([]) }
     }
 
-    /// Adds `Strict-Transport-Security: max-age=<secs>` to every response that has none
-    /// (`[server] hsts_max_age`); a backend's own header is kept.
-    pub fn with_hsts(mut self, max_age: Option<std::time::Duration>) -> Self {
-        self.hsts = max_age.and_then(|d| HeaderValue::try_from(format!("max-age={}", d.as_secs())).ok());
+    /// `[server] hsts_max_age` and `[server.response_headers]`.
+    pub fn with_response_headers(mut self, added: AddedHeaders) -> Self {
+        self.added = added;
         self
     }
 }
@@ -101,7 +103,12 @@ impl ContextLayer {
 impl<S> Layer<S> for ContextLayer {
     type Service = ContextService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ContextService { inner, trusted: self.trusted.clone(), metrics: self.metrics.clone(), hsts: self.hsts.clone() }
+        ContextService {
+            inner,
+            trusted: self.trusted.clone(),
+            metrics: self.metrics.clone(),
+            added: self.added.clone(),
+        }
     }
 }
 
@@ -110,7 +117,7 @@ pub struct ContextService<S> {
     inner: S,
     trusted: Arc<TrustedProxies>,
     metrics: Arc<Metrics>,
-    hsts: Option<HeaderValue>,
+    added: AddedHeaders,
 }
 
 impl<S> Service<Request<Incoming>> for ContextService<S>
@@ -161,7 +168,7 @@ where
             inner: self.inner.call(req),
             record: Some(record),
             metrics: self.metrics.clone(),
-            hsts: self.hsts.clone(),
+            added: self.added.clone(),
         }
     }
 }
@@ -181,7 +188,7 @@ pin_project_lite::pin_project! {
         inner: F,
         record: Option<Record>,
         metrics: Arc<Metrics>,
-        hsts: Option<HeaderValue>,
+        added: AddedHeaders,
     }
 }
 
@@ -208,8 +215,10 @@ where
             body = Body::empty();
         }
         parts.headers.insert(X_REQUEST_ID, record.request_id.clone());
-        if let Some(hsts) = this.hsts.take() {
-            parts.headers.entry(http::header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
+        for (name, value) in this.added.iter() {
+            if !parts.headers.contains_key(name) {
+                parts.headers.insert(name.clone(), value.clone());
+            }
         }
         let route = parts
             .extensions

@@ -180,6 +180,21 @@ async fn watch_state_store(store: Arc<state::redis::RedisStore>, health: Arc<Hea
 }
 
 /// Binds every listener and starts serving in the background.
+/// What every response gets unless it has it: the configured headers, then HSTS.
+fn response_headers(server: &config::ServerConfig) -> context::AddedHeaders {
+    let mut added = server.response_headers.clone();
+    if let Some(max_age) = server.hsts_max_age {
+        let hsts = http::header::STRICT_TRANSPORT_SECURITY;
+        if let (false, Ok(v)) = (
+            added.iter().any(|(n, _)| *n == hsts),
+            http::HeaderValue::try_from(format!("max-age={}", max_age.as_secs())),
+        ) {
+            added.push((hsts, v));
+        }
+    }
+    added.into()
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -237,7 +252,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         rate_limit,
         proxy,
         head_limits: guard::head::HeadLimits::from(&config.server),
-        hsts_max_age: config.server.hsts_max_age,
+        response_headers: response_headers(&config.server),
     });
 
     let server = server::Server {

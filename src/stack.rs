@@ -31,8 +31,8 @@ pub struct StackParts {
     pub proxy: Proxy,
     /// `[server] max_uri_len` and `max_header_size`, enforced by the route layer.
     pub head_limits: HeadLimits,
-    /// `[server] hsts_max_age`.
-    pub hsts_max_age: Option<std::time::Duration>,
+    /// `[server] hsts_max_age` and `[server.response_headers]`, for every response.
+    pub response_headers: crate::context::AddedHeaders,
 }
 
 /// The service handed to hyper for every connection.
@@ -51,7 +51,7 @@ pub fn build(
     ServiceBuilder::new()
         // Every request, even one refused next, gets a request id, a resolved client IP,
         // stripped x-payguard-* headers and exactly one access line.
-        .layer(ContextLayer::new(parts.trusted, m.clone()).with_hsts(parts.hsts_max_age))
+        .layer(ContextLayer::new(parts.trusted, m.clone()).with_response_headers(parts.response_headers))
         // Head hygiene and bounds, normalise the path and pick the route: everything after
         // depends on the route.
         .layer(RouteLayer::new(parts.rules, m.clone()).with_limits(parts.head_limits))

@@ -398,4 +398,15 @@ async fn hsts_on_every_response_unless_off() {
     assert_eq!(res.status(), 200);
     assert!(res.headers().get("strict-transport-security").is_none());
     proxy.stop().await;
+
+    // Headers ops add in front of a store they cannot change; what the backend sets wins.
+    let extra = "[server.response_headers]\nX-Frame-Options = \"SAMEORIGIN\"\nX-Content-Type-Options = \"nosniff\"\nContent-Type = \"text/x-never\"";
+    let proxy = start_proxy(backend.addr, extra).await;
+    let res = h1_client(&proxy.cert).get(proxy.url("/a")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-frame-options"], "SAMEORIGIN");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_ne!(res.headers()["content-type"], "text/x-never");
+    assert_eq!(res.headers()["strict-transport-security"], "max-age=31536000");
+    proxy.stop().await;
 }

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// `Strict-Transport-Security: max-age=<secs>` on every response that lacks one; `None`: off.
     pub hsts_max_age: Option<Duration>,
+    /// `[server.response_headers]`: added to every response that lacks them.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
     /// Request head (request line and header lines) at most this many bytes (HTTP/1.1).
@@ -215,6 +217,30 @@ impl Checker<'_> {
         }
     }
 
+    fn response_headers(
+        &mut self,
+        raw: std::collections::BTreeMap<String, Spanned<String>>,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let mut out = Vec::new();
+        for (name, value) in raw {
+            let span = value.span();
+            let parsed = http::HeaderName::from_bytes(name.as_bytes());
+            let hop = matches!(
+                name.to_ascii_lowercase().as_str(),
+                "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "upgrade" | "te" | "trailer"
+            );
+            match (parsed, http::HeaderValue::from_str(value.get_ref())) {
+                (Ok(n), Ok(v)) if !hop => out.push((n, v)),
+                (Ok(_), Ok(_)) => {
+                    self.report(span, format!("response_headers: {name:?} is a framing header payguard manages"))
+                }
+                (Err(_), _) => self.report(span, format!("response_headers: {name:?} is not a valid header name")),
+                (_, Err(_)) => self.report(span, format!("response_headers.{name}: not a valid header value")),
+            }
+        }
+        out
+    }
+
     fn count(&mut self, v: Option<Spanned<i64>>, default: usize, min: i64, max: i64, key: &str) -> usize {
         let Some(v) = v else { return default };
         let n = *v.get_ref();
@@ -273,6 +299,7 @@ impl Checker<'_> {
             idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
             body_read_timeout: self.duration(s.body_read_timeout, Duration::from_secs(30), "body_read_timeout"),
             send_timeout: self.duration(s.send_timeout, Duration::from_secs(30), "send_timeout"),
+            response_headers: self.response_headers(s.response_headers.unwrap_or_default()),
             hsts_max_age: match s.hsts_max_age {
                 Some(v) if v.get_ref() == "off" => None,
                 v => Some(self.duration(v, Duration::from_secs(365 * 86_400), "hsts_max_age")),
@@ -449,6 +476,27 @@ mod tests {
         assert_eq!(c.state.max_replay_keys, 10_000_000);
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(matches!(c.server.tls, TlsSource::Dev { .. }));
+    }
+
+    #[test]
+    fn response_headers_are_checked() {
+        let c = Config::parse("[server.response_headers]\nX-Frame-Options = \"DENY\"\n", None).unwrap();
+        assert_eq!(c.server.response_headers.len(), 1);
+        assert_eq!(c.server.response_headers[0].0, "x-frame-options");
+        let src = "[server.response_headers]\n\"bad name\" = \"x\"\nConnection = \"close\"\nX-A = \"a\\nb\"\n";
+        let errs = Config::parse(src, Some(Path::new("p.toml"))).unwrap_err();
+        let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("p.toml:2:14: response_headers: \"bad name\" is not a valid header name")),
+            "{errs:?}"
+        );
+        assert!(errs.iter().any(|e| e.contains("\"Connection\" is a framing header")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("p.toml:4:7: response_headers.X-A: not a valid header value")),
+            "{errs:?}"
+        );
     }
 
     #[test]

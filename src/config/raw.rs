@@ -40,6 +40,7 @@ pub struct RawServer {
     pub max_uri_len: Option<Spanned<String>>,
     pub max_h2_streams: Option<Spanned<i64>>,
     pub max_h2_resets: Option<Spanned<i64>>,
+    pub response_headers: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
