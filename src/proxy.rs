@@ -79,6 +79,8 @@ fn strip(headers: &mut HeaderMap, remove: impl Fn(&HeaderName) -> bool) {
     }
 }
 
+const UPSTREAM_READ_BUF: usize = 64 * 1024;
+
 #[derive(Clone)]
 pub struct Proxy {
     client: Client<HttpConnector, Body>,
@@ -100,6 +102,9 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            // The read buffer per backend connection (default: grows to ~400 KiB). A client that
+            // stops reading holds it until send_timeout; 64 KiB keeps a thousand of them cheap.
+            .http1_max_buf_size(UPSTREAM_READ_BUF)
             .build(http);
         let base = cfg.url.path().trim_end_matches('/');
         Proxy {
