@@ -26,6 +26,8 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
+const UPSTREAM_READ_BUF: usize = 64 * 1024;
+
 struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
@@ -87,7 +89,9 @@ impl Pool {
             .await
             .map_err(|_| ConnectError::Timeout)??;
         let _ = tcp.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
+        // The read buffer per backend connection (hyper's default grows to ~400 KiB): a client
+        // that stops reading holds it until send_timeout; 64 KiB keeps a thousand of them cheap.
+        let (sender, conn) = http1::Builder::new().max_buf_size(UPSTREAM_READ_BUF).handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(target: "payguard::proxy", error = %e, "backend connection ended with an error");

@@ -210,6 +210,10 @@ where
                 return;
             }
         };
+        let mut tls = tls;
+        // Encrypted bytes waiting for the socket (default limit 64 KiB): what a client that stops
+        // reading pins in memory, besides the kernel's buffers, until send_timeout.
+        tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let clock = Arc::new(Clock::new());
         // HTTP/1.1: what hyper settles silently about framing is judged on the raw bytes.
@@ -378,6 +382,8 @@ fn now_ms() -> u64 {
 }
 
 const NOT_BLOCKED: u64 = u64::MAX;
+
+const TLS_BUFFER_LIMIT: usize = 32 * 1024;
 
 /// What the connection's timers need to know about its I/O, in ms since [`epoch`].
 struct Clock {

@@ -182,7 +182,9 @@ except Exception:
 p99 = (r.get("latencyPercentiles") or {}).get("p99")
 codes = r.get("statusCodeDistribution") or {}
 ok = int(codes.get("200", 0))
-errs = sum((r.get("errorDistribution") or {}).values()) + sum(int(v) for k, v in codes.items() if k != "200")
+# Requests still in flight when -z ends are "aborted due to deadline": not failures.
+errs = sum(v for k, v in (r.get("errorDistribution") or {}).items() if "deadline" not in k)
+errs += sum(int(v) for k, v in codes.items() if k != "200")
 print("NA" if p99 is None else "%.1f" % (p99 * 1000), errs, ok + errs)
 PY
     else
