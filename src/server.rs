@@ -65,6 +65,9 @@ fn builders(cfg: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Builder<
         .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(50))
         .max_local_error_reset_streams(Some(256))
+        // Unsent response data per stream (hyper: 400 KiB): a client reading slowly on 128 streams
+        // would pin 50 MiB per connection; 64 KiB keeps it at 8 MiB.
+        .max_send_buf_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     (h1, h2)
