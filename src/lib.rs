@@ -86,11 +86,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// retransmit for the client); nginx's `backlog=4096` in our benchmarks shows the same need.
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn bind_client_listener(addr: SocketAddr) -> Result<TcpListener, StartError> {
+fn bind_client_listener(addr: SocketAddr, send_buffer: Option<usize>) -> Result<TcpListener, StartError> {
     let err = |source| StartError::Bind { addr, source };
     let socket =
         if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
+    if let Some(n) = send_buffer {
+        // Accepted sockets inherit it (and so lose the kernel's send-buffer autotuning).
+        socket.set_send_buffer_size(u32::try_from(n).unwrap_or(u32::MAX)).map_err(err)?;
+    }
     socket.bind(addr).map_err(err)?;
     socket.listen(LISTEN_BACKLOG).map_err(err)
 }
@@ -229,7 +233,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tls::watch_certificates(resolver, cert, key, provider, metrics.clone(), Duration::from_secs(1)),
     );
 
-    let listener = bind_client_listener(config.server.listen)?;
+    let listener = bind_client_listener(config.server.listen, config.server.send_buffer)?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
     let admin_addr = match config.server.admin_listen {
         Some(a) => {

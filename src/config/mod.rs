@@ -28,6 +28,10 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+/// `[server] send_buffer`: what a client that stops reading can make payguard encrypt and the
+/// kernel hold per connection (autotuning lets it grow to megabytes on fast links).
+pub const DEFAULT_SEND_BUFFER: usize = 128 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -40,6 +44,8 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// How long a write to the client may make no progress before the connection is closed.
     pub send_timeout: Duration,
+    /// Kernel send buffer of each client socket (`SO_SNDBUF`); `None`: the kernel autotunes it.
+    pub send_buffer: Option<usize>,
     /// `Strict-Transport-Security: max-age=<secs>` on every response that lacks one; `None`: off.
     pub hsts_max_age: Option<Duration>,
     /// `[server.response_headers]`: added to every response that lacks them.
@@ -299,6 +305,10 @@ impl Checker<'_> {
             idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
             body_read_timeout: self.duration(s.body_read_timeout, Duration::from_secs(30), "body_read_timeout"),
             send_timeout: self.duration(s.send_timeout, Duration::from_secs(30), "send_timeout"),
+            send_buffer: match s.send_buffer {
+                Some(v) if v.get_ref() == "auto" => None,
+                v => Some(self.size(v.as_ref(), DEFAULT_SEND_BUFFER, (4096, 64 * 1024 * 1024, "4KiB and 64MiB"), "send_buffer")),
+            },
             response_headers: self.response_headers(s.response_headers.unwrap_or_default()),
             hsts_max_age: match s.hsts_max_age {
                 Some(v) if v.get_ref() == "off" => None,
@@ -464,6 +474,7 @@ mod tests {
         assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
         assert_eq!(c.server.send_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.send_buffer, Some(128 * 1024));
         assert_eq!(c.server.hsts_max_age, Some(Duration::from_secs(365 * 86_400)));
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!((c.server.max_h2_streams, c.server.max_h2_resets), (128, 100));

@@ -33,6 +33,7 @@ pub struct RawServer {
     pub idle_timeout: Option<Spanned<String>>,
     pub body_read_timeout: Option<Spanned<String>>,
     pub send_timeout: Option<Spanned<String>>,
+    pub send_buffer: Option<Spanned<String>>,
     pub hsts_max_age: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
