@@ -113,6 +113,7 @@ window_start() {
     _w_pc0=$(core_sample "$PROXY_CPU"); _w_cc0=$(core_sample "$CLIENT_CPU")
     _w_pt0=$(proc_ticks "$1"); _w_bt0=$(proc_ticks "$BACKEND_PID"); _w_t0=$(now)
 }
+# shellcheck disable=SC2034 # W_* are read by the scripts that source this file
 window_end() {
     local t1 pt1 bt1 pc1 cc1
     t1=$(now); pt1=$(proc_ticks "$1"); bt1=$(proc_ticks "$BACKEND_PID")

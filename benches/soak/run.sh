@@ -50,6 +50,7 @@ H2_PARALLEL=${H2_PARALLEL:-5}
 NEW_CONNS=${NEW_CONNS:-0}
 GUARD=${GUARD:-1}
 OHA_THREADS=${OHA_THREADS:-1}
+# shellcheck disable=SC2034 # read by common.sh
 PROXIES=payguard
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -85,6 +86,7 @@ if [[ -z $RATE ]]; then
         HAPROXY_PORT=$HAPROXY_PORT PAYGUARD_PORT=$PAYGUARD_PORT PAYGUARD_ADMIN_PORT=$PAYGUARD_ADMIN_PORT \
         QUIET_MAX=$QUIET_MAX QUIET_TIMEOUT=$QUIET_TIMEOUT "$ROOT/benches/load/run.sh" >"$RESULTS_DIR/max.out" ||
         die "max-throughput run failed (see $RESULTS_DIR/max.out)"
+    # shellcheck disable=SC2034 # read by stats (common.sh)
     CSV=$RESULTS_DIR/max/raw.csv
     max=$(stats payguard "$PROTO" rps | cut -d' ' -f1)
     [[ $max != NA ]] || die "no max throughput measured (see $RESULTS_DIR/max.out)"
@@ -113,7 +115,7 @@ sample() { # phase t0: appends one row to $SAMPLES (CPU % since the previous sam
     if [[ -n $_s_pc ]]; then
         wall=$(awk -v a="$_s_t" -v b="$t" 'BEGIN { printf "%.3f", b - a }')
         pgc=$(pct $((pg - _s_pg)) "$wall")
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086 # "busy total" pairs
         pcb=$(core_pct $_s_pc $pc); ccb=$(core_pct $_s_cc $cc)
     fi
     _s_t=$t _s_pg=$pg _s_pc=$pc _s_cc=$cc
@@ -184,6 +186,7 @@ while ((done_s < DURATION)); do
     t1=$(now)
     rc=0
     run_client "$out" $((len + 60)) "$OHA" -z "${len}s" "${args[@]}" "$url" || rc=$?
+    # shellcheck disable=SC2034 # read by client_pct (common.sh)
     W_WALL=$(awk -v a="$t1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
     row=$(parse_oha "$out" 2>/dev/null) || row="NA,NA,NA,NA,NA,NA,NA,NA,NA"
     [[ $rc == 0 ]] || log "WARNING: oha exited $rc in chunk $c: $(tail -n 5 "$out.err" 2>/dev/null)"
@@ -236,6 +239,7 @@ chunkstat() { # column -> "median min max"
               for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
               print ((n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2), v[0], v[n - 1] }' "$CHUNKS"
 }
+cfmt() { local a b c; read -r a b c < <(chunkstat "$1"); fmt "$a" "$b" "$c" "$2"; }
 csum() { awk -F, -v c="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) col = i; next } { s += $col } END { print s + 0 }' "$CHUNKS"; }
 half=$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')
 rss_slope=$(slope rss_kib "$half")
@@ -259,8 +263,8 @@ fd_slope=$(slope fds "$half")
     echo "| ${AFTER}s after the load | $(mib "$rss_after") | $fd_after |"
     echo
     echo "Load per ${CHUNK}s chunk (oha; latencies in ms; medians over $(($(wc -l <"$CHUNKS") - 1)) chunks, min–max):"
-    echo "achieved $(fmt $(chunkstat rps) 0) req/s of $RATE; p50 $(fmt $(chunkstat p50_ms) 2), p99 $(fmt $(chunkstat p99_ms) 2), p99.9 $(fmt $(chunkstat p999_ms) 2), max $(fmt $(chunkstat max_ms) 1);"
-    echo "$(csum responses) responses, $(csum non2xx) non-2xx, $(csum errors) errors ($(csum aborted_at_deadline) in flight at a chunk's end, not counted); oha CPU $(fmt $(chunkstat oha_cpu_pct) 0) %."
+    echo "achieved $(cfmt rps 0) req/s of $RATE; p50 $(cfmt p50_ms 2), p99 $(cfmt p99_ms 2), p99.9 $(cfmt p999_ms 2), max $(cfmt max_ms 1);"
+    echo "$(csum responses) responses, $(csum non2xx) non-2xx, $(csum errors) errors ($(csum aborted_at_deadline) in flight at a chunk's end, not counted); oha CPU $(cfmt oha_cpu_pct 0) %."
     echo "payguard CPU (median of samples): $cpu_med %. payguard threads: $(awk -F, 'NR > 1 { print $5 }' "$SAMPLES" | sort -n | uniq | paste -sd/ -)."
     echo
     echo "| chunk | from s | req/s | p50 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors |"
