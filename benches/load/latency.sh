@@ -21,6 +21,8 @@
 #                     Unset: RATE_FRACTION x the slowest contestant's median max throughput
 #   RATE_FRACTION=0.5
 #   MAX_REPS=3, MAX_DURATION=10   the max-throughput run (benches/load/run.sh REPS/DURATION)
+#   MAX_CSV           raw.csv of an earlier benches/load/run.sh with the same GUARD and H2: take the
+#                     max throughput from it instead of measuring it again
 #   CONNS=50          oha -c for HTTP/1.1 (keep-alive)
 #   H2=1              0: HTTP/1.1 only
 #   H2_CONNS=10, H2_PARALLEL=5    oha --http2 -c -p (50 concurrent streams)
@@ -45,6 +47,7 @@ RATE_H1=${RATE_H1:-$RATE}
 RATE_H2=${RATE_H2:-$RATE}
 RATE_FRACTION=${RATE_FRACTION:-0.5}
 MAX_REPS=${MAX_REPS:-3}
+MAX_CSV=${MAX_CSV:-}
 MAX_DURATION=${MAX_DURATION:-10}
 CONNS=${CONNS:-50}
 H2=${H2:-1}
@@ -80,13 +83,21 @@ if [[ $H2 == 1 ]]; then PROTOS="h1 h2"; fi
 # Maximum throughput first, with the side-by-side run itself (same configs, same GUARD), unless
 # the rates are given.
 if [[ -z $RATE_H1 || ($H2 == 1 && -z $RATE_H2) ]]; then
-    log "measuring max throughput: benches/load/run.sh REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD"
-    REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD H2=$H2 PROXIES=$PROXIES RESULTS_DIR=$RESULTS_DIR/max \
-        PROXY_CPU=$PROXY_CPU CLIENT_CPU=$CLIENT_CPU BACKEND_PORT=$BACKEND_PORT NGINX_PORT=$NGINX_PORT \
-        HAPROXY_PORT=$HAPROXY_PORT PAYGUARD_PORT=$PAYGUARD_PORT PAYGUARD_ADMIN_PORT=$PAYGUARD_ADMIN_PORT \
-        QUIET_MAX=$QUIET_MAX QUIET_TIMEOUT=$QUIET_TIMEOUT "$ROOT/benches/load/run.sh" >"$RESULTS_DIR/max.out" ||
-        die "max-throughput run failed (see $RESULTS_DIR/max.out)"
-    CSV=$RESULTS_DIR/max/raw.csv
+    if [[ -z $MAX_CSV ]]; then
+        log "measuring max throughput: benches/load/run.sh REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD"
+        REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD H2=$H2 PROXIES=$PROXIES RESULTS_DIR=$RESULTS_DIR/max \
+            PROXY_CPU=$PROXY_CPU CLIENT_CPU=$CLIENT_CPU BACKEND_PORT=$BACKEND_PORT NGINX_PORT=$NGINX_PORT \
+            HAPROXY_PORT=$HAPROXY_PORT PAYGUARD_PORT=$PAYGUARD_PORT PAYGUARD_ADMIN_PORT=$PAYGUARD_ADMIN_PORT \
+            QUIET_MAX=$QUIET_MAX QUIET_TIMEOUT=$QUIET_TIMEOUT "$ROOT/benches/load/run.sh" >"$RESULTS_DIR/max.out" ||
+            die "max-throughput run failed (see $RESULTS_DIR/max.out)"
+        MAX_CSV=$RESULTS_DIR/max/raw.csv
+    else
+        [[ -s $MAX_CSV ]] || die "MAX_CSV=$MAX_CSV: no such file"
+        log "max throughput from $MAX_CSV"
+        cp "$MAX_CSV" "$RESULTS_DIR/max-raw.csv"
+    fi
+    CSV=$MAX_CSV
+    MAX_REPS=$(awk -F, 'NR > 1 { print $1 }' "$CSV" | sort -n | tail -n 1)
     slowest() { # proto -> "rate proxy max" for the contestant with the lowest median req/s
         local p m best="" bp=""
         for p in $PROXIES; do

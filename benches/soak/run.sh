@@ -21,6 +21,8 @@
 #   AFTER=30          seconds of sampling after the load stops (does memory come back down?)
 #   RATE              fixed rate (req/s); unset: RATE_FRACTION x median max over MAX_REPS wrk runs
 #   RATE_FRACTION=0.5, MAX_REPS=3, MAX_DURATION=10
+#   MAX_CSV           raw.csv of an earlier benches/load/run.sh with the same GUARD (payguard's rows
+#                     give the max) instead of measuring it again
 #   PROTO=h1          h1 (keep-alive, -c CONNS) or h2 (--http2 -c H2_CONNS -p H2_PARALLEL)
 #   CONNS=50, H2_CONNS=10, H2_PARALLEL=5
 #   NEW_CONNS=0       1: oha --disable-keepalive (HTTP/1.1 only): a new TCP + TLS connection per
@@ -42,6 +44,7 @@ AFTER=${AFTER:-30}
 RATE=${RATE:-}
 RATE_FRACTION=${RATE_FRACTION:-0.5}
 MAX_REPS=${MAX_REPS:-3}
+MAX_CSV=${MAX_CSV:-}
 MAX_DURATION=${MAX_DURATION:-10}
 PROTO=${PROTO:-h1}
 CONNS=${CONNS:-50}
@@ -78,20 +81,28 @@ mkdir -p "$RESULTS_DIR"
 # ---------------------------------------------------------------- the rate
 RATE_NOTE="given"
 if [[ -z $RATE ]]; then
-    h2=0
-    if [[ $PROTO == h2 ]]; then h2=1; fi
-    log "measuring payguard's max throughput: benches/load/run.sh PROXIES=payguard REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD"
-    REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD H2=$h2 PROXIES=payguard RESULTS_DIR=$RESULTS_DIR/max \
-        PROXY_CPU=$PROXY_CPU CLIENT_CPU=$CLIENT_CPU BACKEND_PORT=$BACKEND_PORT NGINX_PORT=$NGINX_PORT \
-        HAPROXY_PORT=$HAPROXY_PORT PAYGUARD_PORT=$PAYGUARD_PORT PAYGUARD_ADMIN_PORT=$PAYGUARD_ADMIN_PORT \
-        QUIET_MAX=$QUIET_MAX QUIET_TIMEOUT=$QUIET_TIMEOUT "$ROOT/benches/load/run.sh" >"$RESULTS_DIR/max.out" ||
-        die "max-throughput run failed (see $RESULTS_DIR/max.out)"
+    if [[ -z $MAX_CSV ]]; then
+        h2=0
+        if [[ $PROTO == h2 ]]; then h2=1; fi
+        log "measuring payguard's max throughput: benches/load/run.sh PROXIES=payguard REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD"
+        REPS=$MAX_REPS DURATION=$MAX_DURATION GUARD=$GUARD H2=$h2 PROXIES=payguard RESULTS_DIR=$RESULTS_DIR/max \
+            PROXY_CPU=$PROXY_CPU CLIENT_CPU=$CLIENT_CPU BACKEND_PORT=$BACKEND_PORT NGINX_PORT=$NGINX_PORT \
+            HAPROXY_PORT=$HAPROXY_PORT PAYGUARD_PORT=$PAYGUARD_PORT PAYGUARD_ADMIN_PORT=$PAYGUARD_ADMIN_PORT \
+            QUIET_MAX=$QUIET_MAX QUIET_TIMEOUT=$QUIET_TIMEOUT "$ROOT/benches/load/run.sh" >"$RESULTS_DIR/max.out" ||
+            die "max-throughput run failed (see $RESULTS_DIR/max.out)"
+        MAX_CSV=$RESULTS_DIR/max/raw.csv
+    else
+        [[ -s $MAX_CSV ]] || die "MAX_CSV=$MAX_CSV: no such file"
+        log "max throughput from $MAX_CSV"
+        cp "$MAX_CSV" "$RESULTS_DIR/max-raw.csv"
+    fi
     # shellcheck disable=SC2034 # read by stats (common.sh)
-    CSV=$RESULTS_DIR/max/raw.csv
+    CSV=$MAX_CSV
+    MAX_REPS=$(awk -F, 'NR > 1 && $2 == "payguard" { print $1 }' "$CSV" | sort -n | tail -n 1)
     max=$(stats payguard "$PROTO" rps | cut -d' ' -f1)
     [[ $max != NA ]] || die "no max throughput measured (see $RESULTS_DIR/max.out)"
     RATE=$(awk -v m="$max" -v f="$RATE_FRACTION" 'BEGIN { printf "%d", m * f }')
-    RATE_NOTE="$RATE_FRACTION × payguard's median max of $max req/s ($MAX_REPS × ${MAX_DURATION}s)"
+    RATE_NOTE="$RATE_FRACTION × payguard's median max of $max req/s over $MAX_REPS runs"
     log "fixed rate: $RATE req/s ($RATE_NOTE)"
 fi
 [[ $RATE =~ ^[0-9]+$ && $RATE -gt 0 ]] || die "bad RATE '$RATE'"
