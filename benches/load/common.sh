@@ -72,15 +72,22 @@ to_ms() { # "1.23ms" / "850.00us" / "1.02s" -> ms
 # Runs a load generator pinned to CLIENT_CPU; writes its CPU ticks (children of a wrapper shell,
 # i.e. cutime+cstime after wait) to "$out.cpu". Several commands may run in parallel inside one
 # `bash -c` given as the command: their CPU is summed the same way.
+# The client runs in the background and is waited for, so that Ctrl-C / TERM reach the trap at
+# once (bash defers traps while a foreground child runs); the cleanup then stops `timeout`, which
+# passes the signal on to its whole process group (the client).
+_CLIENT_PID=""
 run_client() { # out timeout cmd...
-    local out=$1 limit=$2
+    local out=$1 limit=$2 rc=0
     shift 2
     OUT=$out taskset -c "$CLIENT_CPU" timeout "$limit" bash -c '
         "$@"; rc=$?
         line=$(cat /proc/$$/stat); rest=${line##*) }; read -r -a f <<<"$rest"
         echo $((f[13] + f[14])) >"$OUT.cpu"
-        exit $rc' _ "$@" >"$out" 2>"$out.err" </dev/null && return 0
-    return 1
+        exit $rc' _ "$@" >"$out" 2>"$out.err" </dev/null &
+    _CLIENT_PID=$!
+    wait "$_CLIENT_PID" || rc=$?
+    _CLIENT_PID=""
+    return "$rc"
 }
 
 # Between runs nothing of ours is busy: if a core is, someone else (a compile, a test suite) is
@@ -199,6 +206,7 @@ bench_cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     local pid
+    if [[ -n $_CLIENT_PID ]]; then kill -TERM "$_CLIENT_PID" 2>/dev/null || true; fi
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
