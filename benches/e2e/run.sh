@@ -156,6 +156,9 @@ for rep in $(seq "$REPS"); do
         us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.1f", 1e6 * t / hz / n; else print "NA" }')
         echo "$rep,$mode,$rps,$p50,$p99,$reqs,$non2xx,$serr,$cpu,$us" >>"$CSV"
         log "rep $rep $mode: $rps req/s, p99 $p99 ms, non-2xx $non2xx, payguard CPU $cpu%, $us us/req"
+        if [[ $mode != *-replay && $non2xx != 0 ]]; then
+            log "WARNING: $mode: $non2xx non-2xx; more requests than distinct signed ones (N_HMAC=$N_HMAC, N_WECHAT=$N_WECHAT)? A repeated one is refused as a replay"
+        fi
     done
 done
 
