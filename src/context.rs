@@ -149,6 +149,13 @@ where
         };
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         strip_owned_headers(&mut parts.headers);
+        // HTTP/2 carries the host as `:authority`: give every later layer (required_headers,
+        // header-keyed rate limits, the backend) the Host header an HTTP/1.1 request has.
+        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
+            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(http::header::HOST, host);
+            }
+        }
         let client = self.trusted.resolve(peer.ip(), &peer_header, &parts.headers);
         let record = Record {
             start,

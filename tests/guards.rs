@@ -45,6 +45,12 @@ match = { path = "/admin/*" }
 ip_allow = ["@office"]
 
 [[route]]
+name = "hosted"
+match = { path = "/hosted", methods = ["GET"] }
+[route.validate]
+required_headers = ["Host"]
+
+[[route]]
 name = "upload"
 match = { path = "/upload", methods = ["POST"] }
 max_body = "16KiB"
@@ -325,4 +331,17 @@ async fn reload_errors(admin: std::net::SocketAddr) -> u64 {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// HTTP/2 sends the host as `:authority`; a route that requires `Host` accepts it as such, and
+/// the backend gets a Host header either way.
+#[tokio::test]
+async fn required_host_is_met_by_http2_authority() {
+    let (backend, proxy) = shop().await;
+    for client in [h1_client(&proxy.cert), h2_client(&proxy.cert)] {
+        let res = client.get(proxy.url("/hosted")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(backend.last().header("host"), Some(format!("localhost:{}", proxy.addr.port()).as_str()));
+    }
+    proxy.stop().await;
 }

@@ -307,7 +307,12 @@ impl Checker<'_> {
             send_timeout: self.duration(s.send_timeout, Duration::from_secs(30), "send_timeout"),
             send_buffer: match s.send_buffer {
                 Some(v) if v.get_ref() == "auto" => None,
-                v => Some(self.size(v.as_ref(), DEFAULT_SEND_BUFFER, (4096, 64 * 1024 * 1024, "4KiB and 64MiB"), "send_buffer")),
+                v => Some(self.size(
+                    v.as_ref(),
+                    DEFAULT_SEND_BUFFER,
+                    (4096, 64 * 1024 * 1024, "4KiB and 64MiB"),
+                    "send_buffer",
+                )),
             },
             response_headers: self.response_headers(s.response_headers.unwrap_or_default()),
             hsts_max_age: match s.hsts_max_age {
