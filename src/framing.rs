@@ -86,6 +86,17 @@ impl Tracker {
                             return;
                         }
                     }
+                    if buf.is_empty() {
+                        // The usual case: the whole head in one read, judged in place.
+                        if let Some(end) = find_head_end(bytes) {
+                            let (head, rest) = bytes.split_at(end);
+                            self.state = self.head(head);
+                            self.request += 1;
+                            bytes = rest;
+                            continue;
+                        }
+                    }
+                    let State::Head(buf) = &mut self.state else { return };
                     let start = buf.len().saturating_sub(3);
                     let take = bytes.len().min(MAX_HEAD.saturating_sub(buf.len()) + 1);
                     buf.extend_from_slice(&bytes[..take]);
@@ -196,18 +207,19 @@ impl Tracker {
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    // CRLF CRLF, or bare LF LF (hyper accepts bare LF line ends).
-    (0..buf.len()).find_map(|i| {
-        if buf[i..].starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if buf[i..].starts_with(b"\n\n") {
-            Some(i + 2)
-        } else if buf[i..].starts_with(b"\n\r\n") {
-            Some(i + 3)
-        } else {
-            None
+    // An empty line: CRLF CRLF, or with bare LFs (hyper accepts bare LF line ends).
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n').map(|i| i + from) {
+        let next = &buf[i + 1..];
+        if next.starts_with(b"\n") {
+            return Some(i + 2);
         }
-    })
+        if next.starts_with(b"\r\n") {
+            return Some(i + 3);
+        }
+        from = i + 1;
+    }
+    None
 }
 
 fn chunk_size(line: &[u8]) -> Option<u64> {
