@@ -41,6 +41,11 @@ tls_key = "server.key"
 admin_listen = "off"
 [upstream]
 url = "http://127.0.0.1:$BACKEND_PORT"
+[server.response_headers]
+# What a shop adds in front of a store it cannot change (docs/rules.md §14); testssl looks for them.
+X-Content-Type-Options = "nosniff"
+X-Frame-Options = "SAMEORIGIN"
+Referrer-Policy = "strict-origin-when-cross-origin"
 [rules]
 dir = "rules"
 CONF
