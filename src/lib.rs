@@ -10,6 +10,8 @@ pub mod config;
 pub mod context;
 pub mod diag;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod metrics;
 pub mod proxy;
