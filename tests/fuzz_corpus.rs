@@ -7,12 +7,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code)]
 #[path = "../fuzz/fuzz_targets/common/mod.rs"]
 mod common;
 
+type Harness = fn(&[u8]);
+
 /// Every target with its harness; each must have a committed corpus.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Harness)] = &[
     ("rules_parser", common::rules_parser::run),
     ("config_parser", common::config_parser::run),
     ("client_ip", common::client_ip::run),

@@ -32,7 +32,7 @@ use payguard::fuzzing::Stack;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Longest a single input may take (its connection, including upstream requests).
-pub const DEADLINE: Duration = Duration::from_secs(5);
+pub const DEADLINE: Duration = Duration::from_secs(4);
 
 /// The client's address. It is a trusted proxy (`[client_ip]`), so `X-Forwarded-For` in the
 /// input decides the client address the IP and rate-limit guards see.
