@@ -106,3 +106,37 @@ fn service_corpora() {
     replay("service", common::service::run);
     replay("service_h2", common::service::run_h2);
 }
+
+/// The service target's response checks can fail: each bad answer below is caught.
+#[test]
+fn service_response_checks_catch_bad_answers() {
+    let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let json = |id: &str| format!(r#"{{"error":"ip_denied","message":"m","rule":"admin","request_id":"{id}"}}"#);
+    let answer = |status: &str, headers: &str, body: &str| {
+        format!("HTTP/1.1 {status}\r\n{headers}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    };
+    let good = [
+        answer("403 Forbidden", "content-type: application/json\r\nx-request-id: r1\r\n", &json("r1")),
+        answer("400 Bad Request", "", ""),
+        answer("404 Not Found", "x-backend: fuzz\r\nx-request-id: r2\r\n", "plain text from the backend"),
+        [answer("200 OK", "x-request-id: r3\r\n", "ok"), answer("431 Request Header Fields Too Large", "", "")]
+            .concat(),
+    ];
+    for out in &good {
+        common::service::check_h1(input, out);
+    }
+    let bad = [
+        answer("999 Nope", "", ""),
+        answer("403 Forbidden", "x-request-id: r1\r\n", "forbidden"),
+        answer("403 Forbidden", "content-type: application/json\r\nx-request-id: r1\r\n", &json("other")),
+        answer("403 Forbidden", "content-type: application/json\r\nx-request-id: r1\r\n", r#"{"request_id":"r1"}"#),
+        answer("401 Unauthorized", "", ""),
+        b"not http at all".to_vec(),
+        [answer("200 OK", "x-request-id: r3\r\n", "ok"), answer("502 Bad Gateway", "x-request-id: r4\r\n", "")]
+            .concat(),
+    ];
+    for out in &bad {
+        let caught = catch_unwind(|| common::service::check_h1(input, out)).is_err();
+        assert!(caught, "accepted: {:?}", String::from_utf8_lossy(out));
+    }
+}

@@ -382,7 +382,7 @@ fn chunked_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
-fn check_h1(input: &[u8], out: &[u8]) {
+pub fn check_h1(input: &[u8], out: &[u8]) {
     // A response to HEAD announces a length it does not send, so the stream cannot be split
     // after one: with HEAD anywhere in the input only the first response head is checked.
     let has_head = find(input, b"HEAD").is_some();
