@@ -4,7 +4,7 @@
 //! Input: the raw bytes a client sends on one connection (HTTP/1.1 for [`run`]; for
 //! [`run_h2`], the bytes after the HTTP/2 client preface, which the harness writes itself).
 //! The client writes everything, half-closes (HTTP/2: once every request it started has been
-//! answered), and reads until payguard closes.
+//! answered, or nothing has moved for 20 ms), and reads until payguard closes.
 //!
 //! Built once per process (a current-thread Tokio runtime, the stack from the fixed rule set
 //! [`RULES`], an in-process hyper backend on 127.0.0.1 that answers `200` with
@@ -294,18 +294,31 @@ fn drive(data: &[u8], h2: bool) -> Outcome {
         let client_side = async move {
             // Write and read at once: payguard may answer (and stop reading) before all is sent.
             let (mut rd, mut wr) = tokio::io::split(&mut client);
+            let received = std::cell::Cell::new(0usize);
             let write = async {
                 let _ = wr.write_all(&data).await;
                 if h2 {
                     // An HTTP/2 server drops streams it has not yet handed out when the
-                    // connection ends: wait until every request has been handled first.
-                    settle(&f.stack).await;
+                    // connection ends: let the requests finish first.
+                    settle(&f.stack, &f.backend_seen, &received).await;
                 }
                 let _ = wr.shutdown().await;
             };
-            let mut output = Vec::new();
-            let read = rd.read_to_end(&mut output);
-            let (_, _) = tokio::join!(write, read);
+            let read = async {
+                let mut output = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            output.extend_from_slice(&buf[..n]);
+                            received.set(output.len());
+                        }
+                    }
+                }
+                output
+            };
+            let ((), output) = tokio::join!(write, read);
             output
         };
         let done = tokio::time::timeout(DEADLINE, async { tokio::join!(serve, client_side) }).await;
@@ -334,23 +347,29 @@ fn drive(data: &[u8], h2: bool) -> Outcome {
     })
 }
 
-/// Returns once no request is in flight and no new one has started for a few scheduler turns
-/// (the server side runs in the same task, so a turn lets it process what it has buffered).
-async fn settle(stack: &Stack) {
-    let mut last = stack.requests();
+/// Returns once no request is in flight and nothing has moved for a few scheduler turns (the
+/// server side runs in the same task, so a turn lets it process what it has buffered), or once
+/// requests are in flight but nothing has moved for 20 ms: they wait for input the client
+/// will never send (a body cut short), and only the end of the stream will end them.
+async fn settle(stack: &Stack, backend_seen: &AtomicU64, received: &std::cell::Cell<usize>) {
+    let progress = || (stack.requests(), stack.in_flight(), backend_seen.load(Ordering::Relaxed), received.get());
+    let mut last = progress();
     let mut quiet = 0;
-    while quiet < 8 {
+    loop {
         if stack.in_flight() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         } else {
             tokio::task::yield_now().await;
         }
-        let now = stack.requests();
-        if stack.in_flight() == 0 && now == last {
+        let now = progress();
+        if now == last {
             quiet += 1;
         } else {
             quiet = 0;
             last = now;
+        }
+        if (stack.in_flight() == 0 && quiet >= 8) || quiet >= 20 {
+            return;
         }
     }
 }
