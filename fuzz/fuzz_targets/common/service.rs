@@ -202,8 +202,8 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// The shop backend: reads the whole request, answers 200 (or `/status/<code>`'s code) with
-/// `x-backend: fuzz`.
+/// The shop backend: reads the whole request, answers 200 (or `/status/<code>`'s code, if it
+/// is 200..=599) with `x-backend: fuzz`.
 async fn backend(listener: tokio::net::TcpListener, seen: Arc<AtomicU64>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else { continue };
@@ -219,7 +219,7 @@ async fn backend(listener: tokio::net::TcpListener, seen: Arc<AtomicU64>) {
                         .and_then(|c| c.get(..3))
                         .and_then(|c| c.parse::<u16>().ok())
                         .and_then(|c| http::StatusCode::from_u16(c).ok())
-                        .filter(|s| s.as_u16() >= 200)
+                        .filter(|s| (200..600).contains(&s.as_u16()))
                         .unwrap_or(http::StatusCode::OK);
                     let len = match req.into_body().collect().await {
                         Ok(b) => b.to_bytes().len(),
