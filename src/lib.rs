@@ -11,6 +11,8 @@ pub mod context;
 pub mod diag;
 pub mod files;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod metrics;
 pub mod pool;
@@ -185,7 +187,7 @@ async fn watch_state_store(store: Arc<state::redis::RedisStore>, health: Arc<Hea
 
 /// Binds every listener and starts serving in the background.
 /// What every response gets unless it has it: the configured headers, then HSTS.
-fn response_headers(server: &config::ServerConfig) -> context::AddedHeaders {
+pub(crate) fn response_headers(server: &config::ServerConfig) -> context::AddedHeaders {
     let mut added = server.response_headers.clone();
     if let Some(max_age) = server.hsts_max_age {
         let hsts = http::header::STRICT_TRANSPORT_SECURITY;

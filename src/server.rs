@@ -48,7 +48,7 @@ pub struct Server<S> {
     pub peer_filter: Arc<dyn PeerFilter>,
 }
 
-fn builders(cfg: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
+pub(crate) fn builders(cfg: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
     let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
     h1.http1()
         .timer(TokioTimer::new())

@@ -1,19 +1,10 @@
-//! `payguard.toml`: bytes -> UTF-8 (lossy) -> `payguard::config::Config::parse(text, None)`.
-//! Any `Err(diagnostics)` is fine; a panic is a bug.
+//! Fuzz target: the harness is `common/config_parser.rs` (shared with the corpus replay in
+//! `tests/fuzz_corpus.rs`), which documents the input format and the checks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    match payguard::config::Config::parse(&text, None) {
-        Ok(config) => {
-            let _ = format!("{config:?}");
-        }
-        Err(diags) => {
-            for d in &diags {
-                let _ = d.to_string();
-            }
-        }
-    }
-});
+#[allow(dead_code)]
+mod common;
+
+fuzz_target!(|data: &[u8]| common::config_parser::run(data));

@@ -9,9 +9,19 @@
 //! body bytes             <- everything after, raw
 //! ```
 //!
-//! Each target puts a fixed-size block of knobs, decoded with `arbitrary`, in front of this.
+//! Each structured target puts a fixed-size block of knobs, decoded with `arbitrary`, in front of this.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+// One harness per fuzz target: `run(data)` is what the target calls on every input, and what
+// `tests/fuzz_corpus.rs` calls on every committed seed.
+pub mod client_ip;
+pub mod config_parser;
+pub mod form_and_json_validation;
+pub mod path_normalize;
+pub mod rules_parser;
+pub mod service;
+pub mod signature_headers;
 
 #[allow(dead_code)] // not every target reads every part
 pub struct Text {
