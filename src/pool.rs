@@ -26,7 +26,7 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
-const UPSTREAM_READ_BUF: usize = 64 * 1024;
+const UPSTREAM_READ_BUF: usize = 16 * 1024;
 
 struct Idle {
     sender: http1::SendRequest<Body>,
@@ -90,7 +90,7 @@ impl Pool {
             .map_err(|_| ConnectError::Timeout)??;
         let _ = tcp.set_nodelay(true);
         // The read buffer per backend connection (hyper's default grows to ~400 KiB): a client
-        // that stops reading holds it until send_timeout; 64 KiB keeps a thousand of them cheap.
+        // that stops reading holds it until send_timeout; 16 KiB keeps a thousand of them cheap.
         let (sender, conn) = http1::Builder::new().max_buf_size(UPSTREAM_READ_BUF).handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
