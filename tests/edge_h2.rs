@@ -97,19 +97,7 @@ fn python() -> &'static str {
         if let Some(py) = find() {
             return py;
         }
-        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-        if root {
-            let apt = |args: &[&str]| {
-                std::process::Command::new("apt-get")
-                    .args(args)
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !apt(&["install", "-y", "-qq", "python3-h2"]) {
-                let _ = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "python3-h2"]);
-            }
-        }
+        apt_install("python3-h2");
         find().unwrap_or_else(|| {
             panic!("Python `h2` is not installed: these tests need it. Run `apt-get install python3-h2` (.ci/run does)")
         })

@@ -348,22 +348,29 @@ pub struct RedisServer {
 fn ensure_redis_installed() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let present = std::process::Command::new("redis-server").arg("--version").output().is_ok();
-        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-        if present || !root {
-            return;
-        }
-        let apt = |args: &[&str]| {
-            std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !apt(&["install", "-y", "-qq", "redis-server"]) {
-            let _ = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "redis-server"]);
+        if std::process::Command::new("redis-server").arg("--version").output().is_err() {
+            apt_install("redis-server");
         }
     });
+}
+
+/// Installs a Debian package when running as root (a fresh CI machine); otherwise does nothing
+/// and the caller reports what is missing. Tries without `apt-get update` first.
+pub fn apt_install(package: &str) {
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root {
+        return;
+    }
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !apt(&["install", "-y", "-qq", package]) {
+        let _ = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", package]);
+    }
 }
 
 impl RedisServer {
