@@ -41,3 +41,16 @@ CONF
     PIDS+=("$BACKEND_PID")
     wait_port "$port" "$BACKEND_PID" backend
 }
+
+# find_payguard: $PAYGUARD_BIN, or the release build under $ROOT (built when missing or BUILD=1).
+find_payguard() {
+    if [[ -z ${PAYGUARD_BIN:-} ]]; then
+        PAYGUARD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/payguard
+        if [[ ! -x $PAYGUARD_BIN || ${BUILD:-0} == 1 ]]; then
+            log "building payguard (cargo build --release) in $ROOT"
+            (cd "$ROOT" && timeout 1800 cargo build --release) || die "cargo build failed"
+        fi
+    fi
+    [[ -x $PAYGUARD_BIN ]] || die "PAYGUARD_BIN=$PAYGUARD_BIN is not an executable"
+    export PAYGUARD_BIN
+}

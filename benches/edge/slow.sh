@@ -43,16 +43,6 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (( $(ulimit -n) >= 4 * CONNS + 1000 )) || log "WARNING: ulimit -n is $(ulimit -n); raise it for $CONNS connections"
 
-# ---------------------------------------------------------------- payguard binary
-if [[ -z ${PAYGUARD_BIN:-} ]]; then
-    PAYGUARD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/payguard
-    if [[ ! -x $PAYGUARD_BIN || ${BUILD:-0} == 1 ]]; then
-        log "building payguard (cargo build --release) in $ROOT"
-        (cd "$ROOT" && timeout 1800 cargo build --release) || die "cargo build failed"
-    fi
-fi
-[[ -x $PAYGUARD_BIN ]] || die "PAYGUARD_BIN=$PAYGUARD_BIN is not an executable"
-
 # ---------------------------------------------------------------- cleanup
 TMP=$(mktemp -d /tmp/payguard-slow.XXXXXX)
 PIDS=()
@@ -73,6 +63,7 @@ trap 'exit 143' TERM
 
 # shellcheck source=../lib.sh
 source "$ROOT/benches/lib.sh"
+find_payguard
 
 for port in "$BACKEND_PORT" "$((BACKEND_PORT + 1))" "$PAYGUARD_PORT" "$PAYGUARD_ADMIN_PORT"; do
     port_in_use "$port" && die "port $port is already in use (override with *_PORT env vars)"

@@ -25,19 +25,6 @@ CLK_TCK=$(getconf CLK_TCK)
 # shellcheck source=../lib.sh
 source "$ROOT/benches/lib.sh"
 
-# ---------------------------------------------------------------- payguard binary
-find_payguard() {
-    if [[ -z ${PAYGUARD_BIN:-} ]]; then
-        PAYGUARD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/payguard
-        if [[ ! -x $PAYGUARD_BIN || ${BUILD:-0} == 1 ]]; then
-            log "building payguard (cargo build --release) in $ROOT"
-            (cd "$ROOT" && timeout 1800 cargo build --release) || die "cargo build failed"
-        fi
-    fi
-    [[ -x $PAYGUARD_BIN ]] || die "PAYGUARD_BIN=$PAYGUARD_BIN is not an executable"
-    export PAYGUARD_BIN
-}
-
 # ---------------------------------------------------------------- process and core accounting
 # utime+stime (clock ticks) of a process and its direct children (nginx master + worker)
 proc_ticks() {

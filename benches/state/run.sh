@@ -36,11 +36,6 @@ for tool in wrk nginx redis-server redis-cli openssl curl python3 taskset; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx redis-server openssl curl python3)"
 done
 
-if [[ -z ${PAYGUARD_BIN:-} ]]; then
-    PAYGUARD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/payguard
-    [[ -x $PAYGUARD_BIN ]] || (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
-fi
-[[ -x $PAYGUARD_BIN ]] || die "PAYGUARD_BIN=$PAYGUARD_BIN is not an executable"
 
 TMP=$(mktemp -d /tmp/payguard-state-bench.XXXXXX)
 PIDS=()
@@ -61,6 +56,7 @@ trap 'exit 143' TERM
 
 # shellcheck source=../lib.sh
 source "$ROOT/benches/lib.sh"
+find_payguard
 for port in "$BACKEND_PORT" "$PAYGUARD_PORT" "$ADMIN_PORT" "$REDIS_PORT"; do
     port_in_use "$port" && die "port $port is in use"
 done
