@@ -17,6 +17,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::h2_flood::ControlFrames;
+
 /// The heads of one connection that framed their body ambiguously, by request number (0-based).
 #[derive(Default)]
 pub struct Ambiguous {
@@ -232,28 +234,43 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 pin_project_lite::pin_project! {
-    /// Reads through to `inner`, showing every byte read to a [`Tracker`].
+    /// Reads through to `inner`, showing every byte read to a [`Tracker`] (HTTP/1.1) or to a
+    /// [`ControlFrames`] counter (HTTP/2).
     pub struct FramingIo<T> {
         #[pin]
         inner: T,
         tracker: Tracker,
+        h2: Option<H2Watch>,
     }
+}
+
+struct H2Watch {
+    frames: ControlFrames,
+    flooded: Arc<AtomicBool>,
 }
 
 impl<T> FramingIo<T> {
     pub fn new(inner: T, ambiguous: Arc<Ambiguous>) -> Self {
-        FramingIo { inner, tracker: Tracker::new(ambiguous) }
+        FramingIo { inner, tracker: Tracker::new(ambiguous), h2: None }
+    }
+
+    /// HTTP/2: counts the client's SETTINGS and PING frames; past `limit` within
+    /// [`ControlFrames::WINDOW`], sets `flooded` and fails every read, which ends the connection.
+    pub fn h2(inner: T, limit: u32, flooded: Arc<AtomicBool>) -> Self {
+        let mut io = Self::off(inner);
+        io.h2 = Some(H2Watch { frames: ControlFrames::new(limit), flooded });
+        io
     }
 
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
 
-    /// Reads through without judging (HTTP/2 frames its messages itself).
-    pub fn off(inner: T) -> Self {
+    /// Reads through without judging.
+    fn off(inner: T) -> Self {
         let mut tracker = Tracker::new(Arc::default());
         tracker.state = State::Done;
-        FramingIo { inner, tracker }
+        FramingIo { inner, tracker, h2: None }
     }
 }
 
@@ -263,7 +280,19 @@ impl<T: AsyncRead> AsyncRead for FramingIo<T> {
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
-            this.tracker.feed(&buf.filled()[before..]);
+            let read = &buf.filled()[before..];
+            match this.h2 {
+                Some(h2) => {
+                    if h2.frames.feed(read).is_err() {
+                        h2.flooded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "HTTP/2 control frame flood",
+                        )));
+                    }
+                }
+                None => this.tracker.feed(read),
+            }
         }
         res
     }

@@ -120,8 +120,12 @@ impl Stack {
         };
         // The same framing judge as a real HTTP/1.1 connection.
         let ambiguous = Arc::new(crate::framing::Ambiguous::default());
-        let io =
-            if h2 { crate::framing::FramingIo::off(io) } else { crate::framing::FramingIo::new(io, ambiguous.clone()) };
+        let io = if h2 {
+            let flooded = Arc::default();
+            crate::framing::FramingIo::h2(io, self.server.max_h2_control_frames, flooded)
+        } else {
+            crate::framing::FramingIo::new(io, ambiguous.clone())
+        };
         let seen = AtomicU64::new(0);
         let svc = self.service.clone();
         let (requests, in_flight) = (self.requests.clone(), self.in_flight.clone());

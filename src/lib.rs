@@ -14,6 +14,7 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guard;
+pub mod h2_flood;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -22,6 +23,7 @@ pub mod rules;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod tcp_info;
 pub mod telemetry;
 pub mod tls;
 pub mod units;

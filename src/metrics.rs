@@ -86,6 +86,7 @@ pub struct Metrics {
     /// Connections closed by a timeout, by kind (`handshake`, `header`, `send`, `idle`).
     pub connection_timeouts: Family<KindLabels, Counter>,
     pub malformed_requests: Family<KindLabels, Counter>,
+    pub h2_abuse: Family<KindLabels, Counter>,
     pub tls_handshake_failures: Counter,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub rule_reloads: Family<ResultLabels, Counter>,
@@ -121,6 +122,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             connection_timeouts: Family::default(),
             malformed_requests: Family::default(),
+            h2_abuse: Family::default(),
             tls_handshake_failures: Counter::default(),
             cert_reloads: Family::default(),
             rule_reloads: Family::default(),
@@ -145,6 +147,11 @@ impl Metrics {
             "connection_timeouts",
             "Client connections closed by a timeout, by kind (handshake, header, send, idle)",
             m.connection_timeouts.clone(),
+        );
+        r.register(
+            "h2_abuse",
+            "HTTP/2 connections closed for abuse, by kind (resets: cancelled requests past max_h2_resets; control_frames: SETTINGS/PING past max_h2_control_frames)",
+            m.h2_abuse.clone(),
         );
         r.register(
             "malformed_requests",
@@ -195,6 +202,10 @@ impl Metrics {
     /// A request the HTTP layer refused before any rule ran (it answered 400/431 itself).
     pub fn malformed_request(&self, kind: &'static str) {
         self.malformed_requests.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn h2_abuse(&self, kind: &'static str) {
+        self.h2_abuse.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn connection_timeout(&self, kind: &'static str) {

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -27,6 +28,7 @@ use crate::config::ServerConfig;
 use crate::context::{ConnInfo, LoggedBody};
 use crate::framing::{Ambiguous, AmbiguousFraming, FramingIo};
 use crate::metrics::Metrics;
+use crate::tcp_info::Delivery;
 
 /// Decides, from the peer address alone, whether a connection may even start TLS.
 pub trait PeerFilter: Send + Sync + 'static {
@@ -121,10 +123,12 @@ where
                 handshake_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
                 send_timeout: config.send_timeout,
+                min_send_rate: config.min_send_rate,
                 body_read_timeout: config.body_read_timeout,
                 h1: h1.clone(),
                 h2: h2.clone(),
                 max_h2_resets: config.max_h2_resets,
+                max_h2_control_frames: config.max_h2_control_frames,
                 shutdown: shutdown.clone(),
             };
             tracker.spawn(async move {
@@ -175,10 +179,12 @@ struct Connection<S> {
     handshake_timeout: Duration,
     idle_timeout: Duration,
     send_timeout: Duration,
+    min_send_rate: u64,
     body_read_timeout: Duration,
     h1: Arc<auto::Builder<TokioExecutor>>,
     h2: Arc<auto::Builder<TokioExecutor>>,
     max_h2_resets: u32,
+    max_h2_control_frames: u32,
     shutdown: CancellationToken,
 }
 
@@ -218,10 +224,18 @@ where
         // reading pins in memory, besides the kernel's buffers, until send_timeout.
         tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        // Valid while `conn` (which owns the socket) lives, and only used while it does.
+        let fd = tls.get_ref().0.as_raw_fd();
+        let mut watch = SendWatch::new(self.send_timeout, self.min_send_rate);
         let clock = Arc::new(Clock::new());
         // HTTP/1.1: what hyper settles silently about framing is judged on the raw bytes.
         let ambiguous = Arc::new(Ambiguous::default());
-        let framed = if is_h2 { FramingIo::off(tls) } else { FramingIo::new(tls, ambiguous.clone()) };
+        let flooded = Arc::new(AtomicBool::new(false));
+        let framed = if is_h2 {
+            FramingIo::h2(tls, self.max_h2_control_frames, flooded.clone())
+        } else {
+            FramingIo::new(tls, ambiguous.clone())
+        };
         let io = TokioIo::new(ActivityIo { inner: framed, clock: clock.clone() });
         let requests = AtomicU64::new(0);
         let info = ConnInfo {
@@ -260,12 +274,26 @@ where
             // A write may block while we sleep, unseen: look again at least every send_timeout,
             // then sleep until exactly blocked + send_timeout.
             let blocked = clock.blocked_since.load(Ordering::Relaxed);
-            let send_check = if blocked == NOT_BLOCKED { now_ms() } else { blocked }.saturating_add(send);
-            let wake = clock.last.load(Ordering::Relaxed).saturating_add(idle).min(send_check);
+            let send_check = match () {
+                // Where the kernel tells how much the client takes, the watch judges that.
+                () if watch.enabled => u64::MAX,
+                () if blocked == NOT_BLOCKED => now_ms().saturating_add(send),
+                () => blocked.saturating_add(send),
+            };
+            let wake = clock
+                .last
+                .load(Ordering::Relaxed)
+                .saturating_add(idle)
+                .min(send_check)
+                .min(watch.next(clock.wrote_at.load(Ordering::Relaxed)));
             let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(wake));
             tokio::select! {
                 res = conn.as_mut() => {
-                    if let Err(e) = res {
+                    if flooded.load(Ordering::Relaxed) {
+                        self.metrics.h2_abuse("control_frames");
+                        tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_control_frames, "HTTP/2 client sent too many SETTINGS/PING frames; connection closed");
+                        clock.reset_on_close.store(true, Ordering::Relaxed);
+                    } else if let Err(e) = res {
                         match e.downcast_ref::<hyper::Error>() {
                             Some(h) if h.is_timeout() => self.metrics.connection_timeout("header"),
                             // hyper answered these itself (400 / 431, empty body): count them and
@@ -286,6 +314,7 @@ where
                     graceful = true;
                 }
                 () = ResetBudget::exhausted(resets.as_deref()), if !graceful => {
+                    self.metrics.h2_abuse("resets");
                     tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_resets, "HTTP/2 client cancelled too many requests; closing the connection");
                     conn.as_mut().graceful_shutdown();
                     graceful = true;
@@ -293,10 +322,18 @@ where
                     idle_closing = true;
                     clock.touch();
                 }
+                // The first write since the watch last looked: it may have to look sooner.
+                () = clock.first_write.notified(), if watch.waits_for_writes() => {}
                 () = tokio::time::sleep_until(deadline) => {
                     let now = now_ms();
                     let blocked = clock.blocked_since.load(Ordering::Relaxed);
-                    if blocked != NOT_BLOCKED && now.saturating_sub(blocked) >= send {
+                    if let Some(s) = watch.check(now, &clock.wrote_at, || crate::tcp_info::delivery(fd)) {
+                        self.metrics.connection_timeout("send");
+                        tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), waiting = s.waiting, took = s.took, required = s.required, "send timeout: client reads too slowly");
+                        clock.reset_on_close.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    if !watch.enabled && blocked != NOT_BLOCKED && now.saturating_sub(blocked) >= send {
                         // The client stopped reading: nothing more can be sent, so no goodbye.
                         self.metrics.connection_timeout("send");
                         tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "send timeout: client stopped reading");
@@ -388,6 +425,99 @@ const NOT_BLOCKED: u64 = u64::MAX;
 
 const TLS_BUFFER_LIMIT: usize = 32 * 1024;
 
+/// The slow-reader check: while data waits for the client, the client must take at least
+/// `min_send_rate` bytes per second of it (and at least one byte, or all of it if that is less)
+/// within each `send_timeout`. It looks at the kernel's counters ([`crate::tcp_info`]) shortly
+/// after a write, so the clock starts when data starts waiting, not once every buffer on the way
+/// is full (which, for a thousand slow readers, takes long), and a client reading slowly but
+/// steadily is not cut off because a full buffer keeps payguard's writes waiting. Where the
+/// kernel cannot tell, a write that waits `send_timeout` closes the connection instead.
+struct SendWatch {
+    timeout: u64,
+    min_rate: u64,
+    /// Off where the kernel cannot tell (then only the blocked-write check runs).
+    enabled: bool,
+    window: Option<SendWindow>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SendWindow {
+    /// When the client must have taken its share (ms since [`epoch`]).
+    due: u64,
+    /// When `acked` and `waiting` were read.
+    since: u64,
+    acked: u64,
+    waiting: u64,
+}
+
+/// Why the watch gave up on a client.
+#[derive(Debug, PartialEq, Eq)]
+struct Stalled {
+    waiting: u64,
+    took: u64,
+    required: u64,
+}
+
+impl SendWatch {
+    fn new(timeout: Duration, min_rate: u64) -> Self {
+        SendWatch { timeout: timeout.as_millis() as u64, min_rate, enabled: true, window: None }
+    }
+
+    /// How long after a write the watch looks whether data waits: soon enough to start the
+    /// window near the write, late enough that a client keeping up has taken it by then.
+    fn probe_delay(&self) -> u64 {
+        (self.timeout / 2).min(1000)
+    }
+
+    fn waits_for_writes(&self) -> bool {
+        self.enabled && self.window.is_none()
+    }
+
+    /// When to look next, given the time of the first write since the last look.
+    fn next(&self, wrote_at: u64) -> u64 {
+        match self.window {
+            _ if !self.enabled => u64::MAX,
+            Some(w) => w.due,
+            None if wrote_at != NOT_BLOCKED => wrote_at.saturating_add(self.probe_delay()),
+            None => u64::MAX,
+        }
+    }
+
+    /// Looks if it is time; `Some` when the client has not kept up and must be dropped.
+    fn check(
+        &mut self,
+        now: u64,
+        wrote_at: &AtomicU64,
+        delivery: impl FnOnce() -> Option<Delivery>,
+    ) -> Option<Stalled> {
+        if now < self.next(wrote_at.load(Ordering::Relaxed)) {
+            return None;
+        }
+        let first_write = wrote_at.swap(NOT_BLOCKED, Ordering::Relaxed);
+        let Some(d) = delivery() else {
+            self.enabled = false;
+            self.window = None;
+            return None;
+        };
+        let due = match self.window.take() {
+            None => first_write.saturating_add(self.timeout),
+            Some(w) => {
+                let took = d.acked.saturating_sub(w.acked);
+                let rate = self.min_rate.saturating_mul(now.saturating_sub(w.since)) / 1000;
+                let required = w.waiting.min(rate.max(1));
+                if took < required {
+                    return Some(Stalled { waiting: w.waiting, took, required });
+                }
+                now.saturating_add(self.timeout)
+            }
+        };
+        if d.waiting > 0 {
+            self.window = Some(SendWindow { due, since: now, acked: d.acked, waiting: d.waiting });
+        }
+        None
+    }
+}
+
 /// What the connection's timers need to know about its I/O, in ms since [`epoch`].
 struct Clock {
     /// The last byte read or written.
@@ -396,6 +526,10 @@ struct Clock {
     blocked_since: AtomicU64,
     /// Close with a reset (the connection timed out; unsent data is dropped, not lingered on).
     reset_on_close: AtomicBool,
+    /// The first write since the [`SendWatch`] last looked ([`NOT_BLOCKED`]: none).
+    wrote_at: AtomicU64,
+    /// Notified when `wrote_at` is set.
+    first_write: Notify,
 }
 
 impl Clock {
@@ -404,6 +538,8 @@ impl Clock {
             last: AtomicU64::new(now_ms()),
             blocked_since: AtomicU64::new(NOT_BLOCKED),
             reset_on_close: AtomicBool::new(false),
+            wrote_at: AtomicU64::new(NOT_BLOCKED),
+            first_write: Notify::new(),
         }
     }
 
@@ -413,7 +549,12 @@ impl Clock {
 
     /// A write (or flush) finished: progress, and nothing is blocked.
     fn wrote(&self) {
-        self.touch();
+        let now = now_ms();
+        self.last.store(now, Ordering::Relaxed);
+        if self.wrote_at.load(Ordering::Relaxed) == NOT_BLOCKED {
+            self.wrote_at.store(now, Ordering::Relaxed);
+            self.first_write.notify_one();
+        }
         if self.blocked_since.load(Ordering::Relaxed) != NOT_BLOCKED {
             self.blocked_since.store(NOT_BLOCKED, Ordering::Relaxed);
         }
@@ -500,6 +641,71 @@ impl AsyncWrite for ActivityIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn d(acked: u64, waiting: u64) -> Option<Delivery> {
+        Some(Delivery { acked, waiting })
+    }
+
+    #[test]
+    fn send_watch_looks_only_after_writes() {
+        let mut w = SendWatch::new(Duration::from_secs(10), 1024);
+        let wrote_at = AtomicU64::new(NOT_BLOCKED);
+        assert_eq!(w.next(NOT_BLOCKED), u64::MAX);
+        assert_eq!(w.check(5_000, &wrote_at, || panic!("looked without a write")), None);
+        // A write at 1 s: a look 1 s later; the client took it all, so nothing more to watch.
+        wrote_at.store(1_000, Ordering::Relaxed);
+        assert_eq!(w.next(1_000), 2_000);
+        assert_eq!(w.check(1_500, &wrote_at, || panic!("looked too early")), None);
+        assert_eq!(w.check(2_000, &wrote_at, || d(500, 0)), None);
+        assert_eq!(wrote_at.load(Ordering::Relaxed), NOT_BLOCKED);
+        assert!(w.window.is_none() && w.waits_for_writes());
+    }
+
+    #[test]
+    fn send_watch_drops_a_client_taking_less_than_the_rate_from_the_first_write() {
+        let mut w = SendWatch::new(Duration::from_secs(10), 1024);
+        let wrote_at = AtomicU64::new(1_000);
+        // 64 KiB wait at the look: the window runs from the write, due at 11 s.
+        assert_eq!(w.check(2_000, &wrote_at, || d(100, 65_536)), None);
+        assert_eq!(w.next(NOT_BLOCKED), 11_000);
+        assert!(!w.waits_for_writes());
+        // 9 s at 1 KiB/s is 9,216 bytes; it took 32.
+        let s = w.check(11_000, &wrote_at, || d(132, 65_504));
+        assert_eq!(s, Some(Stalled { waiting: 65_536, took: 32, required: 9_216 }));
+    }
+
+    #[test]
+    fn send_watch_keeps_a_slow_but_steady_reader_and_one_that_took_all_it_had() {
+        let mut w = SendWatch::new(Duration::from_secs(10), 1024);
+        let wrote_at = AtomicU64::new(0);
+        assert_eq!(w.check(1_000, &wrote_at, || d(0, 200_000)), None);
+        // 2 KiB/s: enough; more waits, so a new window from now.
+        assert_eq!(w.check(10_000, &wrote_at, || d(18_432, 190_000)), None);
+        assert_eq!(w.next(NOT_BLOCKED), 20_000);
+        // Only 300 bytes waited and it took them all, though 300 < 9 KiB: then it has caught up.
+        let mut w = SendWatch::new(Duration::from_secs(10), 1024);
+        assert_eq!(w.check(1_000, &wrote_at, || d(0, 300)), None);
+        assert_eq!(w.check(10_000, &wrote_at, || d(300, 0)), None);
+        assert!(w.window.is_none());
+    }
+
+    #[test]
+    fn send_watch_with_no_rate_asks_for_one_byte() {
+        let mut w = SendWatch::new(Duration::from_secs(2), 0);
+        let wrote_at = AtomicU64::new(0);
+        assert_eq!(w.check(1_000, &wrote_at, || d(0, 5_000)), None);
+        assert_eq!(w.check(2_000, &wrote_at, || d(1, 4_999)), None);
+        assert_eq!(w.check(4_000, &wrote_at, || d(1, 4_999)), Some(Stalled { waiting: 4_999, took: 0, required: 1 }));
+    }
+
+    #[test]
+    fn send_watch_turns_itself_off_where_the_kernel_cannot_tell() {
+        let mut w = SendWatch::new(Duration::from_secs(2), 1024);
+        let wrote_at = AtomicU64::new(0);
+        assert_eq!(w.check(1_000, &wrote_at, || None), None);
+        assert!(!w.enabled && !w.waits_for_writes());
+        assert_eq!(w.next(5), u64::MAX);
+    }
 
     #[test]
     fn refusals_are_logged_at_most_once_a_second() {

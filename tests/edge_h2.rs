@@ -5,7 +5,7 @@
 //! (Debian package `python3-h2`); each prints one JSON line that the tests assert on.
 //!
 //! While each flood runs, a well-behaved HTTP/2 client measures the latency of plain GETs; its
-//! p99 must stay within max(3 × the p99 it had before the flood, 250 ms). The floor keeps a
+//! p99 must stay within max(3 × the p99 it had before the flood, 50 ms). The floor keeps a
 //! loaded 2-core CI box from tripping it; the measured numbers are printed (`--nocapture`).
 //! The tests run one at a time (a shared lock) so that one flood does not skew another's numbers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -108,9 +108,13 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/h2/hostile.py")
 }
 
+/// The attacker runs at the lowest CPU priority: on a 2-core box its own interpreter would
+/// otherwise take a core from the proxy and the probe, and the probe's latency would measure the
+/// attacker's machine rather than what the flood costs the proxy.
 fn hostile_cmd(proxy: &Proxy, args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(python());
-    cmd.arg(script())
+    let mut cmd = std::process::Command::new("nice");
+    cmd.args(["-n", "19", python()])
+        .arg(script())
         .arg("127.0.0.1")
         .arg(proxy.addr.port().to_string())
         .arg(proxy.dir.path().join("server.crt"))
@@ -123,6 +127,36 @@ async fn hostile(proxy: &Proxy, args: &[&str]) -> Value {
     let mut cmd = hostile_cmd(proxy, args);
     let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
     parse_result(args, &out)
+}
+
+/// Starts one hostile scenario; the receiver fires when its (first) connection is up, the task
+/// ends with its JSON line.
+fn hostile_started(
+    proxy: &Proxy,
+    args: &[&str],
+) -> (tokio::sync::oneshot::Receiver<()>, tokio::task::JoinHandle<Value>) {
+    use std::io::BufRead;
+    let mut cmd = hostile_cmd(proxy, args);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        let mut tx = Some(tx);
+        let mut line = String::new();
+        while stdout.read_line(&mut line).unwrap() > 0 {
+            if line.trim() == "connected" {
+                tx.take().map(|tx| tx.send(()));
+            }
+            lines.push(std::mem::take(&mut line));
+        }
+        let mut out = child.wait_with_output().unwrap();
+        out.stdout = lines.concat().into_bytes();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        parse_result(&args, &out)
+    });
+    (rx, task)
 }
 
 fn parse_result(args: &[&str], out: &std::process::Output) -> Value {
@@ -163,18 +197,19 @@ async fn flood_with_probe(proxy: &Proxy, name: &str, args: &[&str]) -> Value {
     let client = h2_client(&proxy.cert);
     let url = proxy.url("/probe");
     let base = baseline(&client, &url).await;
-    let flood = hostile(proxy, args);
-    tokio::pin!(flood);
+    // Sampling starts when the attacker's connection is up: its interpreter starting is no flood.
+    let (connected, mut flood) = hostile_started(proxy, args);
+    tokio::time::timeout(Duration::from_secs(30), connected).await.unwrap().unwrap();
     let mut samples = Vec::new();
     let result = loop {
         tokio::select! {
             biased;
-            r = &mut flood, if samples.len() >= 20 => break r,
+            r = &mut flood, if samples.len() >= 20 => break r.unwrap(),
             d = timed_get(&client, &url) => samples.push(d),
         }
     };
     let during = p99(&mut samples);
-    let bound = (base * 3).max(Duration::from_millis(250));
+    let bound = (base * 3).max(Duration::from_millis(50));
     eprintln!(
         "{name}: well-behaved client p99 baseline {:.2} ms, during flood {:.2} ms ({} GETs), bound {:.0} ms; flood result {result}",
         base.as_secs_f64() * 1e3,
@@ -295,19 +330,21 @@ async fn continuation_flood_is_cut_off() {
     proxy.stop().await;
 }
 
-/// SETTINGS and PING floods whose ACKs the client does not read while flooding. h2 keeps at
-/// most one unsent ACK and stops reading from the connection until it is written, so nothing
-/// piles up in the proxy; the flood is either answered exactly once per frame or the
-/// connection is closed.
+/// SETTINGS and PING floods whose ACKs the client does not read while flooding. h2 answers each
+/// frame and reads no further until the answer is written, so nothing piles up in the proxy;
+/// past `max_h2_control_frames` (default 1,000 per connection in 10 s) the connection is closed,
+/// so the flood stops costing CPU. Half the budget is answered frame for frame.
 async fn control_flood(kind: &str) {
     let _serial = SERIAL.lock().await;
     let backend = CountingBackend::start(1).await;
     let proxy = start_proxy(backend.addr, "").await;
     let v = flood_with_probe(&proxy, &format!("{kind} flood"), &[kind, "--frames", "5000"]).await;
-    let sent = v["sent"].as_u64().unwrap();
-    let closed = v["closed"] == true || !v["goaway"].is_null();
-    assert!(closed || (sent == 5000 && v["acks"] == sent), "neither closed nor one ACK per frame: {v}");
-    assert!(v["acks"].as_u64().unwrap() <= sent, "more ACKs than frames: {v}");
+    assert_eq!(v["closed"], true, "a flood of 5,000 was not cut off: {v}");
+    assert!(v["acks"].as_i64().unwrap() <= 1000, "more ACKs than the budget: {v}");
+    let m = proxy.metrics().await;
+    assert!(m.contains("payguard_h2_abuse_total{kind=\"control_frames\"} 1"), "{m}");
+    let v = hostile(&proxy, &[kind, "--frames", "500"]).await;
+    assert_eq!((&v["closed"], v["acks"].as_u64()), (&Value::Bool(false), Some(500)), "within the budget: {v}");
     proxy.stop().await;
 }
 

@@ -287,6 +287,90 @@ async fn slow_reader_is_closed_after_send_timeout() {
     proxy.stop().await;
 }
 
+/// A client that asks for a response small enough to fit in the socket buffers and never reads
+/// it: no write of payguard's ever waits, yet the client takes nothing. It is closed at the send
+/// timeout, not left to the (long) idle timeout.
+#[tokio::test]
+async fn a_reader_that_takes_nothing_is_closed_even_when_no_write_waits() {
+    let _serial = SERIAL.lock().await;
+    let timeout = Duration::from_secs(2);
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "send_timeout = \"2s\"\nidle_timeout = \"120s\"\n").await;
+    let metrics = proxy.running.as_ref().unwrap().metrics.clone();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(proxy.addr).await.unwrap();
+    let mut s = connector(&proxy.cert, &[b"http/1.1"]).connect(localhost(), tcp).await.unwrap();
+    s.write_all(b"GET /download?bytes=49152 HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let sent = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(30), || async { metrics.open_connections.get() == 0 }).await,
+        "the reader that takes nothing is still connected"
+    );
+    let lifetime = sent.elapsed();
+    eprintln!("reader taking nothing of 48 KiB: closed {lifetime:?} after the request (send_timeout {timeout:?})");
+    assert!(lifetime >= timeout, "closed before the send timeout: {lifetime:?}");
+    assert!(lifetime <= timeout + SLACK, "a reader taking nothing lived {lifetime:?}");
+    let m = proxy.metrics().await;
+    assert!(m.contains("payguard_connection_timeouts_total{kind=\"send\"} 1"), "{m}");
+    let got = read_to_close(&mut s, Duration::from_secs(10)).await;
+    assert!(got.len() < 49152, "the whole response arrived");
+    proxy.stop().await;
+}
+
+/// A client reading slowly but steadily (about 8 KiB/s, above `min_send_rate`) through a large
+/// response keeps its connection across several send timeouts, though payguard's writes wait
+/// on the full socket buffer all along; one reading 256 bytes a second (below it) is closed at
+/// the send timeout. (That one does not notice soon: its TLS layer holds a whole record.)
+#[tokio::test]
+async fn readers_are_judged_by_the_rate_they_take() {
+    let _serial = SERIAL.lock().await;
+    let timeout = Duration::from_secs(2);
+    let backend = Backend::start().await;
+    let proxy = start_proxy(
+        backend.addr,
+        "send_timeout = \"2s\"\nidle_timeout = \"120s\"\nmin_send_rate = \"2KiB\"\nsend_buffer = \"16KiB\"\n",
+    )
+    .await;
+    let metrics = proxy.running.as_ref().unwrap().metrics.clone();
+    let reader = |chunk: usize, every: Duration| {
+        let (addr, tls) = (proxy.addr, connector(&proxy.cert, &[b"http/1.1"]));
+        async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            let tcp = sock.connect(addr).await.unwrap();
+            let mut s = tls.connect(localhost(), tcp).await.unwrap();
+            s.write_all(b"GET /download?bytes=10000000 HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+            let mut buf = vec![0u8; chunk];
+            let mut got = 0usize;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(n) if n > 0 => got += n,
+                    _ => return got,
+                }
+                tokio::time::sleep(every).await;
+            }
+        }
+    };
+    let started = Instant::now();
+    let steady = tokio::spawn(reader(1024, Duration::from_millis(125)));
+    let slow = tokio::spawn(reader(64, Duration::from_millis(250)));
+    let send_timeouts =
+        || metrics.connection_timeouts.get_or_create(&payguard::metrics::KindLabels { kind: "send" }).get();
+    assert!(eventually(Duration::from_secs(10), || async { send_timeouts() == 1 }).await, "no reader was closed");
+    let slow_lifetime = started.elapsed();
+    eprintln!("reader taking 256 B/s closed after {slow_lifetime:?} (send_timeout {timeout:?}, min_send_rate 2 KiB/s)");
+    assert!(slow_lifetime <= timeout + SLACK, "the slow reader lived {slow_lifetime:?}");
+    // Three and a half send timeouts in all: the steady reader is still there, the slow one gone.
+    tokio::time::sleep_until(started + Duration::from_secs(7)).await;
+    assert_eq!(send_timeouts(), 1);
+    assert_eq!(metrics.open_connections.get(), 1, "the steady reader was cut off too");
+    assert!(!steady.is_finished());
+    steady.abort();
+    slow.abort();
+    proxy.stop().await;
+}
+
 struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {

@@ -32,6 +32,10 @@ pub struct Config {
 /// kernel hold per connection (autotuning lets it grow to megabytes on fast links).
 pub const DEFAULT_SEND_BUFFER: usize = 128 * 1024;
 
+/// `[server] min_send_rate`, bytes per second: a slow reader taking less is closed after
+/// `send_timeout`; a phone on a poor 2G link still takes ten times that.
+pub const DEFAULT_MIN_SEND_RATE: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -44,6 +48,9 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// How long a write to the client may make no progress before the connection is closed.
     pub send_timeout: Duration,
+    /// While data waits for a client, the bytes per second it must take of it (measured over
+    /// each `send_timeout`); 0: only that it takes something.
+    pub min_send_rate: u64,
     /// Kernel send buffer of each client socket (`SO_SNDBUF`); `None`: the kernel autotunes it.
     pub send_buffer: Option<usize>,
     /// `Strict-Transport-Security: max-age=<secs>` on every response that lacks one; `None`: off.
@@ -60,6 +67,9 @@ pub struct ServerConfig {
     /// Requests an HTTP/2 client may cancel (RST_STREAM after payguard took them on) on one
     /// connection within 10 seconds; one more and the connection is shut down.
     pub max_h2_resets: u32,
+    /// SETTINGS and PING frames (each costs an answer) an HTTP/2 client may send on one
+    /// connection within 10 seconds; one more and the connection is closed.
+    pub max_h2_control_frames: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +315,12 @@ impl Checker<'_> {
             idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
             body_read_timeout: self.duration(s.body_read_timeout, Duration::from_secs(30), "body_read_timeout"),
             send_timeout: self.duration(s.send_timeout, Duration::from_secs(30), "send_timeout"),
+            min_send_rate: self.size(
+                s.min_send_rate.as_ref(),
+                DEFAULT_MIN_SEND_RATE,
+                (0, 1 << 30, "0 and 1GiB"),
+                "min_send_rate",
+            ) as u64,
             send_buffer: match s.send_buffer {
                 Some(v) if v.get_ref() == "auto" => None,
                 v => Some(self.size(
@@ -335,6 +351,8 @@ impl Checker<'_> {
             ),
             max_h2_streams: self.count(s.max_h2_streams, 128, 1, 10_000, "max_h2_streams") as u32,
             max_h2_resets: self.count(s.max_h2_resets, 100, 1, 1_000_000, "max_h2_resets") as u32,
+            max_h2_control_frames: self.count(s.max_h2_control_frames, 1000, 10, 1_000_000, "max_h2_control_frames")
+                as u32,
         };
         // The request line is part of the head: a longer target could never get its 414.
         if server.max_uri_len > server.max_header_size {
@@ -483,6 +501,7 @@ mod tests {
         assert_eq!(c.server.hsts_max_age, Some(Duration::from_secs(365 * 86_400)));
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!((c.server.max_h2_streams, c.server.max_h2_resets), (128, 100));
+        assert_eq!((c.server.min_send_rate, c.server.max_h2_control_frames), (1024, 1000));
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.upstream.response_timeout, Duration::from_secs(30));
         assert!(c.client_ip.trusted_proxies.is_empty());

@@ -34,6 +34,7 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<String>>,
     pub send_timeout: Option<Spanned<String>>,
     pub send_buffer: Option<Spanned<String>>,
+    pub min_send_rate: Option<Spanned<String>>,
     pub hsts_max_age: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
@@ -41,6 +42,7 @@ pub struct RawServer {
     pub max_uri_len: Option<Spanned<String>>,
     pub max_h2_streams: Option<Spanned<i64>>,
     pub max_h2_resets: Option<Spanned<i64>>,
+    pub max_h2_control_frames: Option<Spanned<i64>>,
     pub response_headers: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 

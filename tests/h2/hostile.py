@@ -75,6 +75,9 @@ class Client:
         self.reset = {}  # stream id -> RST_STREAM error name
         self.ended = set()
         self.flush()
+        # Tells the test the attack starts now (interpreter start-up and TLS handshake are not
+        # part of it); the result is the last line.
+        print("connected", flush=True)
 
     def request_headers(self, path, extra=()):
         return [(":method", "GET"), (":scheme", "https"), (":authority", self.authority), (":path", path), *extra]
