@@ -27,16 +27,18 @@ source "$ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- process and core accounting
 # utime+stime (clock ticks) of a process and its direct children (nginx master + worker)
+# CPU ticks of a process and its children: "user+system user".
 proc_ticks() {
-    local pid=$1 total=0 p line rest
+    local pid=$1 total=0 user=0 p line rest
     local -a f
     for p in "$pid" $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
         line=$(cat /proc/"$p"/stat 2>/dev/null) || continue
         rest=${line##*) }
         read -r -a f <<<"$rest"
         total=$((total + f[11] + f[12]))
+        user=$((user + f[11]))
     done
-    echo "$total"
+    echo "$total $user"
 }
 
 now() { date +%s.%N; }
@@ -100,22 +102,22 @@ wait_quiet() {
 }
 
 # Measurement window bookkeeping: `window_start PID` before the client runs, `window_end PID`
-# after; sets W_WALL (s), W_PCPU (proxy CPU %), W_PTICKS, W_BCPU (backend CPU %), W_PCORE and
+# after; sets W_WALL (s), W_PCPU (proxy CPU %), W_PTICKS (of which W_PUTICKS in user space), W_BCPU (backend CPU %), W_PCORE and
 # W_CCORE (busy % of the two cores) and W_OTHER (busy % of the proxy core not used by the proxy:
 # above ~10 something else ran there and the run is disturbed).
 window_start() {
     _w_pc0=$(core_sample "$PROXY_CPU"); _w_cc0=$(core_sample "$CLIENT_CPU")
-    _w_pt0=$(proc_ticks "$1"); _w_bt0=$(proc_ticks "$BACKEND_PID"); _w_t0=$(now)
+    read -r _w_pt0 _w_pu0 < <(proc_ticks "$1"); read -r _w_bt0 _ < <(proc_ticks "$BACKEND_PID"); _w_t0=$(now)
 }
 # shellcheck disable=SC2034 # W_* are read by the scripts that source this file
 window_end() {
-    local t1 pt1 bt1 pc1 cc1
-    t1=$(now); pt1=$(proc_ticks "$1"); bt1=$(proc_ticks "$BACKEND_PID")
+    local t1 pt1 pu1 bt1 pc1 cc1
+    t1=$(now); read -r pt1 pu1 < <(proc_ticks "$1"); read -r bt1 _ < <(proc_ticks "$BACKEND_PID")
     pc1=$(core_sample "$PROXY_CPU"); cc1=$(core_sample "$CLIENT_CPU")
     # shellcheck disable=SC2086
     W_PCORE=$(core_pct $_w_pc0 $pc1); W_CCORE=$(core_pct $_w_cc0 $cc1)
     W_WALL=$(awk -v a="$_w_t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-    W_PTICKS=$((pt1 - _w_pt0))
+    W_PTICKS=$((pt1 - _w_pt0)); W_PUTICKS=$((pu1 - _w_pu0))
     W_PCPU=$(pct "$W_PTICKS" "$W_WALL"); W_BCPU=$(pct $((bt1 - _w_bt0)) "$W_WALL")
     W_OTHER=$(awk -v a="$W_PCORE" -v b="$W_PCPU" 'BEGIN { if (a == "NA" || b == "NA") print "NA"; else printf "%.1f", a - b }')
     if awk -v o="$W_OTHER" 'BEGIN { exit !(o != "NA" && o > 10) }'; then

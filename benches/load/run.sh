@@ -49,8 +49,8 @@ summarize() {
         echo
         echo "HTTP/1.1 keep-alive: \`wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency\`"
         echo
-        echo "| proxy | req/s | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | wrk CPU % | backend CPU % | errors |"
-        echo "|---|---|---|---|---|---|---|---|---|---|"
+        echo "| proxy | req/s | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | of which user space | proxy-core busy % | wrk CPU % | backend CPU % | errors |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|"
         for p in $PROXIES; do
             read -r a b c _ < <(stats "$p" h1 rps); r=$(fmt "$a" "$b" "$c" 0)
             read -r a b c _ < <(stats "$p" h1 p50_ms); l50=$(fmt "$a" "$b" "$c" 2)
@@ -60,15 +60,16 @@ summarize() {
             read -r a b c _ < <(stats "$p" h1 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
             read -r a b c _ < <(stats "$p" h1 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
             read -r a b c _ < <(stats "$p" h1 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
+            read -r a b c _ < <(stats "$p" h1 proxy_user_us_per_req); uu=$(fmt "$a" "$b" "$c" 1)
             e=$(awk -F, -v p="$p" '$2 == p && $3 == "h1" { s += $13 + $14 } END { print s + 0 }' "$CSV")
-            echo "| $p | $r | $l50 | $l99 | $pc | $us | $kc | $cc | $bc | $e |"
+            echo "| $p | $r | $l50 | $l99 | $pc | $us | $uu | $kc | $cc | $bc | $e |"
         done
         if [[ $H2 == 1 ]]; then
             echo
             echo "HTTP/2: \`h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION\` (h2load reports no percentiles: mean and max time per request)"
             echo
-            echo "| proxy | req/s | mean ms | max ms | proxy CPU % | proxy CPU µs/req | proxy-core busy % | h2load CPU % | backend CPU % | errors |"
-            echo "|---|---|---|---|---|---|---|---|---|---|"
+            echo "| proxy | req/s | mean ms | max ms | proxy CPU % | proxy CPU µs/req | of which user space | proxy-core busy % | h2load CPU % | backend CPU % | errors |"
+            echo "|---|---|---|---|---|---|---|---|---|---|---|"
             for p in $PROXIES; do
                 read -r a b c _ < <(stats "$p" h2 rps); r=$(fmt "$a" "$b" "$c" 0)
                 read -r a b c _ < <(stats "$p" h2 mean_ms); lm=$(fmt "$a" "$b" "$c" 2)
@@ -78,8 +79,9 @@ summarize() {
                 read -r a b c _ < <(stats "$p" h2 backend_cpu_pct); bc=$(fmt "$a" "$b" "$c" 0)
                 read -r a b c _ < <(stats "$p" h2 proxy_core_busy_pct); kc=$(fmt "$a" "$b" "$c" 0)
                 read -r a b c _ < <(stats "$p" h2 proxy_cpu_us_per_req); us=$(fmt "$a" "$b" "$c" 1)
+                read -r a b c _ < <(stats "$p" h2 proxy_user_us_per_req); uu=$(fmt "$a" "$b" "$c" 1)
                 e=$(awk -F, -v p="$p" '$2 == p && $3 == "h2" { s += $13 + $14 } END { print s + 0 }' "$CSV")
-                echo "| $p | $r | $lm | $lx | $pc | $us | $kc | $cc | $bc | $e |"
+                echo "| $p | $r | $lm | $lx | $pc | $us | $uu | $kc | $cc | $bc | $e |"
             done
         fi
         disturbed=$(disturbed_runs)
@@ -129,7 +131,7 @@ bench_init payguard-bench
 mkdir -p "$RESULTS_DIR"
 CSV=$RESULTS_DIR/raw.csv
 SUMMARY=$RESULTS_DIR/summary.md
-echo "rep,proxy,proto,rps,p50_ms,p99_ms,mean_ms,max_ms,proxy_cpu_pct,client_cpu_pct,backend_cpu_pct,requests,errors,non2xx,wall_s,proxy_core_busy_pct,client_core_busy_pct,proxy_core_other_pct,proxy_cpu_us_per_req" >"$CSV"
+echo "rep,proxy,proto,rps,p50_ms,p99_ms,mean_ms,max_ms,proxy_cpu_pct,client_cpu_pct,backend_cpu_pct,requests,errors,non2xx,wall_s,proxy_core_busy_pct,client_core_busy_pct,proxy_core_other_pct,proxy_cpu_us_per_req,proxy_user_us_per_req" >"$CSV"
 
 start_proxies
 
@@ -167,13 +169,14 @@ measure() { # rep proxy proto
         non2xx=$(awk '/^status codes:/{gsub(",","");print $5+$7+$9}' "$out")
         grep -q 'Application protocol: h2' "$out" || log "WARNING: $p did not negotiate h2 for h2load"
     fi
-    local uspr
+    local uspr usr
     uspr=$(awk -v t="$W_PTICKS" -v hz="$CLK_TCK" -v n="${reqs:-0}" 'BEGIN { if (n + 0 > 0) printf "%.1f", t * 1e6 / hz / n; else print "NA" }')
+    usr=$(awk -v t="$W_PUTICKS" -v hz="$CLK_TCK" -v n="${reqs:-0}" 'BEGIN { if (n + 0 > 0) printf "%.1f", t * 1e6 / hz / n; else print "NA" }')
     if [[ $rc != 0 ]]; then log "WARNING: $proto client for $p exited $rc: $(tail -n 5 "$out.err" 2>/dev/null)"; fi
     if [[ -n ${errs:-} && ${errs:-0} != 0 ]]; then log "WARNING: $p $proto rep $rep: $errs errors: $(grep -E 'Socket errors|^requests:' "$out")"; fi
     if [[ -n ${non2xx:-} && ${non2xx:-0} != 0 ]]; then log "WARNING: $p $proto rep $rep: $non2xx non-2xx responses"; fi
-    echo "$rep,$p,$proto,${rps:-NA},${p50:-NA},${p99:-NA},${mean:-NA},${max:-NA},$pcpu,$ccpu,$bcpu,${reqs:-NA},${errs:-0},${non2xx:-0},$wall,$pcore,$ccore,$other,$uspr" >>"$CSV"
-    log "rep $rep $p $proto: ${rps:-NA} req/s p50=${p50} p99=${p99} mean=${mean} ms; cpu proxy=$pcpu% (${uspr} us/req) client=$ccpu% backend=$bcpu%; core$PROXY_CPU busy=$pcore% core$CLIENT_CPU busy=$ccore%"
+    echo "$rep,$p,$proto,${rps:-NA},${p50:-NA},${p99:-NA},${mean:-NA},${max:-NA},$pcpu,$ccpu,$bcpu,${reqs:-NA},${errs:-0},${non2xx:-0},$wall,$pcore,$ccore,$other,$uspr,$usr" >>"$CSV"
+    log "rep $rep $p $proto: ${rps:-NA} req/s p50=${p50} p99=${p99} mean=${mean} ms; cpu proxy=$pcpu% (${uspr} us/req, ${usr} in user space) client=$ccpu% backend=$bcpu%; core$PROXY_CPU busy=$pcore% core$CLIENT_CPU busy=$ccore%"
     cp "$out" "$RESULTS_DIR/" 2>/dev/null || true
 }
 

@@ -121,7 +121,7 @@ echo "t_s,phase,rss_kib,fds,threads,payguard_cpu_pct,proxy_core_busy_pct,client_
 _s_t=0 _s_pg=0 _s_pc="" _s_cc=""
 sample() { # phase t0: appends one row to $SAMPLES (CPU % since the previous sample of this shell)
     local t pg pc cc wall pgc=NA pcb=NA ccb=NA row
-    t=$(now); pg=$(proc_ticks "$PG")
+    t=$(now); read -r pg _ < <(proc_ticks "$PG")
     pc=$(core_sample "$PROXY_CPU"); cc=$(core_sample "$CLIENT_CPU")
     if [[ -n $_s_pc ]]; then
         wall=$(awk -v a="$_s_t" -v b="$t" 'BEGIN { printf "%.3f", b - a }')
@@ -159,7 +159,8 @@ T0=$(now)
 (
     # CPU baselines at the start; rows at T0 + (k + 1/2) * SAMPLE, i.e. never right at a chunk
     # boundary, where oha is reconnecting.
-    _s_t=$(now) _s_pg=$(proc_ticks "$PG") _s_pc=$(core_sample "$PROXY_CPU") _s_cc=$(core_sample "$CLIENT_CPU")
+    _s_t=$(now) _s_pc=$(core_sample "$PROXY_CPU") _s_cc=$(core_sample "$CLIENT_CPU")
+    read -r _s_pg _ < <(proc_ticks "$PG")
     k=0
     while :; do
         next=$(awk -v t0="$T0" -v k="$k" -v s="$SAMPLE" 'BEGIN { printf "%.3f", t0 + (k + 0.5) * s }')
