@@ -359,6 +359,9 @@ def stall(args):
     return c.result(received_after_hold=received)
 
 
+DURATION_HELP = "repeat the attack on new connections for this many seconds; the last round is reported"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("host")
@@ -381,6 +384,7 @@ def main():
     s.add_argument("--path", default="/rapid-reset")
     s.add_argument("--hold-ms", type=float, default=0, help="reset each batch only after this long")
     s.add_argument("--wait-close", type=float, default=3)
+    s.add_argument("--duration", type=float, default=0, help=DURATION_HELP)
     s.set_defaults(run=rapid_reset)
     s = sub.add_parser("continuation")
     s.add_argument("--frames", type=int, default=5000)
@@ -388,12 +392,14 @@ def main():
     s.add_argument("--batch", type=int, default=5)
     s.add_argument("--pause-ms", type=float, default=20)
     s.add_argument("--wait-close", type=float, default=3)
+    s.add_argument("--duration", type=float, default=0, help=DURATION_HELP)
     s.set_defaults(run=continuation)
     for name, fn in (("settings", settings_flood), ("ping", ping_flood)):
         s = sub.add_parser(name)
         s.add_argument("--frames", type=int, default=5000)
         s.add_argument("--batch", type=int, default=100)
         s.add_argument("--seconds", type=float, default=5)
+        s.add_argument("--duration", type=float, default=0, help=DURATION_HELP)
         s.set_defaults(run=fn)
     s = sub.add_parser("stall")
     s.add_argument("--path", default="/big")
@@ -401,7 +407,16 @@ def main():
     s.add_argument("--seconds", type=float, default=3)
     s.set_defaults(run=stall)
     args = p.parse_args()
-    print(json.dumps(args.run(args)), flush=True)
+    # A sustained attack: an attacker whose connection is closed connects again and repeats.
+    end = time.monotonic() + getattr(args, "duration", 0)
+    rounds = 0
+    while True:
+        res = args.run(args)
+        rounds += 1
+        if time.monotonic() >= end:
+            break
+    res["rounds"] = rounds
+    print(json.dumps(res), flush=True)
 
 
 if __name__ == "__main__":
