@@ -150,6 +150,9 @@ t["data-on-closed-stream"] = SETTINGS + h2req(1, "GET", "/") + frame(0, 0x1, 1, 
 t["even-stream-id"] = SETTINGS + h2req(2, "GET", "/")
 t["hpack-indexed-get"] = SETTINGS + frame(1, 0x5, 1, b"\x82\x86\x84" + lit(":authority", "shop.example"))
 t["monitor-post"] = SETTINGS + h2req(1, "POST", "/monitor/a", [("content-type", "text/plain")], b"hello")
+# Past max_h2_control_frames (1,000 per 10 s): the connection is closed before the request.
+t["ping-flood"] = SETTINGS + b"".join(frame(6, 0, 0, struct.pack(">Q", i)) for i in range(1001)) + h2req(1, "GET", "/")
+t["settings-flood-acks-free"] = SETTINGS + SETTINGS_ACK * 1200 + b"".join(frame(4, 0, 0, struct.pack(">HI", 4, 65535)) for _ in range(999)) + h2req(1, "GET", "/")
 d = os.path.join(root, "service_h2"); os.makedirs(d, exist_ok=True)
 for k, v in t.items():
     open(os.path.join(d, k), "wb").write(v)

@@ -570,6 +570,23 @@ mod tests {
     }
 
     #[test]
+    fn slow_reader_and_h2_flood_keys() {
+        let c = Config::parse("[server]\nmin_send_rate = \"0\"\nmax_h2_control_frames = 50\n", None).unwrap();
+        assert_eq!((c.server.min_send_rate, c.server.max_h2_control_frames), (0, 50));
+        let c = Config::parse("[server]\nmin_send_rate = \"64KiB\"\n", None).unwrap();
+        assert_eq!(c.server.min_send_rate, 65_536);
+        for (src, want) in [
+            ("[server]\nmin_send_rate = \"fast\"\n", "p.toml:2:17: min_send_rate:"),
+            ("[server]\nmin_send_rate = \"2GiB\"\n", "p.toml:2:17: min_send_rate: must be between 0 and 1GiB"),
+            ("[server]\nmax_h2_control_frames = 9\n", "p.toml:2:25: max_h2_control_frames: must be between 10 and"),
+        ] {
+            let errs = Config::parse(src, Some(Path::new("p.toml"))).unwrap_err();
+            assert_eq!(errs.len(), 1, "{src}: {errs:?}");
+            assert!(errs[0].to_string().starts_with(want), "{src}: {}", errs[0]);
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_position() {
         let src = "[server]\nlisten = \"nope\"\nmax_connections = 0\n[upstream]\nurl = \"ftp://x\"\n[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]\n";
         let errs = Config::parse(src, Some(Path::new("p.toml"))).unwrap_err();
