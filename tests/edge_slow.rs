@@ -252,70 +252,58 @@ async fn slow_post_is_cut_off_with_408_after_body_read_timeout() {
     proxy.stop().await;
 }
 
-#[tokio::test]
-async fn slow_reader_is_closed_after_send_timeout() {
+/// Connects with a 4 KiB receive buffer (a small TCP window) and asks for `bytes` bytes.
+async fn small_window_download(addr: SocketAddr, cert: &TestCert, bytes: u64) -> TlsStream<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let mut s = connector(cert, &[b"http/1.1"]).connect(localhost(), tcp).await.unwrap();
+    s.write_all(format!("GET /download?bytes={bytes} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    s
+}
+
+/// A client asks for `size` bytes and never reads: closed at the send timeout (2 s), with a long
+/// idle timeout so that only the send timeout can close it in time.
+async fn reader_taking_nothing_is_closed(size: u64) {
     let _serial = SERIAL.lock().await;
     let timeout = Duration::from_secs(2);
     let backend = Backend::start().await;
-    // A long idle timeout: only the send timeout can close this connection in time.
     let proxy = start_proxy(backend.addr, "send_timeout = \"2s\"\nidle_timeout = \"120s\"\n").await;
     let metrics = proxy.running.as_ref().unwrap().metrics.clone();
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let tcp = sock.connect(proxy.addr).await.unwrap();
-    let mut s = connector(&proxy.cert, &[b"http/1.1"]).connect(localhost(), tcp).await.unwrap();
-    const SIZE: u64 = 256 << 20;
-    s.write_all(format!("GET /download?bytes={SIZE} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = small_window_download(proxy.addr, &proxy.cert, size).await;
     let sent = Instant::now();
-    // Never read: the proxy's writes stall once the socket buffers are full.
     assert!(
         eventually(Duration::from_secs(30), || async { metrics.open_connections.get() == 0 }).await,
-        "the slow reader is still connected"
+        "the reader taking nothing of {size} bytes is still connected"
     );
     let lifetime = sent.elapsed();
-    eprintln!("slow read: closed {lifetime:?} after the request (send_timeout {timeout:?})");
+    eprintln!(
+        "reader taking nothing of {size} bytes: closed {lifetime:?} after the request (send_timeout {timeout:?})"
+    );
     assert!(lifetime >= timeout, "closed before the send timeout: {lifetime:?}");
-    assert!(lifetime <= timeout + SLACK, "a slow reader lived {lifetime:?}");
+    assert!(lifetime <= timeout + SLACK, "a reader taking nothing lived {lifetime:?}");
     let m = proxy.metrics().await;
     assert!(m.contains("payguard_connection_timeouts_total{kind=\"send\"} 1"), "{m}");
     // The client finds the connection gone (after what was already in flight).
     let got = read_to_close(&mut s, Duration::from_secs(10)).await;
-    assert!((got.len() as u64) < SIZE, "the whole response arrived");
+    assert!((got.len() as u64) < size, "the whole response arrived");
     // The proxy still serves readers that read.
     let res = h1_client(&proxy.cert).get(proxy.url("/download?bytes=1000000")).send().await.unwrap();
     assert_eq!(res.bytes().await.unwrap().len(), 1_000_000);
     proxy.stop().await;
 }
 
-/// A client that asks for a response small enough to fit in the socket buffers and never reads
-/// it: no write of payguard's ever waits, yet the client takes nothing. It is closed at the send
-/// timeout, not left to the (long) idle timeout.
+/// 256 MiB: payguard's writes stall once the socket buffers are full.
+#[tokio::test]
+async fn slow_reader_is_closed_after_send_timeout() {
+    reader_taking_nothing_is_closed(256 << 20).await;
+}
+
+/// 48 KiB fits in the socket buffers: no write of payguard's ever waits, yet the client takes
+/// nothing. It is closed at the send timeout, not left to the (long) idle timeout.
 #[tokio::test]
 async fn a_reader_that_takes_nothing_is_closed_even_when_no_write_waits() {
-    let _serial = SERIAL.lock().await;
-    let timeout = Duration::from_secs(2);
-    let backend = Backend::start().await;
-    let proxy = start_proxy(backend.addr, "send_timeout = \"2s\"\nidle_timeout = \"120s\"\n").await;
-    let metrics = proxy.running.as_ref().unwrap().metrics.clone();
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let tcp = sock.connect(proxy.addr).await.unwrap();
-    let mut s = connector(&proxy.cert, &[b"http/1.1"]).connect(localhost(), tcp).await.unwrap();
-    s.write_all(b"GET /download?bytes=49152 HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let sent = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(30), || async { metrics.open_connections.get() == 0 }).await,
-        "the reader that takes nothing is still connected"
-    );
-    let lifetime = sent.elapsed();
-    eprintln!("reader taking nothing of 48 KiB: closed {lifetime:?} after the request (send_timeout {timeout:?})");
-    assert!(lifetime >= timeout, "closed before the send timeout: {lifetime:?}");
-    assert!(lifetime <= timeout + SLACK, "a reader taking nothing lived {lifetime:?}");
-    let m = proxy.metrics().await;
-    assert!(m.contains("payguard_connection_timeouts_total{kind=\"send\"} 1"), "{m}");
-    let got = read_to_close(&mut s, Duration::from_secs(10)).await;
-    assert!(got.len() < 49152, "the whole response arrived");
-    proxy.stop().await;
+    reader_taking_nothing_is_closed(48 << 10).await;
 }
 
 /// A client reading slowly but steadily (about 8 KiB/s, above `min_send_rate`) through a large
@@ -334,13 +322,9 @@ async fn readers_are_judged_by_the_rate_they_take() {
     .await;
     let metrics = proxy.running.as_ref().unwrap().metrics.clone();
     let reader = |chunk: usize, every: Duration| {
-        let (addr, tls) = (proxy.addr, connector(&proxy.cert, &[b"http/1.1"]));
+        let (addr, cert) = (proxy.addr, proxy.cert.clone());
         async move {
-            let sock = tokio::net::TcpSocket::new_v4().unwrap();
-            sock.set_recv_buffer_size(4096).unwrap();
-            let tcp = sock.connect(addr).await.unwrap();
-            let mut s = tls.connect(localhost(), tcp).await.unwrap();
-            s.write_all(b"GET /download?bytes=10000000 HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+            let mut s = small_window_download(addr, &cert, 10_000_000).await;
             let mut buf = vec![0u8; chunk];
             let mut got = 0usize;
             loop {

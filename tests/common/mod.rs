@@ -178,6 +178,7 @@ fn async_stream(
 }
 
 /// A certificate for 127.0.0.1/localhost generated now.
+#[derive(Clone)]
 pub struct TestCert {
     pub cert_pem: String,
     pub key_pem: String,
