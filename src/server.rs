@@ -274,11 +274,13 @@ where
             // A write may block while we sleep, unseen: look again at least every send_timeout,
             // then sleep until exactly blocked + send_timeout.
             let blocked = clock.blocked_since.load(Ordering::Relaxed);
-            let send_check = match () {
-                // Where the kernel tells how much the client takes, the watch judges that.
-                () if watch.enabled => u64::MAX,
-                () if blocked == NOT_BLOCKED => now_ms().saturating_add(send),
-                () => blocked.saturating_add(send),
+            // Where the kernel tells how much the client takes, the watch judges that instead.
+            let send_check = if watch.enabled {
+                u64::MAX
+            } else if blocked == NOT_BLOCKED {
+                now_ms().saturating_add(send)
+            } else {
+                blocked.saturating_add(send)
             };
             let wake = clock
                 .last
