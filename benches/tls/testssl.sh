@@ -77,3 +77,24 @@ print(f"findings above OK/INFO: {len(findings)}")
 for f in findings:
     print("  %-8s %-16s %-28s %s" % f)
 PY
+
+# testssl 3.0.8 checks ticket resumption with two `openssl s_client </dev/null` runs. Under TLS 1.3
+# the server sends its session tickets after the handshake, and s_client often quits on the
+# empty stdin before they arrive: no session is saved, the second run fails, and testssl reports
+# the WARN `sessionresumption_ticket` "check failed because of connect problem". On this machine
+# that s_client run saves no session 28 times in 100 against payguard and 35 in 100 against
+# nginx with the same certificate. So resumption is checked here directly as well: retry the
+# first run until a ticket arrives, then resume with it.
+resumed() {
+    local proto=$1 tries
+    for tries in $(seq 1 20); do
+        rm -f "$TMP/sess"
+        openssl s_client -connect "127.0.0.1:$PORT" "$proto" -sess_out "$TMP/sess" </dev/null >/dev/null 2>&1 || true
+        [[ -s $TMP/sess ]] && break
+    done
+    [[ -s $TMP/sess ]] || { echo "no session after $tries connections"; return; }
+    local line
+    line=$(openssl s_client -connect "127.0.0.1:$PORT" "$proto" -sess_in "$TMP/sess" </dev/null 2>/dev/null | grep -a -m1 -E '^(Reused|New),' || true)
+    echo "${line%%,*} (session saved on connection $tries)"
+}
+echo "session resumption, direct check: TLS 1.2 $(resumed -tls1_2); TLS 1.3 $(resumed -tls1_3)"
