@@ -65,7 +65,10 @@ pub(crate) fn builders(cfg: &ServerConfig) -> (auto::Builder<TokioExecutor>, aut
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.max_h2_streams)
         .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(50))
+        // Rapid reset (CVE-2023-44487): streams cancelled before they were taken on cost only
+        // decoding, but an attacker reconnects after each GOAWAY, so fewer per connection is
+        // less work per reconnect; 20 is h2's default.
+        .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(256))
         // Unsent response data per stream (hyper: 400 KiB): a client reading slowly on 128 streams
         // would pin 50 MiB per connection; 64 KiB keeps it at 8 MiB.
