@@ -164,12 +164,16 @@ sample() {
 
 # Per connection, from the ss samples: last minus first time its client port was seen
 # established (+0.5 s for the sampling step). Prints the longest, and how many connections
-# lived longer than $2 seconds.
+# lived longer than $2 seconds. An established connection is in every sample, so a port that
+# reappears after a gap of more than 1.5 s is a new connection that reused it (fresh clients
+# open hundreds), not one connection.
 conn_lifetimes() { # samples.csv.conns bound
-    awk -v bound="$2" '{ if (!($2 in first)) first[$2] = $1; last[$2] = $1 }
-        END { m = 0; over = 0
-            for (p in first) { l = last[p] - first[p] + 0.5; if (l > m) m = l; if (l > bound) over++ }
-            printf "%.1f %d %d\n", m, over, length(first) }' "$1"
+    awk -v bound="$2" '
+        function done(p,   l) { l = last[p] - first[p] + 0.5; if (l > m) m = l; if (l > bound) over++; n++ }
+        { if (($2 in last) && $1 - last[$2] > 1.5) { done($2); first[$2] = $1 }
+          if (!($2 in first)) first[$2] = $1
+          last[$2] = $1 }
+        END { for (p in first) done(p); printf "%.1f %d %d\n", m, over, n }' "$1"
 }
 
 # Fresh clients for $1 seconds at $FRESH_QPS/s, a new TLS connection each; prints "p99_ms errors requests".
@@ -366,7 +370,7 @@ done
     echo "payguard $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') on $(nproc) cores (payguard pinned to core $PROXY_CPU, attackers + backend + fresh client on core $CLIENT_CPU)."
     echo "header_read_timeout = body_read_timeout = send_timeout = ${TIMEOUT}s; slowhttptest $(slowhttptest -h 2>&1 | awk '/version/ { print $NF; exit }'), $RATE connections/s."
     echo "Fresh client: $([[ -n $OHA ]] && echo "oha, $FRESH_QPS req/s, a new TLS connection per request" || echo "curl loop, $FRESH_QPS req/s")."
-    echo "Longest connection at payguard: per client port, first to last 0.5 s sample (ss) in which it was established, + 0.5 s."
+    echo "Longest connection at payguard: per client port, first to last 0.5 s sample (ss) in which it was established, + 0.5 s (a port seen again after a gap of over 1.5 s counts as a new connection)."
     echo "Max lifetime (slowhttptest): from its per-second CSV, connections assumed to close in the order they opened (±1 s); NA: it did not see them close."
     echo "Open at payguard: first to last 0.5 s sample with more than 4 connections open (the ramp opening all of them included)."
     echo
