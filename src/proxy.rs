@@ -160,11 +160,13 @@ impl Inner {
     /// Rewrites a client request into the request the backend sees.
     fn prepare(&self, req: Request<Body>) -> Result<Request<Body>, Reject> {
         let (mut parts, body) = req.into_parts();
+        // The authority the request was routed on (the head guard refused a Host header that
+        // names another), else the Host header.
         let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
         parts.uri =
             self.upstream_uri(&parts.uri).map_err(|_| Reject::InvalidRequest("invalid request target".into()))?;
         parts.version = Version::HTTP_11;

@@ -11,6 +11,7 @@
 //! are seen on the raw bytes by `crate::framing` and refused here too.
 
 use http::header::{self, HeaderMap};
+use http::uri::Authority;
 use http::{request::Parts, Uri, Version};
 
 use super::Reject;
@@ -88,8 +89,38 @@ pub fn check(parts: &Parts, limits: &HeadLimits) -> Result<(), Reject> {
     }
     if parts.version <= Version::HTTP_11 {
         check_http1(parts, h)?;
+    } else if h.get_all(header::HOST).iter().nth(1).is_some() {
+        return invalid("more than one host header");
+    }
+    // payguard routes on the authority and forwards it as Host: a Host header that names
+    // another site would have the backend serve a request that passed another route's rules.
+    // (HTTP/2 `:authority` next to `host`; HTTP/1.1 absolute-form target next to `Host`.)
+    if let (Some(authority), Some(host)) = (parts.uri.authority(), h.get(header::HOST)) {
+        if !same_authority(authority, parts.uri.scheme_str(), host.as_bytes()) {
+            return invalid(if parts.version <= Version::HTTP_11 {
+                "request target and Host header disagree"
+            } else {
+                ":authority and host header disagree"
+            });
+        }
     }
     Ok(())
+}
+
+/// The same host (ASCII case-insensitive) and the same port, an absent port being the scheme's
+/// default (`shop:443` is `shop` under https).
+fn same_authority(authority: &Authority, scheme: Option<&str>, host: &[u8]) -> bool {
+    let Ok(host) = Authority::try_from(host) else { return false };
+    let default = match scheme {
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+        _ => None,
+    };
+    authority.host().eq_ignore_ascii_case(host.host())
+        && authority.port_u16().or(default) == host.port_u16().or(default)
+        // Userinfo (`user@shop`) is no part of a host, on either side.
+        && !authority.as_str().contains('@')
+        && !host.as_str().contains('@')
 }
 
 fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -118,12 +149,6 @@ fn check_http1(parts: &Parts, h: &HeaderMap) -> Result<(), Reject> {
     }
     if hosts == 0 && parts.version == Version::HTTP_11 {
         return invalid("missing Host header");
-    }
-    // Absolute-form target (`GET http://other/ HTTP/1.1`): it must name the Host it is sent to.
-    if let (Some(authority), Some(host)) = (parts.uri.authority(), h.get(header::HOST)) {
-        if !authority.as_str().eq_ignore_ascii_case(host.to_str().unwrap_or("")) {
-            return invalid("request target and Host header disagree");
-        }
     }
     let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = te.next() {
@@ -166,6 +191,12 @@ mod tests {
         assert!(check_default(&parts(Version::HTTP_10, "/a", &[])).is_ok());
         assert!(check_default(&parts(Version::HTTP_2, "https://shop/a", &[])).is_ok());
         assert!(check_default(&parts(Version::HTTP_11, "http://shop:8443/a", &[("host", "SHOP:8443")])).is_ok());
+        assert!(check_default(&parts(Version::HTTP_11, "http://shop/a", &[("host", "shop:80")])).is_ok());
+        assert!(check_default(&parts(Version::HTTP_2, "https://Shop.Test/a", &[("host", "shop.test:443")])).is_ok());
+        assert!(
+            check_default(&parts(Version::HTTP_2, "https://shop.test:8443/a", &[("host", "SHOP.test:8443")])).is_ok()
+        );
+        assert!(check_default(&parts(Version::HTTP_2, "https://[::1]:8443/a", &[("host", "[::1]:8443")])).is_ok());
         assert!(
             check_default(&parts(Version::HTTP_11, "/a", &[("host", "s"), ("transfer-encoding", "chunked")])).is_ok()
         );
@@ -199,6 +230,14 @@ mod tests {
             (Version::HTTP_11, "/a", vec![("host", "a"), ("host", "b")]),
             (Version::HTTP_11, "/a", vec![]),
             (Version::HTTP_11, "http://evil/a", vec![("host", "shop")]),
+            (Version::HTTP_11, "http://shop/a", vec![("host", "shop:8443")]),
+            (Version::HTTP_11, "http://shop:80/a", vec![("host", "user@shop")]),
+            (Version::HTTP_11, "http://user@shop/a", vec![("host", "shop")]),
+            (Version::HTTP_2, "https://www.shop.test/a", vec![("host", "admin.shop.test")]),
+            (Version::HTTP_2, "https://shop.test/a", vec![("host", "shop.test:8443")]),
+            (Version::HTTP_2, "https://shop.test:8443/a", vec![("host", "shop.test")]),
+            (Version::HTTP_2, "https://shop.test/a", vec![("host", "shop.test"), ("host", "shop.test")]),
+            (Version::HTTP_2, "https://shop.test/a", vec![("host", "shop test")]),
             (Version::HTTP_11, "/a", vec![("host", "s"), ("content-length", "3"), ("transfer-encoding", "chunked")]),
             (Version::HTTP_10, "/a", vec![("transfer-encoding", "chunked")]),
             (Version::HTTP_11, "/a", vec![("host", "s"), ("connection", "keep-alive, Upgrade")]),

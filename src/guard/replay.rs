@@ -19,10 +19,11 @@ use tower::{Layer, Service};
 use crate::body::Body;
 use crate::guard::layer::{apply, RouteCtx};
 use crate::guard::signature::guard::ReplayClaim;
+use crate::guard::signature::Settle;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::rules::FailMode;
-use crate::state::{NonceStore, Reservation};
+use crate::state::{NonceStore, Reservation, StoreError};
 
 const NAME: &str = "replay";
 
@@ -79,17 +80,10 @@ where
             let route = req.extensions().get::<RouteCtx>().cloned();
             let fail_mode =
                 route.as_ref().and_then(|r| r.route.as_ref()).map_or(FailMode::Closed, |r| r.on_state_error.replay);
-            match store.reserve(&claim.key, claim.ttl).await {
+            match reserve_all(&*store, &claim).await {
                 Ok(Reservation::Reserved) => {
                     let res = inner.call(req).await?;
-                    let settled = if res.status().is_success() {
-                        store.commit(&claim.key, claim.ttl).await
-                    } else {
-                        store.release(&claim.key).await
-                    };
-                    if let Err(e) = settled {
-                        tracing::warn!(target: "payguard::replay", error = %e, "could not settle a replay reservation");
-                    }
+                    settle(&*store, &claim, claim.policy.settle(res.status())).await;
                     Ok(res)
                 }
                 Ok(Reservation::Taken) => match apply(NAME, &Reject::Replay, &req, route.as_ref(), &metrics) {
@@ -113,5 +107,92 @@ where
                 }
             }
         }))
+    }
+}
+
+/// Reserves every key of the claim, or none: at the first key already taken (a repeated item
+/// within the batch included) or a store error, the keys reserved so far are released again, so
+/// a refused batch consumes nothing.
+async fn reserve_all(store: &dyn NonceStore, claim: &ReplayClaim) -> Result<Reservation, StoreError> {
+    for (i, key) in claim.keys.iter().enumerate() {
+        let outcome = store.reserve(key, claim.policy.ttl).await;
+        if !matches!(outcome, Ok(Reservation::Reserved)) {
+            for done in &claim.keys[..i] {
+                if let Err(e) = store.release(done).await {
+                    tracing::warn!(target: "payguard::replay", error = %e, "could not release a replay reservation");
+                }
+            }
+            return outcome;
+        }
+    }
+    Ok(Reservation::Reserved)
+}
+
+async fn settle(store: &dyn NonceStore, claim: &ReplayClaim, how: Settle) {
+    for key in &claim.keys {
+        let settled = match how {
+            Settle::Keep => store.commit(key, claim.policy.ttl).await,
+            Settle::Release => store.release(key).await,
+        };
+        if let Err(e) = settled {
+            tracing::warn!(target: "payguard::replay", error = %e, "could not settle a replay reservation");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+
+    use super::*;
+    use crate::guard::signature::ReplayPolicy;
+    use crate::state::memory::MemoryNonceStore;
+
+    const POLICY: ReplayPolicy = ReplayPolicy { ttl: Duration::from_secs(60), release_on_4xx: false };
+
+    fn claim(keys: &[&str]) -> ReplayClaim {
+        ReplayClaim { keys: keys.iter().map(|k| k.to_string()).collect(), policy: POLICY }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_reserved_whole_or_not_at_all() {
+        let store = MemoryNonceStore::new(1_000);
+        assert_eq!(reserve_all(&store, &claim(&["a"])).await.unwrap(), Reservation::Reserved);
+        // [b, a]: a is taken, so b must not stay reserved.
+        assert_eq!(reserve_all(&store, &claim(&["b", "a"])).await.unwrap(), Reservation::Taken);
+        assert_eq!(reserve_all(&store, &claim(&["b"])).await.unwrap(), Reservation::Reserved);
+        // A batch that repeats an item is a replay of itself, and leaves nothing behind.
+        assert_eq!(reserve_all(&store, &claim(&["c", "c"])).await.unwrap(), Reservation::Taken);
+        assert_eq!(reserve_all(&store, &claim(&["c"])).await.unwrap(), Reservation::Reserved);
+    }
+
+    #[tokio::test]
+    async fn settling_keeps_or_frees_every_key() {
+        let store = MemoryNonceStore::new(1_000);
+        let two = claim(&["x", "y"]);
+        assert_eq!(reserve_all(&store, &two).await.unwrap(), Reservation::Reserved);
+        settle(&store, &two, Settle::Release).await;
+        assert_eq!(reserve_all(&store, &two).await.unwrap(), Reservation::Reserved);
+        settle(&store, &two, Settle::Keep).await;
+        assert_eq!(reserve_all(&store, &claim(&["y"])).await.unwrap(), Reservation::Taken);
+    }
+
+    #[test]
+    fn settlement_by_status() {
+        let keep = |s: u16, p: ReplayPolicy| p.settle(StatusCode::from_u16(s).unwrap()) == Settle::Keep;
+        let lenient = ReplayPolicy { release_on_4xx: true, ..POLICY };
+        for s in [200, 201, 204, 299, 504] {
+            assert!(keep(s, POLICY) && keep(s, lenient), "{s} keeps");
+        }
+        for s in [100, 301, 408, 429, 500, 502, 503] {
+            assert!(!keep(s, POLICY) && !keep(s, lenient), "{s} releases");
+        }
+        for s in [400, 401, 403, 404, 409, 422, 499] {
+            assert!(keep(s, POLICY), "{s} keeps by default");
+            assert!(!keep(s, lenient), "{s} releases with replay_release_on_4xx");
+        }
     }
 }

@@ -292,6 +292,18 @@ pub async fn start_proxy_with_rules(upstream: SocketAddr, extra: &str, rules: &[
     Proxy { running: Some(running), addr, admin, dir, cert }
 }
 
+/// A TLS connection to the proxy offering `alpn` (`b"h2"`, `b"http/1.1"`), SNI `localhost`.
+pub async fn tls_connect_alpn(
+    addr: SocketAddr,
+    cert: &TestCert,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let cfg = rustls_client(&[&cert.der], &[alpn]);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
 /// A port nothing listens on.
 pub async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -548,14 +548,18 @@ pub fn run(data: &[u8]) {
     let (kind, verifier) = &f.verifiers[usize::from(k.verifier) % f.verifiers.len()];
     let signing = k.flags & 1 != 0;
 
-    let mut headers = super::header_map(&input.headers);
-
     let method = Method::from_bytes(METHODS[usize::from(k.method) % METHODS.len()].as_bytes()).unwrap_or(Method::POST);
-    let mut body = input.body.clone();
-    if signing {
-        let req = Req { method: method.as_str(), path: &input.path, query: input.query.as_deref() };
-        sign(f, *kind, k.flags & 4 != 0, k.flags, &mut headers, &mut body, &req);
-    }
+    let signed_with = |alt: bool| {
+        let mut headers = super::header_map(&input.headers);
+        let mut body = input.body.clone();
+        if signing {
+            let req = Req { method: method.as_str(), path: &input.path, query: input.query.as_deref() };
+            sign(f, *kind, alt, k.flags, &mut headers, &mut body, &req);
+        }
+        (headers, body)
+    };
+    let alt = k.flags & 4 != 0;
+    let (headers, body) = signed_with(alt);
     let now = if k.now_mode & 1 == 0 { request_ts(&headers).saturating_add(i64::from(k.now as i16)) } else { k.now };
 
     let req = SignedRequest {
@@ -573,7 +577,15 @@ pub fn run(data: &[u8]) {
     match result {
         Ok(ok) => {
             assert!(signing, "{kind:?} accepted a request the harness did not sign: {ok:?}\nheaders: {headers:?}");
-            assert!(!ok.replay_key.is_empty(), "{kind:?} accepted with an empty replay key: {ok:?}");
+            assert!(!ok.replay.is_empty(), "{kind:?} accepted with no replay id: {ok:?}");
+            // The same callback signed under the other key (another key id, serial or secret,
+            // listed next to whatever the input's header held) is the same callback: its
+            // replay ids must not change with the spelling of the signature.
+            let (other_headers, other_body) = signed_with(!alt);
+            let other = SignedRequest { headers: &other_headers, body: &other_body, ..req };
+            if let Ok(again) = verifier.verify(&other, now) {
+                assert_eq!(ok.replay, again.replay, "{kind:?}: replay ids depend on the signature's spelling");
+            }
             if let (Some(ts), Some(tol)) = (ok.timestamp, verifier.tolerance()) {
                 let skew = (i128::from(now) - i128::from(ts)).unsigned_abs();
                 assert!(

@@ -20,7 +20,9 @@ use serde::Deserialize;
 
 use super::config::{Fields, Timestamped};
 use super::encoding::{ct_eq, decode_base64_array, hmac_parts};
-use super::{list_key_id, single_header, Secret, SignatureError, SignedRequest, Verified, Verifier};
+use super::{
+    list_key_id, single_header, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest, Verified, Verifier,
+};
 
 pub const PROVIDER: &str = "adyen-hmac";
 const HEADER: &str = "hmacsignature";
@@ -28,7 +30,7 @@ const HEADER: &str = "hmacsignature";
 #[derive(Debug)]
 pub struct Adyen {
     keys: Vec<Secret>,
-    replay_ttl: Duration,
+    replay: ReplayPolicy,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +135,7 @@ impl Adyen {
                 }
             }
         }
-        (f.problem_count() == before).then_some(Self { keys, replay_ttl: timing.replay_ttl })
+        (f.problem_count() == before).then_some(Self { keys, replay: timing.replay })
     }
 
     /// Index of the first key whose HMAC over `parts` equals `signature`.
@@ -164,7 +166,7 @@ impl Verifier for Adyen {
             return Ok(Verified {
                 key_id: list_key_id("hmac_keys", index),
                 timestamp: None,
-                replay_key: value.to_string(),
+                replay: vec![ReplayId::of(&[req.body])],
             });
         }
         let items = parse_notification(req.body)?;
@@ -176,16 +178,18 @@ impl Verifier for Adyen {
             }
         }
         let key_id = used.iter().map(|i| list_key_id("hmac_keys", *i)).collect::<Vec<_>>().join(",");
-        let replay_key = items.iter().map(|i| i.signature_b64.as_str()).collect::<Vec<_>>().join(",");
-        Ok(Verified { key_id, timestamp: None, replay_key })
+        // One id per signed item: the replay guard reserves them all or none, so neither a
+        // repeated item nor a reordered batch is a new callback.
+        let replay = items.iter().map(|i| ReplayId::of(&[i.data.as_bytes()])).collect();
+        Ok(Verified { key_id, timestamp: None, replay })
     }
 
     fn tolerance(&self) -> Option<Duration> {
         None
     }
 
-    fn replay_ttl(&self) -> Duration {
-        self.replay_ttl
+    fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
     }
 }
 
@@ -253,7 +257,8 @@ mod tests {
         let b = body(vec![vector_item(VECTOR_SIG)]);
         let ok = verifier().verify(&post(&headers(&[]), &b), 0).unwrap();
         assert_eq!(ok.key_id, "hmac_keys[1]");
-        assert_eq!(ok.replay_key, VECTOR_SIG);
+        let item = &parse_notification(&b).unwrap()[0];
+        assert_eq!(ok.replay, vec![ReplayId::of(&[item.data.as_bytes()])]);
         assert_eq!(ok.timestamp, None);
     }
 
@@ -306,7 +311,7 @@ mod tests {
         let h = headers(&[("HmacSignature", &sig)]);
         let ok = verifier().verify(&post(&h, raw), 0).unwrap();
         assert_eq!(ok.key_id, "hmac_keys[0]");
-        assert_eq!(ok.replay_key, sig);
+        assert_eq!(ok.replay, vec![ReplayId::of(&[raw])]);
         assert_eq!(verifier().verify(&post(&h, b"{}"), 0), Err(SignatureError::Invalid));
         let h = headers(&[("HmacSignature", &sig), ("HmacSignature", &sig)]);
         assert_eq!(verifier().verify(&post(&h, raw), 0), Err(SignatureError::Duplicate(HEADER)));

@@ -23,7 +23,7 @@ use super::config::{Fields, Timestamped};
 use super::encoding::decode_base64;
 use super::keys::{load_rsa, BareBase64, RsaKey};
 use super::time::parse_alipay_time;
-use super::{check_tolerance, SignatureError, SignedRequest, Verified, Verifier};
+use super::{check_tolerance, ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "alipay-rsa2";
 
@@ -32,7 +32,7 @@ pub struct Alipay {
     key: RsaKey,
     app_id: Option<String>,
     tolerance: Option<Duration>,
-    replay_ttl: Duration,
+    replay: ReplayPolicy,
 }
 
 /// Decodes one `application/x-www-form-urlencoded` component: `+` → space, `%XX` → byte.
@@ -123,7 +123,7 @@ impl Alipay {
         }
         match key {
             Some(loaded) if f.problem_count() == before => {
-                Some(Self { key: loaded.key, app_id, tolerance: timing.tolerance, replay_ttl: timing.replay_ttl })
+                Some(Self { key: loaded.key, app_id, tolerance: timing.tolerance, replay: timing.replay })
             }
             _ => None,
         }
@@ -165,15 +165,15 @@ impl Verifier for Alipay {
                 Some(ts)
             }
         };
-        Ok(Verified { key_id: "public_key".into(), timestamp, replay_key: notify_id.to_string() })
+        Ok(Verified { key_id: "public_key".into(), timestamp, replay: vec![ReplayId::of(&[notify_id.as_bytes()])] })
     }
 
     fn tolerance(&self) -> Option<Duration> {
         self.tolerance
     }
 
-    fn replay_ttl(&self) -> Duration {
-        self.replay_ttl
+    fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
     }
 }
 
@@ -227,7 +227,7 @@ mod tests {
         let v = must_build(&config("app_id = \"2014072300007148\""), &FakeResolver::default());
         let body = notification(FIELDS, rsa_a());
         let ok = v.verify(&post(&headers(&[]), &body), 0).unwrap();
-        assert_eq!(ok.replay_key, "ac05099524730693a8b330c5ecf72da9786");
+        assert_eq!(ok.replay, vec![ReplayId::of(&[b"ac05099524730693a8b330c5ecf72da9786"])]);
         assert_eq!(ok.timestamp, None);
         assert_eq!(ok.key_id, "public_key");
         assert_eq!(v.tolerance(), None);

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{ConfigProblem, Secret, SecretResolver};
+use super::{ConfigProblem, ReplayPolicy, Secret, SecretResolver};
 
 /// Keys every provider table may carry besides its own.
 const COMMON_KEYS: &[&str] = &["provider"];
@@ -44,7 +44,7 @@ pub(crate) const DEFAULT_UNSIGNED_REPLAY_TTL: Duration = Duration::from_secs(48 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
     pub tolerance: Option<Duration>,
-    pub replay_ttl: Duration,
+    pub replay: ReplayPolicy,
 }
 
 pub(crate) struct Fields<'t> {
@@ -175,6 +175,17 @@ impl<'t> Fields<'t> {
         Some(out)
     }
 
+    pub(crate) fn opt_bool(&mut self, key: &'static str) -> Option<bool> {
+        match self.get(key)? {
+            toml::Value::Boolean(b) => Some(*b),
+            other => {
+                let found = other.type_str();
+                self.problem(key, format!("expected true or false, found {found}"));
+                None
+            }
+        }
+    }
+
     pub(crate) fn opt_duration(&mut self, key: &'static str) -> Option<Duration> {
         let text = self.opt_str(key)?;
         match parse_duration(text) {
@@ -223,7 +234,8 @@ impl<'t> Fields<'t> {
                 ttl
             }
         };
-        Timing { tolerance, replay_ttl }
+        let release_on_4xx = self.opt_bool("replay_release_on_4xx").unwrap_or(false);
+        Timing { tolerance, replay: ReplayPolicy { ttl: replay_ttl, release_on_4xx } }
     }
 
     /// A secret reference (`env:NAME` / `file:path`), resolved now. Inline values are errors.

@@ -3,11 +3,11 @@
 //! and clock skew, and hands the replay key to the replay guard.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::Request;
 
-use super::SignedRequest;
+use super::{ReplayPolicy, SignedRequest};
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::guard::layer::{Check, RouteCtx};
@@ -16,12 +16,22 @@ use crate::metrics::{Metrics, RouteLabel};
 use crate::proxy::Verified;
 use crate::telemetry;
 
-/// What the replay guard must reserve for this request.
+/// What the replay guard must reserve for this request: all of `keys`, or none.
 #[derive(Debug, Clone)]
 pub struct ReplayClaim {
-    /// Scoped to route and provider: two routes never share a reservation.
-    pub key: String,
-    pub ttl: Duration,
+    /// One per signed item, each scoped to route and provider: two routes never share a
+    /// reservation.
+    pub keys: Vec<String>,
+    pub policy: ReplayPolicy,
+}
+
+impl ReplayClaim {
+    /// The one place a store key is made from a verified callback: the replay ids come from
+    /// signed material only (see [`super::ReplayId`]).
+    pub fn new(route: &str, provider: &str, ids: &[super::ReplayId], policy: ReplayPolicy) -> Self {
+        let keys = ids.iter().map(|id| format!("{route}|{provider}|{}", id.to_hex())).collect();
+        ReplayClaim { keys, policy }
+    }
 }
 
 #[derive(Clone)]
@@ -77,8 +87,7 @@ impl Check for SignatureGuard {
                 skew_secs: skew,
             });
         }
-        let claim =
-            ReplayClaim { key: format!("{}|{}|{}", r.name, provider, verified.replay_key), ttl: verifier.replay_ttl() };
+        let claim = ReplayClaim::new(&r.name, provider, &verified.replay, verifier.replay_policy());
         let ext = req.extensions_mut();
         ext.insert(Verified(provider));
         ext.insert(claim);

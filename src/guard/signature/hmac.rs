@@ -19,11 +19,14 @@ use std::time::Duration;
 
 use ::hmac::Mac;
 use http::HeaderName;
+use sha2::digest::Update;
+use sha2::{Digest as _, Sha256};
 
 use super::config::{Fields, Timestamped};
 use super::encoding::{ct_eq, decode_base64_array, decode_lower_hex_array, parse_unix_seconds};
 use super::{
-    check_tolerance, list_key_id, single_header_named, Secret, SignatureError, SignedRequest, Verified, Verifier,
+    check_tolerance, list_key_id, single_header_named, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest,
+    Verified, Verifier,
 };
 
 pub const PROVIDER: &str = "hmac";
@@ -71,7 +74,7 @@ pub struct GenericHmac {
     nonce_header: Option<HeaderName>,
     message: Vec<Segment>,
     tolerance: Option<Duration>,
-    replay_ttl: Duration,
+    replay: ReplayPolicy,
 }
 
 /// Compiles a `message` template. Errors are user-facing messages.
@@ -226,25 +229,30 @@ impl GenericHmac {
                 nonce_header,
                 message,
                 tolerance: timing.tolerance,
-                replay_ttl: timing.replay_ttl,
+                replay: timing.replay,
             }),
             _ => None,
         }
     }
 
-    fn mac(&self, key: &Secret, req: &SignedRequest<'_>, ts: &str, nonce: &str) -> Option<[u8; 32]> {
-        let mut mac = key.mac()?;
+    /// Feeds the signed message, segment by segment, into a MAC or a hash.
+    fn feed(&self, sink: &mut impl Update, req: &SignedRequest<'_>, ts: &str, nonce: &str) {
         for segment in &self.message {
             match segment {
-                Segment::Literal(bytes) => mac.update(bytes),
-                Segment::Method => mac.update(req.method.as_str().as_bytes()),
-                Segment::Path => mac.update(req.path.as_bytes()),
-                Segment::Query => mac.update(req.query.unwrap_or("").as_bytes()),
-                Segment::Timestamp => mac.update(ts.as_bytes()),
-                Segment::Nonce => mac.update(nonce.as_bytes()),
-                Segment::Body => mac.update(req.body),
+                Segment::Literal(bytes) => sink.update(bytes),
+                Segment::Method => sink.update(req.method.as_str().as_bytes()),
+                Segment::Path => sink.update(req.path.as_bytes()),
+                Segment::Query => sink.update(req.query.unwrap_or("").as_bytes()),
+                Segment::Timestamp => sink.update(ts.as_bytes()),
+                Segment::Nonce => sink.update(nonce.as_bytes()),
+                Segment::Body => sink.update(req.body),
             }
         }
+    }
+
+    fn mac(&self, key: &Secret, req: &SignedRequest<'_>, ts: &str, nonce: &str) -> Option<[u8; 32]> {
+        let mut mac = key.mac()?;
+        self.feed(&mut mac, req, ts, nonce);
         Some(mac.finalize().into_bytes().into())
     }
 }
@@ -300,15 +308,25 @@ impl Verifier for GenericHmac {
         if let (Some(ts), Some(tolerance)) = (ts, self.tolerance) {
             check_tolerance(ts, now_unix, tolerance)?;
         }
-        Ok(Verified { key_id, timestamp: ts, replay_key: nonce.unwrap_or(presented).to_string() })
+        // The nonce is part of the signed message (checked at build time); without one, the
+        // signed message itself is the callback's identity, whichever key signed it.
+        let replay = match nonce {
+            Some(nonce) => ReplayId::of(&[nonce.as_bytes()]),
+            None => {
+                let mut h = Sha256::new();
+                self.feed(&mut h, req, ts_text, "");
+                ReplayId::finish(h)
+            }
+        };
+        Ok(Verified { key_id, timestamp: ts, replay: vec![replay] })
     }
 
     fn tolerance(&self) -> Option<Duration> {
         self.tolerance
     }
 
-    fn replay_ttl(&self) -> Duration {
-        self.replay_ttl
+    fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
     }
 }
 
@@ -335,7 +353,12 @@ mod tests {
         let h = headers(&[("X-Hub-Signature-256", &sig)]);
         let ok = v.verify(&post(&h, body), 0).unwrap();
         assert_eq!(ok.key_id, "secrets[1]");
-        assert_eq!(ok.replay_key, sig);
+        // No nonce: the signed message (here the body) is the identity, whichever secret signed.
+        let id = ReplayId::finish(sha2::Digest::chain_update(Sha256::default(), body));
+        assert_eq!(ok.replay, vec![id]);
+        let other = format!("sha256={}", hmac_hex(S1, body));
+        let ok = v.verify(&post(&headers(&[("X-Hub-Signature-256", &other)]), body), 0).unwrap();
+        assert_eq!((ok.key_id.as_str(), ok.replay), ("secrets[0]", vec![id]));
         assert_eq!(ok.timestamp, None);
         assert_eq!(v.tolerance(), None);
         assert_eq!(v.replay_ttl(), Duration::from_secs(48 * 3600));
@@ -404,7 +427,7 @@ mod tests {
         let h = client_request(S1, "client-2025", 1000, "n-1", b"{}");
         let ok = v.verify(&post(&h, b"{}"), 1000).unwrap();
         assert_eq!(ok.key_id, "client-2025");
-        assert_eq!(ok.replay_key, "n-1");
+        assert_eq!(ok.replay, vec![ReplayId::of(&[b"n-1"])]);
         assert_eq!(ok.timestamp, Some(1000));
         // Tolerance 300.25s: 300s skew passes, 301s does not, in both directions.
         assert!(v.verify(&post(&h, b"{}"), 1300).is_ok());

@@ -64,9 +64,51 @@ pub struct Verified {
     pub key_id: String,
     /// The provider-signed timestamp (unix seconds), when the provider signs one.
     pub timestamp: Option<i64>,
-    /// The value the replay guard reserves (per the RULES.md providers table). It is scoped
-    /// to route + provider by the caller.
-    pub replay_key: String,
+    /// What the replay guard reserves: one id per signed item (a batch of Adyen notification
+    /// items has several; every other callback has one). Scoped to route + provider by the
+    /// caller.
+    pub replay: Vec<ReplayId>,
+}
+
+/// Identifies one verified callback (or one signed item of a batch) for the replay guard.
+///
+/// It is a SHA-256 over material the verified signature covers — a signed event id or nonce,
+/// or the signed bytes themselves — and never over how the signature is spelled (which `v1`
+/// values were listed, in which order, under which key id): every spelling of one signed
+/// callback gives the same id, so a captured callback cannot be re-sent under a new one.
+/// Fixed-size, so a client-chosen nonce of any length costs the store the same.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplayId([u8; 32]);
+
+impl ReplayId {
+    /// Every part must be covered by the signature that verified. Parts are length-prefixed,
+    /// so `("ab", "c")` and `("a", "bc")` differ.
+    pub(crate) fn of(parts: &[&[u8]]) -> Self {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for part in parts {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Self::finish(h)
+    }
+
+    /// From a SHA-256 the caller fed with exactly the signed message.
+    pub(crate) fn finish(h: sha2::Sha256) -> Self {
+        use sha2::Digest as _;
+        Self(h.finalize().into())
+    }
+
+    /// Lowercase hex, as stored.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for ReplayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReplayId({})", self.to_hex())
+    }
 }
 
 /// One verifier per `[route.signature]` table, built once by [`build`].
@@ -81,9 +123,55 @@ pub trait Verifier: Send + Sync + fmt::Debug {
     /// signed timestamp.
     fn tolerance(&self) -> Option<Duration>;
 
+    /// How the replay guard keeps this route's reservations.
+    fn replay_policy(&self) -> ReplayPolicy;
+
     /// How long an accepted replay key stays reserved: `replay_ttl`, else twice the tolerance,
     /// else 48h for providers without a signed timestamp.
-    fn replay_ttl(&self) -> Duration;
+    fn replay_ttl(&self) -> Duration {
+        self.replay_policy().ttl
+    }
+}
+
+/// `replay_ttl` and `replay_release_on_4xx` of a `[route.signature]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayPolicy {
+    /// How long a kept reservation lasts.
+    pub ttl: Duration,
+    /// Whether the backend's 4xx answer (other than 408 and 429, always released) frees the
+    /// key for another delivery. Off by default: a 4xx is the backend's considered answer to
+    /// this very callback, and a replay would only ask it again.
+    pub release_on_4xx: bool,
+}
+
+/// What the replay guard does with a reservation once the answer is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Keep the key for the policy's ttl: the backend acted, or may have.
+    Keep,
+    /// Free the key so the provider's retry passes: nothing was done.
+    Release,
+}
+
+impl ReplayPolicy {
+    /// The settlement for an answer with `status` (the backend's, or payguard's own 502/504).
+    ///
+    /// - 2xx: accepted, keep.
+    /// - 504 (payguard's `upstream_timeout`, or a backend's gateway timeout): the backend may
+    ///   have acted on the callback and only been slow to say so; keep.
+    /// - 408, 429: the backend says it did not take the request; release.
+    /// - other 4xx: keep, unless `replay_release_on_4xx`.
+    /// - anything else (5xx, payguard's own 502 when the backend is unreachable, 1xx/3xx):
+    ///   release, so the provider's retry after a backend failure passes.
+    pub fn settle(&self, status: http::StatusCode) -> Settle {
+        let code = status.as_u16();
+        match code {
+            200..=299 | 504 => Settle::Keep,
+            408 | 429 => Settle::Release,
+            400..=499 if !self.release_on_4xx => Settle::Keep,
+            _ => Settle::Release,
+        }
+    }
 }
 
 /// Why a request's signature was not accepted. Every variant maps to 401: [`Self::code`].

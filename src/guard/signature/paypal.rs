@@ -17,7 +17,9 @@ use super::config::{Fields, Timestamped, DEFAULT_TOLERANCE};
 use super::encoding::decode_base64;
 use super::keys::{load_rsa, BareBase64, RsaKey};
 use super::time::parse_rfc3339;
-use super::{check_tolerance, single_header, SignatureError, SignedRequest, Verified, Verifier};
+use super::{
+    check_tolerance, single_header, ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier,
+};
 
 pub const PROVIDER: &str = "paypal";
 const ID: &str = "paypal-transmission-id";
@@ -31,7 +33,7 @@ pub struct Paypal {
     webhook_id: String,
     certs: HashMap<String, RsaKey>,
     tolerance: Duration,
-    replay_ttl: Duration,
+    replay: ReplayPolicy,
 }
 
 impl Paypal {
@@ -69,7 +71,7 @@ impl Paypal {
             webhook_id,
             certs,
             tolerance: timing.tolerance.unwrap_or(DEFAULT_TOLERANCE),
-            replay_ttl: timing.replay_ttl,
+            replay: timing.replay,
         })
     }
 }
@@ -98,15 +100,15 @@ impl Verifier for Paypal {
             return Err(SignatureError::Invalid);
         }
         check_tolerance(ts, now_unix, self.tolerance)?;
-        Ok(Verified { key_id: url.to_string(), timestamp: Some(ts), replay_key: id.to_string() })
+        Ok(Verified { key_id: url.to_string(), timestamp: Some(ts), replay: vec![ReplayId::of(&[id.as_bytes()])] })
     }
 
     fn tolerance(&self) -> Option<Duration> {
         Some(self.tolerance)
     }
 
-    fn replay_ttl(&self) -> Duration {
-        self.replay_ttl
+    fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
     }
 }
 
@@ -156,7 +158,7 @@ mod tests {
         let v = must_build(&config(), &FakeResolver::default());
         let ok = v.verify(&post(&signed(rsa_a(), URL_A, BODY), BODY), TS).unwrap();
         assert_eq!(ok.key_id, URL_A);
-        assert_eq!(ok.replay_key, TID);
+        assert_eq!(ok.replay, vec![ReplayId::of(&[TID.as_bytes()])]);
         assert_eq!(ok.timestamp, Some(TS));
         assert_eq!(v.verify(&post(&signed(rsa_b(), URL_B, BODY), BODY), TS).unwrap().key_id, URL_B);
     }

@@ -15,7 +15,10 @@ use std::time::Duration;
 use super::config::{Fields, Timestamped, DEFAULT_TOLERANCE};
 use super::encoding::{ct_eq, decode_base64, decode_base64_array, hmac_parts, parse_unix_seconds};
 use super::keys::{load_whpk, Ed25519Key};
-use super::{check_tolerance, list_key_id, single_header, Secret, SignatureError, SignedRequest, Verified, Verifier};
+use super::{
+    check_tolerance, list_key_id, single_header, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest,
+    Verified, Verifier,
+};
 
 pub const PROVIDER: &str = "standard-webhooks";
 
@@ -34,7 +37,7 @@ pub struct StandardWebhooks {
     secrets: Vec<Secret>,
     public_keys: Vec<Ed25519Key>,
     tolerance: Duration,
-    replay_ttl: Duration,
+    replay: ReplayPolicy,
 }
 
 /// The signatures of a `webhook-signature` list that this verifier understands.
@@ -105,7 +108,7 @@ impl StandardWebhooks {
             secrets,
             public_keys,
             tolerance: timing.tolerance.unwrap_or(DEFAULT_TOLERANCE),
-            replay_ttl: timing.replay_ttl,
+            replay: timing.replay,
         })
     }
 }
@@ -158,15 +161,15 @@ impl Verifier for StandardWebhooks {
         }
         let key_id = key_id.ok_or(SignatureError::Invalid)?;
         check_tolerance(ts, now_unix, self.tolerance)?;
-        Ok(Verified { key_id, timestamp: Some(ts), replay_key: format!("{id}.{ts_text}") })
+        Ok(Verified { key_id, timestamp: Some(ts), replay: vec![ReplayId::of(&[id.as_bytes(), ts_text.as_bytes()])] })
     }
 
     fn tolerance(&self) -> Option<Duration> {
         Some(self.tolerance)
     }
 
-    fn replay_ttl(&self) -> Duration {
-        self.replay_ttl
+    fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
     }
 }
 
@@ -228,7 +231,7 @@ mod tests {
         let ok = v.verify(&post(&h, VECTOR_BODY), VECTOR_TS).unwrap();
         assert_eq!(ok.key_id, "secrets[1]");
         assert_eq!(ok.timestamp, Some(VECTOR_TS));
-        assert_eq!(ok.replay_key, format!("{VECTOR_ID}.{VECTOR_TS}"));
+        assert_eq!(ok.replay, vec![ReplayId::of(&[VECTOR_ID.as_bytes(), VECTOR_TS.to_string().as_bytes()])]);
         // Our independent signer reproduces the vector too.
         assert_eq!(v1("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", VECTOR_ID, VECTOR_TS, VECTOR_BODY), VECTOR_SIG);
         // Same vector through the svix-* names.

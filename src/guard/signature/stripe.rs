@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use super::config::{Fields, Timestamped};
 use super::encoding::{ct_eq, decode_lower_hex_array, hmac_parts, parse_unix_seconds};
-use super::{check_tolerance, list_key_id, single_header, Secret, SignatureError, SignedRequest, Verified, Verifier};
+use super::{
+    check_tolerance, list_key_id, single_header, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest,
+    Verified, Verifier,
+};
 
 pub const PROVIDER: &str = "stripe";
 const HEADER: &str = "stripe-signature";
@@ -22,7 +25,7 @@ const HEADER: &str = "stripe-signature";
 pub struct Stripe {
     secrets: Vec<Secret>,
     tolerance: Duration,
-    replay_ttl: Duration,
+    replay: ReplayPolicy,
 }
 
 /// The parts of a `Stripe-Signature` header this verifier uses.
@@ -84,7 +87,7 @@ impl Stripe {
         (f.problem_count() == before).then_some(Self {
             secrets,
             tolerance: timing.tolerance.unwrap_or(super::config::DEFAULT_TOLERANCE),
-            replay_ttl: timing.replay_ttl,
+            replay: timing.replay,
         })
     }
 }
@@ -109,11 +112,12 @@ impl Verifier for Stripe {
         }
         let index = matched.ok_or(SignatureError::Invalid)?;
         check_tolerance(header.timestamp, now_unix, self.tolerance)?;
-        let sigs: Vec<&str> = header.v1.iter().map(|(hex, _)| *hex).collect();
         Ok(Verified {
             key_id: list_key_id("secrets", index),
             timestamp: Some(header.timestamp),
-            replay_key: format!("{}:{}", header.t, sigs.join(",")),
+            // The signed payload, not the v1 list: only one v1 has to verify, so the list is
+            // the sender's to spell.
+            replay: vec![ReplayId::of(&[header.t.as_bytes(), b".", req.body])],
         })
     }
 
@@ -121,8 +125,8 @@ impl Verifier for Stripe {
         Some(self.tolerance)
     }
 
-    fn replay_ttl(&self) -> Duration {
-        self.replay_ttl
+    fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
     }
 }
 
@@ -166,7 +170,18 @@ mod tests {
         let ok = check(&format!("t={T},v1={sig}"), BODY, T).unwrap();
         assert_eq!(ok.key_id, "secrets[0]");
         assert_eq!(ok.timestamp, Some(T));
-        assert_eq!(ok.replay_key, format!("{T}:{sig}"));
+        let id = ReplayId::of(&[T.to_string().as_bytes(), b".", BODY]);
+        assert_eq!(ok.replay, vec![id]);
+        // Other spellings of the same signed callback are the same callback.
+        let junk = "0".repeat(64);
+        for header in [
+            format!("t={T},v1={sig},v1={sig}"),
+            format!("t={T},v1={sig},v1={junk}"),
+            format!("t={T},v1={junk},v1={sig}"),
+            format!("v1={sig},t={T},v0={junk}"),
+        ] {
+            assert_eq!(check(&header, BODY, T).unwrap().replay, vec![id], "{header}");
+        }
     }
 
     #[test]

@@ -25,7 +25,9 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use super::config::{Fields, Timestamped, DEFAULT_TOLERANCE};
 use super::encoding::{decode_base64, parse_unix_seconds};
 use super::keys::{load_rsa, serial_hex, BareBase64, RsaKey};
-use super::{check_tolerance, single_header, SignatureError, SignedRequest, Verified, Verifier};
+use super::{
+    check_tolerance, single_header, ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier,
+};
 
 pub const PROVIDER: &str = "wechatpay-v3";
 const TIMESTAMP: &str = "wechatpay-timestamp";
@@ -39,7 +41,7 @@ pub struct WechatPay {
     keys: HashMap<String, RsaKey>,
     apiv3: Option<ApiV3Key>,
     tolerance: Duration,
-    replay_ttl: Duration,
+    replay: ReplayPolicy,
 }
 
 /// The APIv3 AES-256-GCM key; `Debug` never shows it.
@@ -132,7 +134,7 @@ impl WechatPay {
             keys,
             apiv3,
             tolerance: timing.tolerance.unwrap_or(DEFAULT_TOLERANCE),
-            replay_ttl: timing.replay_ttl,
+            replay: timing.replay,
         })
     }
 }
@@ -163,15 +165,19 @@ impl Verifier for WechatPay {
         if let Some(apiv3) = &self.apiv3 {
             apiv3.check_resource(req.body)?;
         }
-        Ok(Verified { key_id: serial.to_string(), timestamp: Some(ts), replay_key: nonce.to_string() })
+        Ok(Verified {
+            key_id: serial.to_string(),
+            timestamp: Some(ts),
+            replay: vec![ReplayId::of(&[nonce.as_bytes()])],
+        })
     }
 
     fn tolerance(&self) -> Option<Duration> {
         Some(self.tolerance)
     }
 
-    fn replay_ttl(&self) -> Duration {
-        self.replay_ttl
+    fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
     }
 }
 
@@ -229,7 +235,7 @@ mod tests {
         let h = signed(rsa_a(), PUB_ID, "nonce-a", BODY);
         let ok = v.verify(&post(&h, BODY), TS).unwrap();
         assert_eq!(ok.key_id, PUB_ID);
-        assert_eq!(ok.replay_key, "nonce-a");
+        assert_eq!(ok.replay, vec![ReplayId::of(&[b"nonce-a"])]);
         assert_eq!(ok.timestamp, Some(TS));
         let h = signed(rsa_b(), CERT_SERIAL, "nonce-b", BODY);
         assert_eq!(v.verify(&post(&h, BODY), TS).unwrap().key_id, CERT_SERIAL);
