@@ -52,7 +52,8 @@ impl RequestCtx {
 #[derive(Debug, Clone)]
 pub struct MatchedRoute(pub Arc<str>);
 
-/// `x-request-id` is kept when it is 1–128 chars of `[A-Za-z0-9._-]`.
+/// `x-request-id` is kept when it is 1–128 chars of `[A-Za-z0-9._-]` and comes from a trusted
+/// proxy.
 pub fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
@@ -143,9 +144,17 @@ where
         if parts.version <= Version::HTTP_11 {
             parts.extensions.insert(crate::guard::head::ClientHeadLen(crate::guard::head::head_len(&parts)));
         }
-        let request_id = match parts.headers.get(X_REQUEST_ID) {
-            Some(v) if valid_request_id(v) && parts.headers.get_all(X_REQUEST_ID).iter().count() == 1 => v.clone(),
-            _ => new_request_id(),
+        // A client's own id is believed only from a trusted proxy: anyone else could reuse the
+        // id of another request to muddle the audit trail. Theirs is logged next to ours.
+        let offered = match parts.headers.get(X_REQUEST_ID) {
+            Some(v) if valid_request_id(v) && parts.headers.get_all(X_REQUEST_ID).iter().count() == 1 => {
+                Some(v.clone())
+            }
+            _ => None,
+        };
+        let (request_id, client_request_id) = match offered {
+            Some(v) if self.trusted.contains(peer.ip()) => (v, None),
+            offered => (new_request_id(), offered),
         };
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         strip_owned_headers(&mut parts.headers);
@@ -160,6 +169,7 @@ where
         let record = Record {
             start,
             request_id: request_id.clone(),
+            client_request_id,
             client_ip: client.ip,
             method: parts.method.clone(),
             path: parts.uri.path().to_string(),
@@ -183,6 +193,8 @@ where
 struct Record {
     start: Instant,
     request_id: HeaderValue,
+    /// A well-formed `x-request-id` from an untrusted peer: logged, not used.
+    client_request_id: Option<HeaderValue>,
     client_ip: IpAddr,
     method: Method,
     path: String,
@@ -250,6 +262,7 @@ impl Finish {
         self.metrics.request_done(&self.route, self.status, elapsed, self.bytes);
         telemetry::access(&telemetry::AccessRecord {
             request_id: self.record.request_id.to_str().unwrap_or("-"),
+            client_request_id: self.record.client_request_id.as_ref().and_then(|v| v.to_str().ok()),
             client_ip: self.record.client_ip,
             method: &self.record.method,
             path: &self.record.path,

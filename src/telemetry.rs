@@ -270,6 +270,8 @@ fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
 /// What the access line says about one finished request.
 pub struct AccessRecord<'a> {
     pub request_id: &'a str,
+    /// The `x-request-id` an untrusted client sent (replaced by `request_id`).
+    pub client_request_id: Option<&'a str>,
     pub client_ip: std::net::IpAddr,
     pub method: &'a http::Method,
     pub path: &'a str,
@@ -285,6 +287,7 @@ pub fn access(r: &AccessRecord<'_>) {
     tracing::info!(
         target: "payguard::access",
         request_id = r.request_id,
+        client_request_id = r.client_request_id.map(mask_card_numbers).as_deref(),
         client_ip = %r.client_ip,
         method = %r.method,
         path = &*mask_card_numbers(r.path),

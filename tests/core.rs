@@ -32,7 +32,9 @@ async fn http1_round_trip_with_header_hygiene() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.version(), http::Version::HTTP_11);
-    assert_eq!(res.headers()["x-request-id"], "client-id_1.2");
+    // From an untrusted peer a client's id is replaced (and logged as client_request_id).
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{id}");
     assert!(res.headers().get("x-backend-hop").is_none(), "Connection-named response header leaked");
     assert!(res.headers().get("keep-alive").is_none());
     assert_eq!(res.text().await.unwrap(), r#"{"ok":true}"#);
@@ -41,7 +43,7 @@ async fn http1_round_trip_with_header_hygiene() {
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.path_and_query, "/api/orders?x=1&y=%20");
     assert_eq!(seen.body, br#"{"a":1}"#);
-    assert_eq!(seen.header("x-request-id"), Some("client-id_1.2"));
+    assert_eq!(seen.header("x-request-id"), Some(id.as_str()));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"), "untrusted peer's XFF must be dropped");
     assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
@@ -51,6 +53,20 @@ async fn http1_round_trip_with_header_hygiene() {
     assert!(seen.header("x-payguard-verified").is_none());
     assert!(seen.header("x-payguard-anything").is_none());
     assert!(seen.header("forwarded").is_none());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn request_id_is_kept_only_from_a_trusted_proxy() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let client = h1_client(&proxy.cert);
+    let res = client.get(proxy.url("/x")).header("x-request-id", "edge-id_1.2").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "edge-id_1.2");
+    assert_eq!(backend.last().header("x-request-id"), Some("edge-id_1.2"));
+    // Even a trusted proxy's malformed id is replaced.
+    let res = client.get(proxy.url("/x")).header("x-request-id", "bad id").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"].len(), 32);
     proxy.stop().await;
 }
 
@@ -103,12 +119,13 @@ async fn backend_unreachable_is_502_and_slow_is_504() {
     let dead = closed_port().await;
     let proxy = start_proxy(dead, "").await;
     let client = h1_client(&proxy.cert);
-    let res = client.get(proxy.url("/x")).header("x-request-id", "r-502").send().await.unwrap();
+    let res = client.get(proxy.url("/x")).send().await.unwrap();
     assert_eq!(res.status(), 502);
     assert_eq!(res.headers()["content-type"], "application/json");
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
     let v = json(res).await;
     assert_eq!(v["error"], "upstream_unavailable");
-    assert_eq!(v["request_id"], "r-502");
+    assert_eq!(v["request_id"], id.as_str());
     assert!(v["rule"].is_null());
     assert!(proxy.metrics().await.contains("payguard_upstream_errors_total{kind=\"connect\"} 1"));
     proxy.stop().await;

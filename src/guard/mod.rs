@@ -33,6 +33,10 @@ pub enum Reject {
     BodyTimeout,
     #[error("content type not allowed on this route")]
     UnsupportedMediaType,
+    /// A compressed body on a route whose rules read the body: the rules would see the
+    /// compressed bytes, the backend (Express inflates it) the content.
+    #[error("content encoding not allowed on this route")]
+    UnsupportedEncoding,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("request target longer than {limit} bytes")]
@@ -64,7 +68,7 @@ impl Reject {
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reject::UnsupportedMediaType | Reject::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Reject::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Reject::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -86,7 +90,7 @@ impl Reject {
             Reject::MethodNotAllowed { .. } => "method_not_allowed",
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::BodyTimeout => "request_timeout",
-            Reject::UnsupportedMediaType => "unsupported_media_type",
+            Reject::UnsupportedMediaType | Reject::UnsupportedEncoding => "unsupported_media_type",
             Reject::InvalidRequest(_) => "invalid_request",
             Reject::UriTooLong { .. } => "uri_too_long",
             Reject::HeadersTooLarge { .. } => "headers_too_large",
@@ -171,6 +175,7 @@ mod tests {
             (Reject::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (Reject::BodyTimeout, 408, "request_timeout"),
             (Reject::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (Reject::UnsupportedEncoding, 415, "unsupported_media_type"),
             (Reject::InvalidRequest("x".into()), 400, "invalid_request"),
             (Reject::UriTooLong { limit: 1 }, 414, "uri_too_long"),
             (Reject::HeadersTooLarge { limit: 1 }, 431, "headers_too_large"),

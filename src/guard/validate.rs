@@ -90,6 +90,9 @@ pub enum ValidationError {
     /// Content type missing or not allowed (415).
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// A `Content-Encoding` other than `identity` or the route's `content_encoding` (415).
+    #[error("unsupported content encoding")]
+    UnsupportedEncoding,
     /// A `required_headers` entry is absent (400).
     #[error("missing required header {0}")]
     MissingHeader(HeaderName),
@@ -120,17 +123,18 @@ pub enum ValidationError {
 impl ValidationError {
     /// Whether this maps to 415 `unsupported_media_type` (everything else is 400).
     pub fn is_media_type(&self) -> bool {
-        matches!(self, ValidationError::UnsupportedMediaType)
+        matches!(self, ValidationError::UnsupportedMediaType | ValidationError::UnsupportedEncoding)
     }
 }
 
-/// The one mapping to the reject table: 415 for the media type, 400 for everything else.
+/// The one mapping to the reject table: 415 for the media type and encoding, 400 for
+/// everything else.
 impl From<ValidationError> for super::Reject {
     fn from(e: ValidationError) -> Self {
-        if e.is_media_type() {
-            super::Reject::UnsupportedMediaType
-        } else {
-            super::Reject::InvalidRequest(e.to_string())
+        match e {
+            ValidationError::UnsupportedMediaType => super::Reject::UnsupportedMediaType,
+            ValidationError::UnsupportedEncoding => super::Reject::UnsupportedEncoding,
+            e => super::Reject::InvalidRequest(e.to_string()),
         }
     }
 }
@@ -149,6 +153,9 @@ pub fn check_headers(v: &Validate, headers: &HeaderMap, query: Option<&str>) -> 
             return Err(ValidationError::UnsupportedMediaType);
         }
     }
+    if v.needs_body() {
+        check_encoding(&v.content_encoding, headers)?;
+    }
     for h in &v.required_headers {
         if !headers.contains_key(h) {
             return Err(ValidationError::MissingHeader(h.clone()));
@@ -157,6 +164,20 @@ pub fn check_headers(v: &Validate, headers: &HeaderMap, query: Option<&str>) -> 
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         if v.has_form_checks() {
             check_named(v, q.as_bytes(), BodyKind::Query, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every coding of every `Content-Encoding` line is `identity` or one the route allows: body
+/// rules read the bytes as sent, so a body they cannot read must not pass them unread.
+fn check_encoding(allowed: &[String], headers: &HeaderMap) -> Result<(), ValidationError> {
+    for value in headers.get_all(http::header::CONTENT_ENCODING) {
+        let text = value.to_str().map_err(|_| ValidationError::UnsupportedEncoding)?;
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("identity") && !allowed.iter().any(|a| a.eq_ignore_ascii_case(coding)) {
+                return Err(ValidationError::UnsupportedEncoding);
+            }
         }
     }
     Ok(())
@@ -546,6 +567,28 @@ mod tests {
         // No list: anything goes.
         let any = compile("required_headers = []");
         assert_eq!(check_headers(&any, &HeaderMap::new(), None), Ok(()));
+    }
+
+    #[test]
+    fn compressed_bodies_are_refused_where_body_rules_apply() {
+        let v = field("{ at = \"/amount\", type = \"integer\" }");
+        for ok in [&[][..], &[("content-encoding", "identity")], &[("content-encoding", "Identity, identity")]] {
+            assert_eq!(check_headers(&v, &headers(ok), None), Ok(()), "{ok:?}");
+        }
+        for bad in ["gzip", "deflate", "br", "identity, gzip", "x-gzip", "GZIP"] {
+            let e = check_headers(&v, &headers(&[("content-encoding", bad)]), None).unwrap_err();
+            assert_eq!(e, ValidationError::UnsupportedEncoding, "{bad}");
+            let r = super::super::Reject::from(e);
+            assert_eq!((r.status(), r.code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+        }
+        let twice = headers(&[("content-encoding", "identity"), ("content-encoding", "gzip")]);
+        assert_eq!(check_headers(&v, &twice, None), Err(ValidationError::UnsupportedEncoding));
+        // The route may accept a coding; a route that reads no body does not care.
+        let gzip = compile("content_encoding = [\"GZip\"]\nfields = [ { at = \"/a\", type = \"integer\" } ]");
+        assert_eq!(check_headers(&gzip, &headers(&[("content-encoding", "gzip")]), None), Ok(()));
+        assert!(check_headers(&gzip, &headers(&[("content-encoding", "br")]), None).is_err());
+        let headers_only = compile("required_headers = []");
+        assert_eq!(check_headers(&headers_only, &headers(&[("content-encoding", "br")]), None), Ok(()));
     }
 
     #[test]

@@ -486,6 +486,15 @@ fn compile_validate(cx: &mut Ctx<'_>, v: RawValidate, schemas: &mut SchemaCache)
         out
     });
     let max_body = v.max_body.as_ref().and_then(|s| size(cx, s));
+    let mut content_encoding = Vec::new();
+    for item in v.content_encoding.iter().flat_map(|l| l.get_ref()) {
+        let s = item.get_ref().trim().to_ascii_lowercase();
+        if is_token(&s) {
+            content_encoding.push(s);
+        } else {
+            cx.err(&item.span(), format!("invalid content coding \"{}\" (e.g. \"gzip\")", item.get_ref()));
+        }
+    }
     let mut required_headers = Vec::new();
     for item in v.required_headers.iter().flat_map(|l| l.get_ref()) {
         match HeaderName::from_bytes(item.get_ref().trim().as_bytes()) {
@@ -505,7 +514,7 @@ fn compile_validate(cx: &mut Ctx<'_>, v: RawValidate, schemas: &mut SchemaCache)
         }
     });
     let fields = v.fields.unwrap_or_default().into_iter().filter_map(|f| field(cx, f)).collect();
-    Validate { content_type, max_body, required_headers, json_schema, fields }
+    Validate { content_type, max_body, required_headers, content_encoding, json_schema, fields }
 }
 
 fn is_token(s: &str) -> bool {

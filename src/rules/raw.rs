@@ -112,6 +112,8 @@ pub struct RawValidate {
     pub max_body: Option<Spanned<SizeValue>>,
     /// Header names that must be present.
     pub required_headers: Option<SpannedList>,
+    /// Content codings allowed besides `identity` when body rules apply.
+    pub content_encoding: Option<SpannedList>,
     /// Path to a JSON schema file, relative to the rule file.
     pub json_schema: Option<Spanned<String>>,
     /// Field rules.

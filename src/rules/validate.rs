@@ -15,6 +15,8 @@ pub struct Validate {
     pub max_body: Option<u64>,
     /// Headers that must be present.
     pub required_headers: Vec<HeaderName>,
+    /// Content codings besides `identity` that a body-reading route accepts, lowercased.
+    pub content_encoding: Vec<String>,
     /// Compiled schema for JSON bodies.
     pub json_schema: Option<Arc<jsonschema::Validator>>,
     /// Field rules in declaration order.

@@ -14,6 +14,7 @@ pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         "NO tls_cert/tls_key CONFIGURED: serving a self-signed development certificate. Clients will not trust it; configure [server] tls_cert and tls_key for production."
     );
     if cert.exists() && key.exists() {
+        restrict(&key)?;
         return Ok((cert, key));
     }
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
@@ -34,7 +35,24 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(|source| TlsError::Read { path: path.into(), source })?;
+    // `mode` applies only when the file is created: an existing one keeps its mode otherwise.
+    restrict(path)?;
     f.write_all(data).map_err(|source| TlsError::Read { path: path.into(), source })
+}
+
+/// The private key is readable by its owner only (0600), whatever mode an existing file had.
+fn restrict(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let err = |source| TlsError::Read { path: path.into(), source };
+        let mode = std::fs::metadata(path).map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(target: "payguard::tls", key = %path.display(), mode = format!("{:o}", mode & 0o777), "development key was readable by others; set to 0600");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -54,6 +72,14 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+            // A key left world-readable (an old checkout, a copy) is tightened on the next start.
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
+            ensure_dev_cert(&dir.path().join("certs")).unwrap();
+            assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+            std::fs::remove_file(&c).unwrap();
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o666)).unwrap();
+            ensure_dev_cert(&dir.path().join("certs")).unwrap();
             assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
         }
     }

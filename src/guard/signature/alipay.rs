@@ -79,6 +79,11 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, Signature
         };
         let key = form_decode(k).ok_or(SignatureError::Malformed("body"))?;
         let value = form_decode(v).ok_or(SignatureError::Malformed("body"))?;
+        // A pair without a name is in no signed content: forwarding it would forward bytes no
+        // signature covers (`&=x`), which a backend's form parser may still read.
+        if key.is_empty() {
+            return Err(SignatureError::Malformed("body"));
+        }
         fields.push((key, value));
     }
     fields.sort_by(|a, b| a.0.cmp(&b.0));
@@ -88,11 +93,11 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, Signature
     Ok(fields)
 }
 
-/// The signed content: every field but `sign`/`sign_type`/empty keys, `k=v` joined by `&`.
+/// The signed content: every field but `sign`/`sign_type`, `k=v` joined by `&`.
 pub(crate) fn sign_content(fields: &[(String, String)]) -> String {
     let mut out = String::new();
     for (k, v) in fields {
-        if k.is_empty() || k == "sign" || k == "sign_type" {
+        if k == "sign" || k == "sign_type" {
             continue;
         }
         if !out.is_empty() {
@@ -287,6 +292,12 @@ mod tests {
         fields[3] = ("app_id", "2099999999999999");
         let foreign = notification(&fields, rsa_a());
         assert_eq!(v.verify(&post(&headers(&[]), &foreign), 0), Err(SignatureError::Mismatch("app_id")));
+        // A nameless pair is covered by no signature: refused, not forwarded.
+        for extra in ["&=2000.00", "&=", "&=&x=1"] {
+            let smuggled = format!("{body}{extra}");
+            let got = v.verify(&post(&headers(&[]), smuggled.as_bytes()), 0);
+            assert_eq!(got, Err(SignatureError::Malformed("body")), "{extra}");
+        }
     }
 
     #[test]
