@@ -27,6 +27,22 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     read_limited(path, MAX_FILE_BYTES)
 }
 
+/// A secret reference: `env:NAME` (the variable's value) or `file:path` (the file's contents;
+/// a relative path resolves against `base_dir`), trimmed of surrounding ASCII whitespace.
+/// Inline values are refused, so no secret is ever written into a config or rule file. Errors
+/// never contain the secret.
+pub fn resolve_secret(spec: &str, base_dir: &Path) -> Result<Vec<u8>, String> {
+    let raw = if let Some(name) = spec.strip_prefix("env:") {
+        std::env::var_os(name).ok_or_else(|| format!("environment variable {name} is not set"))?.into_encoded_bytes()
+    } else if let Some(path) = spec.strip_prefix("file:") {
+        let full = base_dir.join(path);
+        read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?
+    } else {
+        return Err("secrets must be given as \"env:NAME\" or \"file:path\"".into());
+    };
+    Ok(raw.trim_ascii().to_vec())
+}
+
 /// [`read`] as UTF-8 text.
 pub fn read_to_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read(path)?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))

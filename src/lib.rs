@@ -243,7 +243,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(a) => {
             let l = bind(a).await?;
             let local = l.local_addr().map_err(|source| StartError::Bind { addr: a, source })?;
-            tokio::spawn(admin::serve(l, health.clone(), metrics.clone(), stopped.clone()));
+            let access = Arc::new(config.server.admin.clone());
+            tokio::spawn(admin::serve(l, access, health.clone(), metrics.clone(), stopped.clone()));
             Some(local)
         }
         None => None,

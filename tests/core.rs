@@ -427,3 +427,26 @@ async fn hsts_on_every_response_unless_off() {
     assert_eq!(res.headers()["strict-transport-security"], "max-age=31536000");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn admin_token_guards_metrics_but_not_the_probes() {
+    let backend = Backend::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token = "9f2c4e6a8b0d1f3a5c7e9b1d3f5a7c9e";
+    let file = secrets.path().join("admin.token");
+    std::fs::write(&file, token).unwrap();
+    let proxy = start_proxy(backend.addr, &format!("admin_token = \"file:{}\"\n", file.display())).await;
+    let url = |p: &str| format!("http://{}{p}", proxy.admin);
+    let http = reqwest::Client::builder().use_preconfigured_tls(rustls_client(&[], &[])).build().unwrap();
+    let res = http.get(url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let res = http.get(url("/metrics")).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http.get(url("/metrics")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("payguard_"));
+    assert_eq!(http.get(url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(url("/readyz")).send().await.unwrap().status(), 200);
+    proxy.stop().await;
+}

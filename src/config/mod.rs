@@ -36,11 +36,53 @@ pub const DEFAULT_SEND_BUFFER: usize = 128 * 1024;
 /// `send_timeout`; a phone on a poor 2G link still takes ten times that.
 pub const DEFAULT_MIN_SEND_RATE: usize = 1024;
 
+/// `[server] admin_allow` and `admin_token`.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAccess {
+    /// Peers allowed to connect; empty: any.
+    pub allow: Vec<IpNet>,
+    /// Bearer token every admin path but `/healthz` and `/readyz` requires.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin bearer token. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(Box<[u8]>);
+
+impl AdminToken {
+    /// Shortest token accepted: 128 bits of hex.
+    pub const MIN_LEN: usize = 32;
+
+    pub fn new(bytes: Vec<u8>) -> Self {
+        AdminToken(bytes.into_boxed_slice())
+    }
+
+    /// Whether `Authorization: Bearer <t>` carries this token (constant time in the token).
+    pub fn matches(&self, authorization: Option<&[u8]>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(given) = authorization.and_then(|a| {
+            let (scheme, rest) = a.split_at_checked(7)?;
+            scheme.eq_ignore_ascii_case(b"bearer ").then(|| rest.trim_ascii())
+        }) else {
+            return false;
+        };
+        given.len() == self.0.len() && bool::from(given.ct_eq(&self.0))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tls: TlsSource,
     pub admin_listen: Option<SocketAddr>,
+    /// Who may use the admin listener.
+    pub admin: AdminAccess,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -285,6 +327,34 @@ impl Checker<'_> {
         }
     }
 
+    fn admin_access(&mut self, allow: Option<Vec<Spanned<String>>>, token: Option<Spanned<String>>) -> AdminAccess {
+        let mut nets = Vec::new();
+        for v in allow.unwrap_or_default() {
+            match parse_cidr(v.get_ref()) {
+                Some(net) => nets.push(net),
+                None => self.report(v.span(), format!("admin_allow: {:?} is not an IP address or CIDR", v.get_ref())),
+            }
+        }
+        let token = token.and_then(|v| match crate::files::resolve_secret(v.get_ref(), self.base) {
+            Ok(t) if t.len() >= AdminToken::MIN_LEN && t.iter().all(|b| b.is_ascii_graphic()) => {
+                Some(AdminToken::new(t))
+            }
+            Ok(_) => {
+                let msg = format!(
+                    "admin_token: the token must be at least {} visible ASCII characters (e.g. `openssl rand -hex 32`)",
+                    AdminToken::MIN_LEN
+                );
+                self.report(v.span(), msg);
+                None
+            }
+            Err(e) => {
+                self.report(v.span(), format!("admin_token: {e}"));
+                None
+            }
+        });
+        AdminAccess { allow: nets, token }
+    }
+
     fn check(&mut self, raw: RawConfig, path: Option<&Path>) -> Config {
         let s = raw.server;
         let tls = match (s.tls_cert, s.tls_key) {
@@ -310,6 +380,7 @@ impl Checker<'_> {
                 Some(v) if v.get_ref().is_empty() || v.get_ref() == "off" => None,
                 v => Some(self.addr(v, DEFAULT_ADMIN, "admin_listen")),
             },
+            admin: self.admin_access(s.admin_allow, s.admin_token),
             max_connections: self.count(s.max_connections, 10_000, 1, 1_000_000, "max_connections"),
             header_read_timeout: self.duration(s.header_read_timeout, Duration::from_secs(10), "header_read_timeout"),
             idle_timeout: self.duration(s.idle_timeout, Duration::from_secs(60), "idle_timeout"),
@@ -583,6 +654,33 @@ mod tests {
             let errs = Config::parse(src, Some(Path::new("p.toml"))).unwrap_err();
             assert_eq!(errs.len(), 1, "{src}: {errs:?}");
             assert!(errs[0].to_string().starts_with(want), "{src}: {}", errs[0]);
+        }
+    }
+
+    #[test]
+    fn admin_access_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), format!("{}\n", "a1".repeat(16))).unwrap();
+        std::fs::write(dir.path().join("short.token"), "abc").unwrap();
+        let path = dir.path().join("p.toml");
+        let c = Config::parse(
+            "[server]\nadmin_token = \"file:admin.token\"\nadmin_allow = [\"10.0.0.0/8\", \"::1\"]\n",
+            Some(&path),
+        )
+        .unwrap();
+        assert!(c.server.admin.token.as_ref().unwrap().matches(Some(format!("Bearer {}", "a1".repeat(16)).as_bytes())));
+        assert_eq!(c.server.admin.allow.len(), 2);
+        assert!(!format!("{:?}", c.server).contains("a1a1"), "the token never shows in Debug");
+        assert!(Config::parse("", None).unwrap().server.admin.token.is_none());
+        for (src, want) in [
+            ("[server]\nadmin_token = \"inline-token-0123456789abcdef0123\"\n", ":2:15: admin_token: secrets must be"),
+            ("[server]\nadmin_token = \"file:short.token\"\n", ":2:15: admin_token: the token must be at least 32"),
+            ("[server]\nadmin_token = \"file:none.token\"\n", ":2:15: admin_token: cannot read"),
+            ("[server]\nadmin_allow = [\"10.0.0.0/99\"]\n", ":2:16: admin_allow: \"10.0.0.0/99\" is not"),
+        ] {
+            let errs = Config::parse(src, Some(&path)).unwrap_err();
+            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            assert!(lines.len() == 1 && lines[0].contains(want), "{src}: {lines:?}");
         }
     }
 

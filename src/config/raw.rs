@@ -28,6 +28,8 @@ pub struct RawServer {
     pub tls_cert: Option<Spanned<String>>,
     pub tls_key: Option<Spanned<String>>,
     pub admin_listen: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
+    pub admin_allow: Option<Vec<Spanned<String>>>,
     pub max_connections: Option<Spanned<i64>>,
     pub header_read_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,

@@ -243,17 +243,7 @@ pub struct EnvFileResolver;
 
 impl SecretResolver for EnvFileResolver {
     fn resolve(&self, spec: &str, base_dir: &Path) -> Result<Vec<u8>, String> {
-        let raw = if let Some(name) = spec.strip_prefix("env:") {
-            std::env::var_os(name)
-                .ok_or_else(|| format!("environment variable {name} is not set"))?
-                .into_encoded_bytes()
-        } else if let Some(path) = spec.strip_prefix("file:") {
-            let full = base_dir.join(path);
-            crate::files::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?
-        } else {
-            return Err("secrets must be given as \"env:NAME\" or \"file:path\"".into());
-        };
-        Ok(raw.trim_ascii().to_vec())
+        crate::files::resolve_secret(spec, base_dir)
     }
 }
 
