@@ -156,6 +156,33 @@ async fn validation_400_415_and_what_passes() {
     proxy.stop().await;
 }
 
+/// Body rules read the bytes as sent; a backend that inflates `gzip`/`deflate` (Express does)
+/// would act on content no rule saw. So a route with body rules takes `identity` only.
+#[tokio::test]
+async fn compressed_body_on_a_body_rule_route_is_415() {
+    let (backend, proxy) = shop().await;
+    let c = h2_client(&proxy.cert);
+    let post = |encoding: &'static str| {
+        c.post(proxy.url("/api/orders"))
+            .header("content-type", "application/json")
+            .header("x-shop-id", "s1")
+            .header("content-encoding", encoding)
+            .body(r#"{"amount": 5, "currency": "EUR"}"#)
+            .send()
+    };
+    for encoding in ["gzip", "deflate", "br", "identity, gzip"] {
+        let v = expect(post(encoding).await.unwrap(), 415, "unsupported_media_type", Some("orders")).await;
+        assert_eq!(v["message"], "content encoding not allowed on this route", "{encoding}");
+    }
+    assert_eq!(backend.count(), 0);
+    assert_eq!(post("identity").await.unwrap().status(), 200);
+    // A route without body rules streams whatever it is sent.
+    let res = c.post(proxy.url("/upload")).header("content-encoding", "gzip").body("x").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(backend.count(), 2);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn body_caps_413_declared_streamed_and_buffered() {
     let (backend, proxy) = shop().await;

@@ -55,6 +55,14 @@ message = "{method}\n{path}\n{timestamp}\n{nonce}\n{body}"
 secrets = ["file:hook.secret"]
 
 [[route]]
+name = "lenient"
+match = { path = "/lenient/*", methods = ["POST"] }
+[route.signature]
+provider = "hmac"
+secrets = ["file:hook.secret"]
+replay_release_on_4xx = true
+
+[[route]]
 name = "stripe"
 match = { path = "/stripe", methods = ["POST"] }
 mode = "enforce"
@@ -145,6 +153,53 @@ async fn replay_is_refused_and_backend_failure_releases_the_key() {
         assert_eq!(json(res).await["error"], "replay");
     }
     assert_eq!(backend.count(), 2);
+    proxy.stop().await;
+}
+
+/// What the backend's answer does to the reservation: kept when the backend acted or may have
+/// (2xx, a timeout, a considered 4xx), released when it did nothing (429, 5xx), and 4xx released
+/// only where the route says so.
+#[tokio::test]
+async fn replay_reservation_is_kept_on_timeout_and_4xx_released_on_429_and_5xx() {
+    let (backend, proxy) = setup().await;
+    // A second instance on the same files with a short response timeout: a hanging backend
+    // answers 504 upstream_timeout within the test.
+    let path = proxy.dir.path().join("payguard.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap().replace("response_timeout = \"10s\"", "response_timeout = \"300ms\"");
+    let slow = payguard::start(payguard::config::Config::parse(&text, Some(&path)).unwrap()).await.unwrap();
+    let c = h1_client(&proxy.cert);
+    let url = |p: &str| format!("https://localhost:{}{p}", slow.addr.port());
+    let send = |p: &str, body: &'static str| {
+        let sig = sign_hex(SECRET, &[body.as_bytes()]);
+        c.post(url(p)).header("x-hub-signature-256", format!("sha256={sig}")).body(body).send()
+    };
+    for (first, body, then) in [
+        ("/cb/hang", "{\"n\":1}", 401),
+        ("/cb/status/504", "{\"n\":2}", 401),
+        ("/cb/status/409", "{\"n\":3}", 401),
+        ("/cb/status/400", "{\"n\":4}", 401),
+        ("/cb/status/429", "{\"n\":5}", 200),
+        ("/cb/status/408", "{\"n\":6}", 200),
+        ("/cb/status/500", "{\"n\":7}", 200),
+        ("/cb/status/503", "{\"n\":8}", 200),
+        ("/lenient/status/409", "{\"n\":9}", 200),
+        ("/lenient/status/504", "{\"n\":10}", 401),
+    ] {
+        let res = send(first, body).await.unwrap();
+        let want = first.rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(504);
+        assert_eq!(res.status().as_u16(), want, "{first}");
+        let retry = if first.starts_with("/lenient") { "/lenient/ok" } else { "/cb/ok" };
+        let res = send(retry, body).await.unwrap();
+        assert_eq!(res.status().as_u16(), then, "retry after {first}");
+        if then == 401 {
+            assert_eq!(json(res).await["error"], "replay", "retry after {first}");
+        }
+    }
+    // Every first delivery but /hang (which the backend records only once it answers) and
+    // every released retry reached the backend; no kept one did.
+    assert_eq!(backend.count(), 9 + 5);
+    slow.shutdown().await;
     proxy.stop().await;
 }
 
