@@ -1,6 +1,6 @@
 //! Human-readable units used in `payguard.toml` and `rules/*.toml`: durations (`"500ms"`,
-//! `"30s"`, `"5m"`, `"24h"`), byte sizes (`"64KiB"`, `"1MiB"`, `"512B"`, `"1024"`) and rates
-//! (`"10/s"`, `"600/min"`, `"5000/h"`).
+//! `"30s"`, `"5m"`, `"24h"`), byte sizes (`"64KiB"`, `"1MiB"`, `"512B"`, `"1024"`), rates
+//! (`"10/s"`, `"600/min"`, `"5000/h"`) and networks (`"10.0.0.0/8"`, `"2001:db8::1"`).
 //!
 //! The parsers are strict: no sign, no fraction, no empty number; an unknown unit or a value that
 //! does not fit is an error whose message names the accepted units. Whitespace is allowed only
@@ -351,6 +351,20 @@ pub mod de {
     }
 }
 
+/// A network in CIDR notation, or a single address (a /32 or /128). Host bits must be zero:
+/// `10.0.0.1/8` is refused with the network it probably means, since a typo there silently
+/// widens or narrows an allow or deny list. The one CIDR parser of config and rule files.
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    if !s.contains('/') {
+        return s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from).map_err(|_| format!("invalid CIDR {s:?}"));
+    }
+    let net: ipnet::IpNet = s.parse().map_err(|_| format!("invalid CIDR {s:?}"))?;
+    if net.trunc() != net {
+        return Err(format!("invalid CIDR {s:?}: host bits are set (did you mean \"{}\"?)", net.trunc()));
+    }
+    Ok(net)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -484,5 +498,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.message().contains("negative"), "{}", err.message());
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(parse_cidr("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(
+            parse_cidr("10.0.0.1/8").unwrap_err(),
+            "invalid CIDR \"10.0.0.1/8\": host bits are set (did you mean \"10.0.0.0/8\"?)"
+        );
+        for bad in ["10.0.0.0/33", "10.0.0/8", "", "example.com", "10.0.0.0/"] {
+            assert!(parse_cidr(bad).unwrap_err().starts_with("invalid CIDR"), "{bad}");
+        }
     }
 }

@@ -330,9 +330,9 @@ impl Checker<'_> {
     fn admin_access(&mut self, allow: Option<Vec<Spanned<String>>>, token: Option<Spanned<String>>) -> AdminAccess {
         let mut nets = Vec::new();
         for v in allow.unwrap_or_default() {
-            match parse_cidr(v.get_ref()) {
-                Some(net) => nets.push(net),
-                None => self.report(v.span(), format!("admin_allow: {:?} is not an IP address or CIDR", v.get_ref())),
+            match units::parse_cidr(v.get_ref()) {
+                Ok(net) => nets.push(net),
+                Err(e) => self.report(v.span(), format!("admin_allow: {e}")),
             }
         }
         let token = token.and_then(|v| match crate::files::resolve_secret(v.get_ref(), self.base) {
@@ -462,11 +462,9 @@ impl Checker<'_> {
 
         let mut trusted_proxies = Vec::new();
         for v in raw.client_ip.trusted_proxies.unwrap_or_default() {
-            match parse_cidr(v.get_ref()) {
-                Some(net) => trusted_proxies.push(net),
-                None => {
-                    self.report(v.span(), format!("trusted_proxies: {:?} is not an IP address or CIDR", v.get_ref()))
-                }
+            match units::parse_cidr(v.get_ref()) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(e) => self.report(v.span(), format!("trusted_proxies: {e}")),
             }
         }
 
@@ -548,9 +546,6 @@ impl Checker<'_> {
 }
 
 /// An address or CIDR; a bare address is a /32 or /128.
-pub fn parse_cidr(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
 
 #[cfg(test)]
 mod tests {
@@ -676,7 +671,8 @@ mod tests {
             ("[server]\nadmin_token = \"inline-token-0123456789abcdef0123\"\n", ":2:15: admin_token: secrets must be"),
             ("[server]\nadmin_token = \"file:short.token\"\n", ":2:15: admin_token: the token must be at least 32"),
             ("[server]\nadmin_token = \"file:none.token\"\n", ":2:15: admin_token: cannot read"),
-            ("[server]\nadmin_allow = [\"10.0.0.0/99\"]\n", ":2:16: admin_allow: \"10.0.0.0/99\" is not"),
+            ("[server]\nadmin_allow = [\"10.0.0.0/99\"]\n", ":2:16: admin_allow: invalid CIDR \"10.0.0.0/99\""),
+            ("[server]\nadmin_allow = [\"10.0.0.1/8\"]\n", "did you mean \"10.0.0.0/8\""),
         ] {
             let errs = Config::parse(src, Some(&path)).unwrap_err();
             let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();

@@ -16,7 +16,6 @@ use crate::units::{de::SizeValue, parse_rate};
 use http::{HeaderName, Method};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -362,7 +361,7 @@ fn ip_list(cx: &mut Ctx<'_>, list: &SpannedList, sets: Option<&HashMap<String, I
             }
             continue;
         }
-        match parse_cidr(s) {
+        match crate::units::parse_cidr(s) {
             Ok(net) => nets.push(net),
             Err(msg) => cx.err(&item.span(), msg),
         }
@@ -372,17 +371,6 @@ fn ip_list(cx: &mut Ctx<'_>, list: &SpannedList, sets: Option<&HashMap<String, I
 
 /// `"10.0.0.0/8"`, `"2001:db8::/32"`, or a bare address (`/32`, `/128`). Host bits must be
 /// zero: `"10.0.0.1/8"` is almost always a typo.
-fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if !s.contains('/') {
-        return s.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("invalid CIDR \"{s}\""));
-    }
-    let net: IpNet = s.parse().map_err(|_| format!("invalid CIDR \"{s}\""))?;
-    if net.trunc() != net {
-        return Err(format!("invalid CIDR \"{s}\": host bits are set (did you mean \"{}\"?)", net.trunc()));
-    }
-    Ok(net)
-}
-
 fn size(cx: &mut Ctx<'_>, s: &Spanned<SizeValue>) -> Option<u64> {
     match s.get_ref().parse() {
         Ok(n) => Some(n),
