@@ -79,16 +79,37 @@ pub fn from_toml_recovering<T: serde::de::DeserializeOwned>(src: &str) -> (Optio
     (None, errors)
 }
 
-pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
+/// Maps byte offsets of one source text to 1-based line and column.
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    /// Byte offset at which each line starts.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(src: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
     }
-    let before = src.get(..offset).unwrap_or(src);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let col = before[line_start..].chars().count() + 1;
-    (line, col)
+
+    /// 1-based (line, col) of byte `offset`; `col` counts characters. Offsets past the end or
+    /// inside a multi-byte character are clamped.
+    pub fn line_col(&self, src: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(src.len());
+        while !src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
+        let col = src.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
+        (line, col)
+    }
+}
+
+/// 1-based (line, col) of byte `offset` in `src`, for a single lookup.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    LineIndex::new(src).line_col(src, offset)
 }
 
 #[cfg(test)]

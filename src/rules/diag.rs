@@ -4,34 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use crate::diag::Diagnostic;
-
-/// Maps byte offsets of one source text to 1-based line and column.
-#[derive(Debug, Clone)]
-pub(crate) struct LineIndex {
-    /// Byte offset at which each line starts.
-    starts: Vec<usize>,
-}
-
-impl LineIndex {
-    pub(crate) fn new(src: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { starts }
-    }
-
-    /// 1-based (line, col) of byte `offset`; `col` counts characters. Offsets past the end or
-    /// inside a multi-byte character are clamped.
-    pub(crate) fn line_col(&self, src: &str, offset: usize) -> (usize, usize) {
-        let mut offset = offset.min(src.len());
-        while !src.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let line = self.starts.partition_point(|&s| s <= offset).max(1);
-        let start = self.starts.get(line - 1).copied().unwrap_or(0);
-        let col = src.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
-        (line, col)
-    }
-}
+use crate::diag::LineIndex;
 
 /// One source file being loaded: path as given, text, line index.
 #[derive(Debug)]
