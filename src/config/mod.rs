@@ -545,8 +545,6 @@ impl Checker<'_> {
     }
 }
 
-/// An address or CIDR; a bare address is a /32 or /128.
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
