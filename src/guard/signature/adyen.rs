@@ -158,7 +158,7 @@ impl Verifier for Adyen {
         PROVIDER
     }
 
-    fn verify(&self, req: &SignedRequest<'_>, _now_unix: i64) -> Result<Verified, SignatureError> {
+    fn verify_signature(&self, req: &SignedRequest<'_>) -> Result<Verified, SignatureError> {
         if req.headers.contains_key(HEADER) {
             let value = single_header(req.headers, HEADER)?;
             let sig = decode_base64_array::<32>(value).ok_or(SignatureError::Malformed(HEADER))?;

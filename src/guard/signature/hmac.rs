@@ -25,8 +25,7 @@ use sha2::{Digest as _, Sha256};
 use super::config::{Fields, Timestamped};
 use super::encoding::{ct_eq, decode_base64_array, decode_lower_hex_array, parse_unix_seconds};
 use super::{
-    check_tolerance, list_key_id, single_header_named, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest,
-    Verified, Verifier,
+    list_key_id, single_header_named, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest, Verified, Verifier,
 };
 
 pub const PROVIDER: &str = "hmac";
@@ -262,7 +261,7 @@ impl Verifier for GenericHmac {
         PROVIDER
     }
 
-    fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<Verified, SignatureError> {
+    fn verify_signature(&self, req: &SignedRequest<'_>) -> Result<Verified, SignatureError> {
         let h = req.headers;
         let presented = single_header_named(h, &self.header, SIGNATURE_LABEL)?;
         let encoded = presented.strip_prefix(self.prefix.as_str()).ok_or(SignatureError::Malformed(SIGNATURE_LABEL))?;
@@ -305,9 +304,6 @@ impl Verifier for GenericHmac {
                 id.to_string()
             }
         };
-        if let (Some(ts), Some(tolerance)) = (ts, self.tolerance) {
-            check_tolerance(ts, now_unix, tolerance)?;
-        }
         // The nonce is part of the signed message (checked at build time); without one, the
         // signed message itself is the callback's identity, whichever key signed it.
         let replay = match nonce {

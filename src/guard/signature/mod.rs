@@ -116,8 +116,20 @@ pub trait Verifier: Send + Sync + fmt::Debug {
     /// The `provider` name as written in the rule file, e.g. `"stripe"`.
     fn provider(&self) -> &'static str;
 
-    /// Verifies `req` against the configured keys. `now_unix` is the injected clock.
-    fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<Verified, SignatureError>;
+    /// Checks the signature material and the signature itself against the configured keys,
+    /// and returns the signed timestamp unchecked: the provider's part of [`Self::verify`].
+    fn verify_signature(&self, req: &SignedRequest<'_>) -> Result<Verified, SignatureError>;
+
+    /// Verifies `req`: the signature ([`Self::verify_signature`]), then — only for a validly
+    /// signed request — its signed timestamp against `tolerance`. `now_unix` is the injected
+    /// clock. Freshness is checked here once for every provider.
+    fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<Verified, SignatureError> {
+        let verified = self.verify_signature(req)?;
+        if let (Some(ts), Some(tolerance)) = (verified.timestamp, self.tolerance()) {
+            check_tolerance(ts, now_unix, tolerance)?;
+        }
+        Ok(verified)
+    }
 
     /// Max distance of the signed timestamp from the clock; `None` when the route checks no
     /// signed timestamp.

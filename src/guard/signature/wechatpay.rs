@@ -25,9 +25,7 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use super::config::{Fields, Timestamped, DEFAULT_TOLERANCE};
 use super::encoding::{decode_base64, parse_unix_seconds};
 use super::keys::{load_rsa, serial_hex, BareBase64, RsaKey};
-use super::{
-    check_tolerance, single_header, ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier,
-};
+use super::{single_header, ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "wechatpay-v3";
 const TIMESTAMP: &str = "wechatpay-timestamp";
@@ -144,7 +142,7 @@ impl Verifier for WechatPay {
         PROVIDER
     }
 
-    fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<Verified, SignatureError> {
+    fn verify_signature(&self, req: &SignedRequest<'_>) -> Result<Verified, SignatureError> {
         let h = req.headers;
         let signature = single_header(h, SIGNATURE)?;
         let serial = single_header(h, SERIAL)?;
@@ -161,7 +159,6 @@ impl Verifier for WechatPay {
         if !key.verify_parts(&message, &sig) {
             return Err(SignatureError::Invalid);
         }
-        check_tolerance(ts, now_unix, self.tolerance)?;
         if let Some(apiv3) = &self.apiv3 {
             apiv3.check_resource(req.body)?;
         }
