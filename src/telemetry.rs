@@ -24,15 +24,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Parses a log filter (`info`, `payguard=debug,warn`). tracing-subscriber's parser panics on
-/// some non-ASCII input, so only ASCII is handed to it.
-pub fn parse_filter(s: &str) -> Option<EnvFilter> {
-    if !s.is_ascii() || s.chars().any(|c| c.is_ascii_control()) {
-        return None;
-    }
-    EnvFilter::try_new(s).ok()
-}
-
 /// Lines that may wait for the writer thread. Past this the newest lines are dropped and
 /// counted: a few MiB at most, and at 10k requests/s still a second of a stalled consumer.
 pub const LOG_QUEUE_LINES: usize = 8_192;
@@ -156,8 +147,8 @@ fn stdout_sink() -> Box<dyn Write + Send> {
 pub fn init(cfg: &LogConfig) -> LogGuard {
     // rustls warns per connection about things clients control (an IP address as SNI): keep
     // it to errors so no client can make payguard write a line per connection.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},rustls=error", cfg.level)));
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|s| crate::config::valid_log_filter(s));
+    let filter = EnvFilter::new(from_env.unwrap_or_else(|| format!("{},rustls=error", cfg.level)));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE_LINES)

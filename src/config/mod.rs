@@ -526,7 +526,7 @@ impl Checker<'_> {
             None => "info".to_string(),
             Some(v) => {
                 let level = v.get_ref().trim();
-                if crate::telemetry::parse_filter(level).is_none() {
+                if !valid_log_filter(level) {
                     self.report(v.span(), format!("level: {:?} is not a log level or filter", v.get_ref()));
                 }
                 level.to_string()
@@ -543,6 +543,12 @@ impl Checker<'_> {
             log: LogConfig { format, level },
         }
     }
+}
+
+/// Whether `s` is a log filter (`info`, `payguard=debug,warn`). tracing-subscriber's parser
+/// panics on some non-ASCII input, so only ASCII is handed to it.
+pub fn valid_log_filter(s: &str) -> bool {
+    s.is_ascii() && !s.chars().any(|c| c.is_ascii_control()) && tracing_subscriber::EnvFilter::try_new(s).is_ok()
 }
 
 #[cfg(test)]
