@@ -81,7 +81,7 @@ pin_project_lite::pin_project! {
         // What was read ahead of the rest (monitor mode past the body cap): head, then the rest.
         Chain { head: Option<Bytes>, #[pin] tail: Incoming, deadline: Option<BodyDeadline> },
         // A backend response: its connection goes back to the pool once the body has ended.
-        Upstream { #[pin] inner: Incoming, conn: Option<crate::pool::Pooled> },
+        Upstream { #[pin] inner: Incoming, conn: Option<crate::pool::Pooled<Body>> },
     }
 }
 
@@ -126,7 +126,7 @@ impl Body {
     }
 
     /// A backend response body that returns `conn` to its pool when it has been read to the end.
-    pub fn upstream(inner: Incoming, mut conn: crate::pool::Pooled) -> Self {
+    pub fn upstream(inner: Incoming, mut conn: crate::pool::Pooled<Body>) -> Self {
         if http_body::Body::is_end_stream(&inner) {
             conn.done();
         }

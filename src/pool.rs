@@ -14,7 +14,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::Body;
+use http_body::Body as HttpBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -28,21 +28,28 @@ pub enum ConnectError {
 
 const UPSTREAM_READ_BUF: usize = 16 * 1024;
 
-struct Idle {
-    sender: http1::SendRequest<Body>,
+struct Idle<B> {
+    sender: http1::SendRequest<B>,
     since: Instant,
 }
 
-pub struct Pool {
+/// Generic over the request body type `B` (payguard's own `Body` in practice), so the pool knows
+/// nothing of how bodies are made.
+pub struct Pool<B> {
     host: Box<str>,
     port: u16,
-    idle: ArrayQueue<Idle>,
+    idle: ArrayQueue<Idle<B>>,
     keep: bool,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
-impl Pool {
+impl<B> Pool<B>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     /// `max_idle` 0 disables keep-alive to the backend (a connection per request).
     pub fn new(
         authority: &Authority,
@@ -50,7 +57,7 @@ impl Pool {
         max_idle: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
-    ) -> Arc<Pool> {
+    ) -> Arc<Pool<B>> {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let pool = Arc::new(Pool {
             host: host.into(),
@@ -68,7 +75,7 @@ impl Pool {
     }
 
     /// An idle connection that is still open, or a new one.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled, ConnectError> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled<B>, ConnectError> {
         while let Some(idle) = self.idle.pop() {
             if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
                 continue;
@@ -84,7 +91,7 @@ impl Pool {
     }
 
     /// A new connection, never taken from the idle queue (the retry after a stale one).
-    pub async fn connect(self: &Arc<Self>) -> Result<Pooled, ConnectError> {
+    pub async fn connect(self: &Arc<Self>) -> Result<Pooled<B>, ConnectError> {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((&*self.host, self.port)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
@@ -99,8 +106,10 @@ impl Pool {
         });
         Ok(Pooled { sender: Some(sender), pool: Arc::downgrade(self), reusable: false })
     }
+}
 
-    fn put(&self, sender: http1::SendRequest<Body>) {
+impl<B> Pool<B> {
+    fn put(&self, sender: http1::SendRequest<B>) {
         if self.keep && !sender.is_closed() {
             // Full: this connection is one more than the pool keeps; dropping it closes it.
             let _ = self.idle.push(Idle { sender, since: Instant::now() });
@@ -110,7 +119,7 @@ impl Pool {
 
 /// Drops idle connections past the idle timeout, so a burst does not keep backend sockets open
 /// for longer than `pool_idle_timeout`.
-async fn sweep(pool: Weak<Pool>) {
+async fn sweep<B>(pool: Weak<Pool<B>>) {
     let every = match pool.upgrade() {
         Some(p) => (p.idle_timeout / 2).max(Duration::from_millis(500)),
         None => return,
@@ -128,14 +137,14 @@ async fn sweep(pool: Weak<Pool>) {
 }
 
 /// A checked-out connection. Back to the pool on drop once marked reusable.
-pub struct Pooled {
-    sender: Option<http1::SendRequest<Body>>,
-    pool: Weak<Pool>,
+pub struct Pooled<B> {
+    sender: Option<http1::SendRequest<B>>,
+    pool: Weak<Pool<B>>,
     reusable: bool,
 }
 
-impl Pooled {
-    pub fn sender(&mut self) -> Option<&mut http1::SendRequest<Body>> {
+impl<B> Pooled<B> {
+    pub fn sender(&mut self) -> Option<&mut http1::SendRequest<B>> {
         self.sender.as_mut()
     }
 
@@ -145,7 +154,7 @@ impl Pooled {
     }
 }
 
-impl Drop for Pooled {
+impl<B> Drop for Pooled<B> {
     fn drop(&mut self) {
         if !self.reusable {
             return;
@@ -160,6 +169,7 @@ impl Drop for Pooled {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::body::Body;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use bytes::Bytes;
@@ -206,14 +216,14 @@ mod tests {
         Request::builder().uri("/").header("host", "shop").body(Body::empty()).unwrap()
     }
 
-    async fn roundtrip(pool: &Arc<Pool>) -> Bytes {
+    async fn roundtrip(pool: &Arc<Pool<Body>>) -> Bytes {
         let mut conn = pool.checkout().await.unwrap();
         let res = conn.sender().unwrap().send_request(get()).await.unwrap();
         let body = Body::upstream(res.into_body(), conn);
         body.collect().await.unwrap().to_bytes()
     }
 
-    fn pool(a: &Authority, max_idle: usize) -> Arc<Pool> {
+    fn pool(a: &Authority, max_idle: usize) -> Arc<Pool<Body>> {
         Pool::new(a, 80, max_idle, Duration::from_secs(2), Duration::from_secs(60))
     }
 

@@ -92,7 +92,7 @@ pub struct Proxy {
 }
 
 struct Inner {
-    pool: Arc<Pool>,
+    pool: Arc<Pool<Body>>,
     base_path: Box<str>,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
