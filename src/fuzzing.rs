@@ -21,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower::util::BoxCloneSyncService;
 use tower::Service;
 
-use crate::client_ip::TrustedProxies;
 use crate::config::{Config, ServerConfig};
 use crate::context::{ConnInfo, LoggedBody};
 use crate::diag::Diagnostic;
@@ -68,16 +67,8 @@ impl Stack {
         let rules: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(rule_set, 1, None)));
         let metrics = Arc::new(Metrics::new());
         let nonces = Arc::new(crate::state::memory::MemoryNonceStore::new(config.state.max_replay_keys));
-        let service = crate::stack::build(crate::stack::StackParts {
-            trusted: Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone())),
-            metrics: metrics.clone(),
-            rules,
-            nonces,
-            rate_limit: crate::guard::rate_limit::RateLimitGuard::memory(),
-            proxy: crate::proxy::Proxy::new(&config.upstream, metrics.clone()),
-            head_limits: crate::guard::head::HeadLimits::from(&config.server),
-            response_headers: crate::response_headers(&config.server),
-        });
+        let rate_limit = crate::guard::rate_limit::RateLimitGuard::memory();
+        let service = crate::stack::from_config(&config, rules, metrics.clone(), nonces, rate_limit);
         Ok(Stack {
             service: BoxCloneSyncService::new(service),
             server: config.server,

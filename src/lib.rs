@@ -38,7 +38,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Health;
-use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -188,21 +187,6 @@ async fn watch_state_store(store: Arc<state::redis::RedisStore>, health: Arc<Hea
 }
 
 /// Binds every listener and starts serving in the background.
-/// What every response gets unless it has it: the configured headers, then HSTS.
-pub(crate) fn response_headers(server: &config::ServerConfig) -> context::AddedHeaders {
-    let mut added = server.response_headers.clone();
-    if let Some(max_age) = server.hsts_max_age {
-        let hsts = http::header::STRICT_TRANSPORT_SECURITY;
-        if let (false, Ok(v)) = (
-            added.iter().any(|(n, _)| *n == hsts),
-            http::HeaderValue::try_from(format!("max-age={}", max_age.as_secs())),
-        ) {
-            added.push((hsts, v));
-        }
-    }
-    added.into()
-}
-
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -250,19 +234,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
 
-    let trusted = Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone()));
-    let proxy = proxy::Proxy::new(&config.upstream, metrics.clone());
     let (nonces, rate_limit) = state_stores(&config.state, &health, &metrics, &stopped).await?;
-    let service = stack::build(stack::StackParts {
-        trusted,
-        metrics: metrics.clone(),
-        rules: shared.clone(),
-        nonces,
-        rate_limit,
-        proxy,
-        head_limits: guard::head::HeadLimits::from(&config.server),
-        response_headers: response_headers(&config.server),
-    });
+    let service = stack::from_config(&config, shared.clone(), metrics.clone(), nonces, rate_limit);
 
     let server = server::Server {
         listener,

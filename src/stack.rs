@@ -35,6 +35,50 @@ pub struct StackParts {
     pub response_headers: crate::context::AddedHeaders,
 }
 
+/// What every response gets unless it has it: the configured headers, then HSTS.
+fn response_headers(server: &crate::config::ServerConfig) -> crate::context::AddedHeaders {
+    let mut added = server.response_headers.clone();
+    if let Some(max_age) = server.hsts_max_age {
+        let hsts = http::header::STRICT_TRANSPORT_SECURITY;
+        if let (false, Ok(v)) = (
+            added.iter().any(|(n, _)| *n == hsts),
+            http::HeaderValue::try_from(format!("max-age={}", max_age.as_secs())),
+        ) {
+            added.push((hsts, v));
+        }
+    }
+    added.into()
+}
+
+/// The stack for a configuration: the one assembly used by the server and the fuzz harness.
+/// The state stores are the caller's (their upkeep tasks, or none).
+pub fn from_config(
+    config: &crate::config::Config,
+    rules: SharedRules,
+    metrics: Arc<Metrics>,
+    nonces: Arc<dyn crate::state::NonceStore>,
+    rate_limit: RateLimitGuard,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::context::LoggedBody>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    build(StackParts {
+        trusted: Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone())),
+        proxy: Proxy::new(&config.upstream, metrics.clone()),
+        metrics,
+        rules,
+        nonces,
+        rate_limit,
+        head_limits: HeadLimits::from(&config.server),
+        response_headers: response_headers(&config.server),
+    })
+}
+
 /// The service handed to hyper for every connection.
 pub fn build(
     parts: StackParts,
