@@ -19,6 +19,10 @@ Scenarios:
   ping         --frames N             PING frames, never reading the ACKs
   stall        --hold S               ask for a large body, then stop reading until stdin
                                       closes (at most S seconds)
+  inject       --spec JSON            one request per connection with header fields the h2
+                                      library would refuse to send (CR, LF, NUL in values,
+                                      connection-specific fields, upper case names, bad
+                                      pseudo-headers): outbound validation is switched off
 """
 
 import argparse
@@ -359,6 +363,28 @@ def stall(args):
     return c.result(received_after_hold=received)
 
 
+def inject(args):
+    """--spec is a JSON list of cases {"name", "pseudo": {":path": ...}, "headers": [[n, v], ...]}.
+    Names and values are sent as given (latin-1 bytes: JSON "\\u0000" is a NUL byte) with the h2
+    library's outbound validation and normalisation off, each case on a connection of its own
+    (a malformed field may cost the whole connection). Reports per case what the server did."""
+    results = {}
+    for case in json.loads(args.spec):
+        c = Client(args)
+        c.conn.config.validate_outbound_headers = False
+        c.conn.config.normalize_outbound_headers = False
+        pseudo = dict(c.request_headers(case.get("path", "/inject")))
+        pseudo.update(case.get("pseudo", {}))
+        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pseudo.items()]
+        fields += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in case.get("headers", [])]
+        c.conn.send_headers(1, fields, end_stream=True)
+        c.flush()
+        c.pump_until(lambda: 1 in c.ended or 1 in c.reset or c.goaway is not None or c.local_error, args.seconds)
+        results[case["name"]] = c.result()
+        c.sock.close()
+    return {"cases": results}
+
+
 DURATION_HELP = "repeat the attack on new connections for this many seconds; the last round is reported"
 
 
@@ -406,6 +432,10 @@ def main():
     s.add_argument("--hold", type=float, default=20)
     s.add_argument("--seconds", type=float, default=3)
     s.set_defaults(run=stall)
+    s = sub.add_parser("inject")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--seconds", type=float, default=3)
+    s.set_defaults(run=inject)
     args = p.parse_args()
     # A sustained attack: an attacker whose connection is closed connects again and repeats.
     end = time.monotonic() + getattr(args, "duration", 0)
