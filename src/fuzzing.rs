@@ -64,11 +64,11 @@ impl Stack {
     pub fn new(config: &str, rule_files: &[(PathBuf, String)]) -> Result<Stack, StackError> {
         let config = Config::parse(config, None).map_err(StackError::Config)?;
         let rule_set = crate::rules::load_sources(rule_files).map_err(StackError::Rules)?;
-        let rules: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(rule_set, 1, None)));
+        let rules: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(rule_set, 1)));
         let metrics = Arc::new(Metrics::new());
         let nonces = Arc::new(crate::state::memory::MemoryNonceStore::new(config.state.max_replay_keys));
-        let rate_limit = crate::guard::rate_limit::RateLimitGuard::memory();
-        let service = crate::stack::from_config(&config, rules, metrics.clone(), nonces, rate_limit);
+        let buckets = Arc::new(crate::state::memory::MemoryRateStore::new(config.state.max_rate_keys));
+        let service = crate::stack::from_config(&config, rules, metrics.clone(), nonces, buckets);
         Ok(Stack {
             service: BoxCloneSyncService::new(service),
             server: config.server,

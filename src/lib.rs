@@ -112,31 +112,40 @@ fn spawn_until(stop: CancellationToken, task: impl std::future::Future<Output = 
     });
 }
 
-/// The replay store and the rate-limit guard for `[state]`, with their background upkeep: the
-/// memory store's sweep, or the shared store's health loop.
+/// The replay store and the rate-limit store for `[state]`, with their background upkeep: the
+/// memory stores' sweeps, or the shared store's health loop.
 async fn state_stores(
     config: &config::StateConfig,
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
     stopped: &CancellationToken,
-) -> Result<(Arc<dyn state::NonceStore>, guard::rate_limit::RateLimitGuard), StartError> {
+) -> Result<(Arc<dyn state::NonceStore>, Arc<dyn state::RateStore>), StartError> {
     match &config.backend {
         config::StateBackend::Memory => {
             let _ = health.state_backend.set("memory");
             health.state_ok.store(true, Ordering::Relaxed);
             metrics.state_store_up.set(1);
             let nonces = Arc::new(state::memory::MemoryNonceStore::new(config.max_replay_keys));
+            let buckets = Arc::new(state::memory::MemoryRateStore::new(config.max_rate_keys));
             spawn_until(stopped.clone(), {
-                let nonces = nonces.clone();
+                let (nonces, buckets) = (nonces.clone(), buckets.clone());
                 async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(10));
                     loop {
                         tick.tick().await;
-                        nonces.sweep(std::time::Instant::now());
+                        // A pass over a million keys takes tens of milliseconds: not on a
+                        // runtime thread.
+                        let (nonces, buckets) = (nonces.clone(), buckets.clone());
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let now = std::time::Instant::now();
+                            nonces.sweep(now);
+                            buckets.sweep(now);
+                        })
+                        .await;
                     }
                 }
             });
-            Ok((nonces, guard::rate_limit::RateLimitGuard::memory()))
+            Ok((nonces, buckets))
         }
         config::StateBackend::Redis { urls, cluster } => {
             let store = Arc::new(state::redis::RedisStore::new(urls, *cluster, config.timeout)?);
@@ -148,8 +157,7 @@ async fn state_stores(
                 tracing::info!(target: "payguard::state", redis = %store.target(), cluster = *cluster, "state store connected");
             }
             spawn_until(stopped.clone(), watch_state_store(store.clone(), health.clone(), metrics.clone(), up));
-            let limits = guard::rate_limit::RateLimitGuard::shared(store.clone(), metrics.clone());
-            Ok((store, limits))
+            Ok((store.clone(), store))
         }
     }
 }
@@ -197,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Rules first: a proxy that cannot say what it enforces must not start.
     let rule_set = rules::load_dir(&config.rules.dir).map_err(StartError::Rules)?;
     let shared: rules::active::SharedRules =
-        Arc::new(arc_swap::ArcSwap::from_pointee(rules::active::ActiveRules::new(rule_set, 1, None)));
+        Arc::new(arc_swap::ArcSwap::from_pointee(rules::active::ActiveRules::new(rule_set, 1)));
     health.rules_version.store(1, Ordering::Relaxed);
     health.rules_loaded.store(true, Ordering::Relaxed);
     if config.rules.watch {
@@ -210,7 +218,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
         spawn_until(stopped.clone(), watcher);
     }
-    spawn_until(stopped.clone(), rules::watch::evict_idle(shared.clone(), Duration::from_secs(10)));
 
     let provider = tls::provider();
     let (cert, key) = tls::cert_paths(&config.server.tls)?;
@@ -234,8 +241,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
 
-    let (nonces, rate_limit) = state_stores(&config.state, &health, &metrics, &stopped).await?;
-    let service = stack::from_config(&config, shared.clone(), metrics.clone(), nonces, rate_limit);
+    let (nonces, buckets) = state_stores(&config.state, &health, &metrics, &stopped).await?;
+    let service = stack::from_config(&config, shared.clone(), metrics.clone(), nonces, buckets);
 
     let server = server::Server {
         listener,

@@ -57,7 +57,7 @@ pub fn from_config(
     rules: SharedRules,
     metrics: Arc<Metrics>,
     nonces: Arc<dyn crate::state::NonceStore>,
-    rate_limit: RateLimitGuard,
+    buckets: Arc<dyn crate::state::RateStore>,
 ) -> impl tower::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<crate::context::LoggedBody>,
@@ -70,10 +70,10 @@ pub fn from_config(
     build(StackParts {
         trusted: Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone())),
         proxy: Proxy::new(&config.upstream, metrics.clone()),
+        rate_limit: RateLimitGuard::new(buckets, metrics.clone()),
         metrics,
         rules,
         nonces,
-        rate_limit,
         head_limits: HeadLimits::from(&config.server),
         response_headers: response_headers(&config.server),
     })

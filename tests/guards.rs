@@ -268,6 +268,14 @@ async fn peer_denied_before_tls() {
     proxy.stop().await;
 }
 
+/// Replaces a rule file the way editors and config tools do (a rename), so the watcher never
+/// reads it half-written: `fs::write` truncates first, and an empty rule file is a valid one.
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// 20 reloads, good and bad alternating, while a client keeps sending: no request fails, every
 /// good edit takes effect, every bad one is reported and ignored, and rate-limit state of an
 /// unchanged route survives.
@@ -305,7 +313,7 @@ async fn hot_reload_under_traffic() {
         let marker = format!("/v{i}");
         if i % 2 == 0 {
             let good = format!("[[route]]\nname = \"stable\"\nmatch = {{ path = \"/stable\" }}\n[[route]]\nname = \"v{i}\"\nmatch = {{ path = \"{marker}\" }}\n");
-            std::fs::write(rules.join("b.toml"), good).unwrap();
+            write_atomically(&rules.join("b.toml"), &good);
             let url = proxy.url(&marker);
             let c2 = c.clone();
             assert!(
@@ -318,11 +326,10 @@ async fn hot_reload_under_traffic() {
             );
         } else {
             let errors_before = reload_errors(admin).await;
-            std::fs::write(
-                rules.join("b.toml"),
+            write_atomically(
+                &rules.join("b.toml"),
                 "[[route]]\nname = \"stable\"\nmatch = { path = \"/stable\" }\n[[route]]\nname = 7\n",
-            )
-            .unwrap();
+            );
             assert!(
                 eventually(Duration::from_secs(2), || async move { reload_errors(admin).await > errors_before }).await,
                 "bad edit {i} not reported"

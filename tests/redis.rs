@@ -123,13 +123,13 @@ async fn gcra_on_redis_decides_like_the_memory_limiter() {
         rate: payguard::units::Rate { count: 1, per: Duration::from_secs(3600) },
         burst: 5,
     };
-    let memory = payguard::guard::rate_limit::Limiter::new(&spec);
-    let gcra = memory.gcra();
+    let memory = payguard::state::memory::MemoryRateStore::new(1_000);
+    let gcra = payguard::guard::rate_limit::gcra(&spec);
     assert_eq!(gcra, Gcra { emission_interval: Duration::from_secs(3600), burst: 5 });
     let store = RedisStore::new(&[redis.url()], false, Duration::from_millis(500)).unwrap();
     for i in 0..8 {
-        let mem = memory.check(0).is_ok();
-        let shared = store.check("t:route", gcra).await.unwrap();
+        let mem = memory.check(0, 0, gcra).await.unwrap() == RateDecision::Allowed;
+        let shared = store.check(0x7, 0, gcra).await.unwrap();
         assert_eq!(mem, shared == RateDecision::Allowed, "request {i}: memory {mem}, redis {shared:?}");
         if let RateDecision::Limited { retry_after } = shared {
             // The next cell comes one emission interval after the first.
@@ -141,7 +141,8 @@ async fn gcra_on_redis_decides_like_the_memory_limiter() {
     }
     // The key expires when its bucket would be full again: at most burst × T from now.
     let mut c = redis.connection().await;
-    let ttl: i64 = redis::cmd("PTTL").arg("payguard:rl:t:route").query_async(&mut c).await.unwrap();
+    let key = format!("payguard:rl:{:016x}:{:032x}", 0x7, 0);
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await.unwrap();
     assert!(ttl > 0 && ttl <= 5 * 3_600_000, "{ttl}");
 
     // Several instances (store objects, each with its own connection) racing on one bucket:
@@ -152,7 +153,7 @@ async fn gcra_on_redis_decides_like_the_memory_limiter() {
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let s = stores[i % stores.len()].clone();
-            tokio::spawn(async move { s.check("t:race", gcra).await.unwrap() == RateDecision::Allowed })
+            tokio::spawn(async move { s.check(0x8, 0, gcra).await.unwrap() == RateDecision::Allowed })
         })
         .collect();
     let mut allowed = 0;
@@ -163,10 +164,10 @@ async fn gcra_on_redis_decides_like_the_memory_limiter() {
 
     // A refilled bucket: 1000/s with burst 1 allows again after a millisecond or so.
     let fast = Gcra { emission_interval: Duration::from_millis(1), burst: 1 };
-    assert_eq!(store.check("t:fast", fast).await.unwrap(), RateDecision::Allowed);
+    assert_eq!(store.check(0x9, 0, fast).await.unwrap(), RateDecision::Allowed);
     let store = &store;
     let ok = eventually(Duration::from_secs(5), || async move {
-        store.check("t:fast", fast).await.unwrap() == RateDecision::Allowed
+        store.check(0x9, 0, fast).await.unwrap() == RateDecision::Allowed
     })
     .await;
     assert!(ok);
@@ -387,7 +388,7 @@ async fn redis_cluster_backend_shares_replay_keys_and_limits() {
     let mut allowed = 0;
     for i in 0..20 {
         let s: &RedisStore = if i % 2 == 0 { &store } else { &other };
-        allowed += usize::from(s.check("x:route", gcra).await.unwrap() == RateDecision::Allowed);
+        allowed += usize::from(s.check(0xa, 0, gcra).await.unwrap() == RateDecision::Allowed);
     }
     assert_eq!(allowed, 7);
     assert!(store.ping().await.is_ok());

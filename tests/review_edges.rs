@@ -534,33 +534,47 @@ match = { path = "/fast/*" }
 rate_limit = { key = "header:x-api-key", rate = "1000/s", burst = 1 }
 "#;
 
-/// The in-memory limiter has no cap on its keys: a bucket is dropped only once it is full
-/// again (for a key seen once: one emission interval, here an hour), by the sweep every 10 s.
-/// So the map holds every key seen within the last `1/rate` (+ 10 s), however many that is.
+/// The in-memory buckets are capped (`[state] max_rate_keys`): a bucket is dropped once it is
+/// full again (for a key seen once: one emission interval, here an hour), and at the cap a new
+/// key is refused (`StoreError::Full`, so the route's `on_state_error.rate_limit` decides) while
+/// every known key is still limited. Before the cap existed, 20,000 fresh keys on a 1/h limit
+/// simply stayed.
 #[tokio::test]
-async fn rate_limit_buckets_are_evicted_when_idle_and_otherwise_unbounded() {
-    use payguard::guard::rate_limit::Limiter;
+async fn rate_limit_buckets_are_capped_and_evicted_when_full_again() {
+    use payguard::guard::rate_limit::{bucket_key, gcra};
+    use payguard::state::memory::MemoryRateStore;
+    use payguard::state::{RateDecision, StoreError};
     let set = payguard::rules::load_sources(&[(PathBuf::from("rl.toml"), RL_RULES.to_owned())]).unwrap();
-    let spec = |name: &str| set.routes().iter().find(|r| &*r.name == name).unwrap().rate_limit.clone().unwrap();
-    let (slow, fast) = (Limiter::new(&spec("by-key")), Limiter::new(&spec("fast")));
+    let route = |name: &str| set.routes().iter().find(|r| &*r.name == name).unwrap().clone();
+    let (slow, fast) = (route("by-key"), route("fast"));
+    let (slow_spec, fast_spec) = (slow.rate_limit.clone().unwrap(), fast.rate_limit.clone().unwrap());
+    const CAP: usize = 20_000;
+    let store = MemoryRateStore::new(CAP);
     let ip = "192.0.2.1".parse().unwrap();
-    const KEYS: usize = 20_000;
-    let t = Instant::now();
-    for i in 0..KEYS {
+    let key = |i: usize| {
         let mut h = http::HeaderMap::new();
         h.insert("x-api-key", format!("attacker-{i}").parse().unwrap());
-        assert!(slow.check(slow.key(ip, &h)).is_ok(), "a fresh key always has a full bucket");
-        assert!(fast.check(fast.key(ip, &h)).is_ok());
+        bucket_key(&slow_spec.key, ip, &h)
+    };
+    let t = Instant::now();
+    for i in 0..CAP / 2 {
+        let now = Instant::now();
+        assert_eq!(store.check_at(slow.fingerprint, key(i), gcra(&slow_spec), now), Ok(RateDecision::Allowed));
+        assert_eq!(store.check_at(fast.fingerprint, key(i), gcra(&fast_spec), now), Ok(RateDecision::Allowed));
     }
-    eprintln!(
-        "{KEYS} fresh header keys in two limiters: {:.0} ns per check",
-        t.elapsed().as_nanos() as f64 / (2 * KEYS) as f64
-    );
-    assert_eq!(slow.len(), KEYS);
-    // Nothing is idle for an hour: the sweep keeps every bucket, and nothing caps them.
-    assert_eq!(slow.evict_idle(), KEYS, "a 1/h limiter drops no bucket within the hour");
-    // 1000/s refills in 1 ms: the sweep empties it.
-    assert!(eventually(Duration::from_secs(2), || async { fast.evict_idle() == 0 }).await);
+    eprintln!("{CAP} fresh header keys: {:.0} ns per check", t.elapsed().as_nanos() as f64 / CAP as f64);
+    assert_eq!(store.len(), CAP);
+    // At the cap: a new key is refused, a known one is still limited.
+    let now = Instant::now();
+    assert_eq!(store.check_at(slow.fingerprint, key(CAP), gcra(&slow_spec), now), Err(StoreError::Full));
+    assert!(matches!(
+        store.check_at(slow.fingerprint, key(0), gcra(&slow_spec), now),
+        Ok(RateDecision::Limited { .. })
+    ));
+    // 1000/s refills in 1 ms: a sweep drops those buckets and makes room; 1/h buckets stay.
+    let later = now + Duration::from_millis(5);
+    assert_eq!(store.sweep(later), CAP / 2, "a 1/h bucket is not full again within the hour");
+    assert_eq!(store.check_at(slow.fingerprint, key(CAP), gcra(&slow_spec), later), Ok(RateDecision::Allowed));
 }
 
 fn headers_of(pairs: &[(&str, String)]) -> Vec<(String, String)> {

@@ -163,10 +163,15 @@ pub struct StateConfig {
     /// Replay keys the memory backend holds at most (about 100 bytes each). When full it refuses
     /// new reservations (`on_state_error.replay`) rather than forget a live one.
     pub max_replay_keys: usize,
+    /// Rate-limit buckets the memory backend holds at most (about 50 bytes each). At the cap a
+    /// new client's request gets the route's `on_state_error.rate_limit`; known clients are
+    /// still limited.
+    pub max_rate_keys: usize,
 }
 
 pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
 pub const DEFAULT_MAX_REPLAY_KEYS: usize = 10_000_000;
+pub const DEFAULT_MAX_RATE_KEYS: usize = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -499,6 +504,8 @@ impl Checker<'_> {
         let timeout = self.duration(raw.state.timeout, DEFAULT_STATE_TIMEOUT, "timeout");
         let max_replay_keys =
             self.count(raw.state.max_replay_keys, DEFAULT_MAX_REPLAY_KEYS, 1_000, 1_000_000_000, "max_replay_keys");
+        let max_rate_keys =
+            self.count(raw.state.max_rate_keys, DEFAULT_MAX_RATE_KEYS, 1_000, 1_000_000_000, "max_rate_keys");
         let backend = match raw.state.backend {
             None => StateBackend::Memory,
             Some(v) => match v.get_ref().as_str() {
@@ -539,7 +546,7 @@ impl Checker<'_> {
             upstream,
             client_ip: ClientIpConfig { trusted_proxies },
             rules,
-            state: StateConfig { backend, timeout, max_replay_keys },
+            state: StateConfig { backend, timeout, max_replay_keys, max_rate_keys },
             log: LogConfig { format, level },
         }
     }
@@ -579,6 +586,7 @@ mod tests {
         assert!(c.rules.watch);
         assert_eq!(c.state.backend, StateBackend::Memory);
         assert_eq!(c.state.max_replay_keys, 10_000_000);
+        assert_eq!(c.state.max_rate_keys, 10_000_000);
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(matches!(c.server.tls, TlsSource::Dev { .. }));
     }

@@ -78,6 +78,7 @@ pub struct RawState {
     pub redis_url: Option<Spanned<RawRedisUrl>>,
     pub timeout: Option<Spanned<String>>,
     pub max_replay_keys: Option<Spanned<i64>>,
+    pub max_rate_keys: Option<Spanned<i64>>,
 }
 
 /// A single URL, or a list of node URLs for a Redis Cluster.

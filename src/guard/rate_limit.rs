@@ -2,26 +2,23 @@
 //! Keys are the client IP (IPv6 by /64: one subscriber gets one bucket however many addresses
 //! it rotates through), the whole route, or a header's value (hashed, never stored).
 //!
-//! Two backends with the same decisions:
-//! - **memory** (one instance): governor, in-process; idle keys are evicted periodically so
-//!   memory stays bounded whatever the key count. The check is synchronous and allocation-free.
+//! The guard derives the bucket (scope fingerprint, key, GCRA) from the rules and the request;
+//! the [`RateStore`] chosen at start keeps the buckets, with the same decisions either way:
+//! - **memory** (one instance, `state::memory::MemoryRateStore`): in-process, synchronous and
+//!   allocation-free for a known key, at most `[state] max_rate_keys` buckets.
 //! - **shared** (`[state] backend = "redis"`): the same GCRA in a Lua script on Redis, one round
-//!   trip per decision, so N instances enforce one limit together (see `state::redis`). When the
-//!   store does not answer, the route's `on_state_error.rate_limit` decides: `fail_open`
-//!   (default) lets the request through and counts `decision="fail_open"`, `fail_closed` refuses
-//!   with 503 `state_unavailable`.
+//!   trip per decision, so N instances enforce one limit together (see `state::redis`).
+//!
+//! When the store cannot answer (Redis unreachable, or the memory store full for a new key), the
+//! route's `on_state_error.rate_limit` decides: `fail_open` (default) lets the request through
+//! and counts `decision="fail_open"`, `fail_closed` refuses with 503 `state_unavailable`.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DashMapStateStore;
-use governor::{Quota, RateLimiter};
 use http::{HeaderMap, Request};
 use sha2::{Digest, Sha256};
 
@@ -31,114 +28,34 @@ use crate::body::Body;
 use crate::client_ip::canonical;
 use crate::metrics::Metrics;
 use crate::rules::{FailMode, RateKey, RateLimitSpec};
-use crate::state::{Gcra, RateDecision, RateStore};
+use crate::state::{Gcra, RateDecision, RateStore, StoreError};
 
-type Keyed = RateLimiter<u128, DashMapStateStore<u128>, DefaultClock>;
-
-pub struct Limiter {
-    spec: RateLimitSpec,
-    inner: Keyed,
-    clock: DefaultClock,
-    /// Seeds header-value hashing so clients cannot aim collisions.
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl std::fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter").field("spec", &self.spec).field("keys", &self.inner.len()).finish()
-    }
-}
-
-/// GCRA quota: one cell every `per / count`, `burst` cells at once.
-pub fn quota(spec: &RateLimitSpec) -> Quota {
+/// The GCRA of a limit: one cell every `per / count`, `burst` cells at once.
+pub fn gcra(spec: &RateLimitSpec) -> Gcra {
     let count = spec.rate.count.max(1);
-    let period = spec.rate.per.checked_div(count).unwrap_or(Duration::from_nanos(1)).max(Duration::from_nanos(1));
-    let burst = NonZeroU32::new(spec.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst)
+    let emission_interval =
+        spec.rate.per.checked_div(count).unwrap_or(Duration::from_nanos(1)).max(Duration::from_nanos(1));
+    Gcra { emission_interval, burst: spec.burst.max(1) }
 }
 
-impl Limiter {
-    pub fn new(spec: &RateLimitSpec) -> Limiter {
-        let clock = DefaultClock::default();
-        Limiter {
-            spec: spec.clone(),
-            inner: RateLimiter::dashmap_with_clock(quota(spec), clock.clone()),
-            clock,
-            hasher: std::collections::hash_map::RandomState::new(),
-        }
-    }
-
-    pub fn spec(&self) -> &RateLimitSpec {
-        &self.spec
-    }
-
-    /// The bucket key of a request.
-    pub fn key(&self, client: IpAddr, headers: &HeaderMap) -> u128 {
-        match &self.spec.key {
-            RateKey::Ip => ip_key(client),
-            RateKey::Route => 0,
-            RateKey::Header(name) => {
-                let mut h = self.hasher.build_hasher();
-                for v in headers.get_all(name) {
-                    v.as_bytes().hash(&mut h);
-                }
-                u128::from(h.finish())
+/// The bucket of a request within its scope, the same on every instance: the client address
+/// ([`ip_key`]), one bucket for the whole route, or the first 128 bits of SHA-256 over the
+/// header's values (so clients cannot aim collisions, and the value is never stored).
+pub fn bucket_key(key: &RateKey, client: IpAddr, headers: &HeaderMap) -> u128 {
+    match key {
+        RateKey::Ip => ip_key(client),
+        RateKey::Route => 0,
+        RateKey::Header(name) => {
+            let mut h = Sha256::new();
+            for v in headers.get_all(name) {
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(v.as_bytes());
             }
+            let digest = h.finalize();
+            let mut first = [0u8; 16];
+            first.copy_from_slice(&digest[..16]);
+            u128::from_be_bytes(first)
         }
-    }
-
-    /// The bucket key of a request on a shared store: the same on every instance (the client
-    /// address as [`ip_key`] in hex, `route`, or SHA-256 of the header's values).
-    pub fn shared_key(&self, client: IpAddr, headers: &HeaderMap) -> String {
-        match &self.spec.key {
-            RateKey::Ip => format!("{:x}", ip_key(client)),
-            RateKey::Route => "route".to_string(),
-            RateKey::Header(name) => {
-                let mut h = Sha256::new();
-                for v in headers.get_all(name) {
-                    h.update((v.len() as u64).to_be_bytes());
-                    h.update(v.as_bytes());
-                }
-                hex::encode(&h.finalize()[..16])
-            }
-        }
-    }
-
-    /// The quota as a shared store evaluates it.
-    pub fn gcra(&self) -> Gcra {
-        let q = quota(&self.spec);
-        Gcra { emission_interval: q.replenish_interval(), burst: q.burst_size().get() }
-    }
-
-    pub fn check(&self, key: u128) -> Result<(), Reject> {
-        match self.inner.check_key(&key) {
-            Ok(()) => Ok(()),
-            Err(not_until) => Err(Reject::RateLimited {
-                limit: u64::from(self.spec.burst),
-                reset: not_until.wait_time_from(self.clock.now()),
-            }),
-        }
-    }
-
-    /// Drops buckets that are full again (idle keys) and returns how many remain.
-    pub fn evict_idle(&self) -> usize {
-        let before = self.inner.len();
-        self.inner.retain_recent();
-        let after = self.inner.len();
-        // Give memory back only after a large drop: a steady population would otherwise
-        // regrow its tables after every pass.
-        if after < before / 2 {
-            self.inner.shrink_to_fit();
-        }
-        after
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
     }
 }
 
@@ -152,72 +69,84 @@ pub fn ip_key(ip: IpAddr) -> u128 {
 }
 
 /// The rate-limit guard: the route's limit (or the defaults' for unrouted requests), checked
-/// in memory, or on the shared store when there is one.
-#[derive(Clone, Default)]
-pub struct RateLimitGuard {
-    shared: Option<SharedLimits>,
-}
-
+/// on the configured [`RateStore`] — in this process, or shared by every instance.
 #[derive(Clone)]
-struct SharedLimits {
+pub struct RateLimitGuard {
     store: Arc<dyn RateStore>,
     metrics: Arc<Metrics>,
 }
 
 impl RateLimitGuard {
-    /// Buckets in this process (one instance).
-    pub fn memory() -> Self {
-        RateLimitGuard { shared: None }
-    }
-
-    /// Buckets on a store shared by every instance.
-    pub fn shared(store: Arc<dyn RateStore>, metrics: Arc<Metrics>) -> Self {
-        RateLimitGuard { shared: Some(SharedLimits { store, metrics }) }
+    pub fn new(store: Arc<dyn RateStore>, metrics: Arc<Metrics>) -> Self {
+        RateLimitGuard { store, metrics }
     }
 }
 
 type Outcome = (Request<Body>, Result<(), Reject>);
 
-/// A round trip to the shared store (the memory backend answers at once).
+/// A round trip to the shared store (the memory store answers at once).
 pub type RateLimitFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 const NAME: &str = "rate_limit";
+
+/// What one answer of the store means for the request.
+struct Decide {
+    limit: u64,
+    fail_mode: FailMode,
+    label: crate::metrics::RouteLabel,
+    metrics: Arc<Metrics>,
+}
+
+impl Decide {
+    fn outcome(&self, answer: Result<RateDecision, StoreError>) -> Result<(), Reject> {
+        match answer {
+            Ok(RateDecision::Allowed) => Ok(()),
+            Ok(RateDecision::Limited { retry_after }) => {
+                Err(Reject::RateLimited { limit: self.limit, reset: retry_after })
+            }
+            Err(e) if self.fail_mode == FailMode::Open => {
+                // Per request at debug only: the health loop (or the full store) reports it once.
+                tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing open");
+                self.metrics.decision(&self.label, NAME, "fail_open");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing closed");
+                Err(Reject::StateUnavailable)
+            }
+        }
+    }
+}
 
 impl Guard for RateLimitGuard {
     const NAME: &'static str = NAME;
     type Future = RateLimitFuture;
 
     fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
-        let Some(limiter) = route.active.limiter(route.route.as_deref()) else {
+        let Some((spec, scope)) = route.active.rate_limit(route.route.as_deref()) else {
             return Verdict::Now(req, Ok(()));
         };
         let client =
             req.extensions().get::<crate::context::RequestCtx>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.client.ip);
-        let Some(shared) = &self.shared else {
-            let outcome = limiter.check(limiter.key(client, req.headers()));
-            return Verdict::Now(req, outcome);
+        let key = bucket_key(&spec.key, client, req.headers());
+        let gcra = gcra(spec);
+        let decide = || Decide {
+            limit: u64::from(spec.burst),
+            fail_mode: route.route.as_ref().map_or(FailMode::Open, |r| r.on_state_error.rate_limit),
+            label: crate::metrics::route_label(route.name()),
+            metrics: self.metrics.clone(),
         };
-        let scope = route.active.limit_scope(route.route.as_deref());
-        let key = format!("{scope:016x}:{}", limiter.shared_key(client, req.headers()));
-        let (gcra, limit) = (limiter.gcra(), u64::from(limiter.spec().burst));
-        let fail_mode = route.route.as_ref().map_or(FailMode::Open, |r| r.on_state_error.rate_limit);
-        let label = crate::metrics::route_label(route.name());
-        let shared = shared.clone();
-        Verdict::Later(Box::pin(async move {
-            let outcome = match shared.store.check(&key, gcra).await {
+        if let Some(answer) = self.store.check_now(scope, key, gcra) {
+            // The memory store: decided here; the label and metrics only matter on failure.
+            let outcome = match answer {
                 Ok(RateDecision::Allowed) => Ok(()),
-                Ok(RateDecision::Limited { retry_after }) => Err(Reject::RateLimited { limit, reset: retry_after }),
-                Err(e) if fail_mode == FailMode::Open => {
-                    // Per request at debug only: the health loop reports the outage once.
-                    tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing open");
-                    shared.metrics.decision(&label, NAME, "fail_open");
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing closed");
-                    Err(Reject::StateUnavailable)
-                }
+                other => decide().outcome(other),
             };
+            return Verdict::Now(req, outcome);
+        }
+        let (store, decide) = (self.store.clone(), decide());
+        Verdict::Later(Box::pin(async move {
+            let outcome = decide.outcome(store.check(scope, key, gcra).await);
             (req, outcome)
         }))
     }
@@ -235,24 +164,6 @@ mod tests {
     }
 
     #[test]
-    fn burst_then_refused_with_retry_after() {
-        let l = Limiter::new(&spec(RateKey::Ip, 1, Duration::from_secs(3600), 3));
-        let k = l.key("192.0.2.1".parse().unwrap(), &HeaderMap::new());
-        for _ in 0..3 {
-            assert!(l.check(k).is_ok());
-        }
-        match l.check(k) {
-            Err(Reject::RateLimited { limit, reset }) => {
-                assert_eq!(limit, 3);
-                assert!(reset > Duration::from_secs(3000), "{reset:?}");
-            }
-            other => panic!("{other:?}"),
-        }
-        // Another client has its own bucket.
-        assert!(l.check(l.key("192.0.2.2".parse().unwrap(), &HeaderMap::new())).is_ok());
-    }
-
-    #[test]
     fn ipv4_mapped_is_ipv4_and_ipv6_is_per_64() {
         let a = ip_key("::ffff:192.0.2.1".parse().unwrap());
         assert_eq!(a, ip_key("192.0.2.1".parse().unwrap()));
@@ -263,44 +174,35 @@ mod tests {
 
     #[test]
     fn route_and_header_keys() {
-        let l = Limiter::new(&spec(RateKey::Route, 1, Duration::from_secs(3600), 1));
+        let (a_ip, b_ip) = ("192.0.2.1".parse().unwrap(), "192.0.2.9".parse().unwrap());
         assert_eq!(
-            l.key("192.0.2.1".parse().unwrap(), &HeaderMap::new()),
-            l.key("192.0.2.9".parse().unwrap(), &HeaderMap::new())
+            bucket_key(&RateKey::Route, a_ip, &HeaderMap::new()),
+            bucket_key(&RateKey::Route, b_ip, &HeaderMap::new())
         );
-        let l = Limiter::new(&spec(
-            RateKey::Header(http::HeaderName::from_static("x-api-key")),
-            1,
-            Duration::from_secs(3600),
-            1,
-        ));
-        let mut a = HeaderMap::new();
-        a.insert("x-api-key", HeaderValue::from_static("a"));
-        let mut b = HeaderMap::new();
-        b.insert("x-api-key", HeaderValue::from_static("b"));
-        let ip = "192.0.2.1".parse().unwrap();
-        assert_ne!(l.key(ip, &a), l.key(ip, &b));
-        assert!(l.check(l.key(ip, &a)).is_ok());
-        assert!(l.check(l.key(ip, &a)).is_err());
-        assert!(l.check(l.key(ip, &b)).is_ok());
+        assert_ne!(
+            bucket_key(&RateKey::Ip, a_ip, &HeaderMap::new()),
+            bucket_key(&RateKey::Ip, b_ip, &HeaderMap::new())
+        );
+        let header = RateKey::Header(http::HeaderName::from_static("x-api-key"));
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-api-key", HeaderValue::from_static(v));
+            h
+        };
+        assert_ne!(bucket_key(&header, a_ip, &with("a")), bucket_key(&header, a_ip, &with("b")));
+        assert_eq!(bucket_key(&header, a_ip, &with("a")), bucket_key(&header, b_ip, &with("a")));
+        // Values are length-framed: ["ab"] and ["a", "b"] are different keys.
+        let mut split = HeaderMap::new();
+        split.append("x-api-key", HeaderValue::from_static("a"));
+        split.append("x-api-key", HeaderValue::from_static("b"));
+        assert_ne!(bucket_key(&header, a_ip, &with("ab")), bucket_key(&header, a_ip, &split));
     }
 
     #[test]
-    fn idle_keys_are_evicted() {
-        let l = Limiter::new(&spec(RateKey::Ip, 1000, Duration::from_secs(1), 1000));
-        for i in 0..1000u32 {
-            l.check(ip_key(IpAddr::from(i.to_be_bytes()))).unwrap();
-        }
-        assert_eq!(l.len(), 1000);
-        // One cell per millisecond: after a few ms every bucket is full again and evictable.
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(l.evict_idle(), 0);
-    }
-
-    #[test]
-    fn quota_matches_rate_and_burst() {
-        let q = quota(&spec(RateKey::Ip, 600, Duration::from_secs(60), 20));
-        assert_eq!(q.replenish_interval(), Duration::from_millis(100));
-        assert_eq!(q.burst_size().get(), 20);
+    fn gcra_matches_rate_and_burst() {
+        let g = gcra(&spec(RateKey::Ip, 600, Duration::from_secs(60), 20));
+        assert_eq!((g.emission_interval, g.burst), (Duration::from_millis(100), 20));
+        let g = gcra(&spec(RateKey::Ip, 0, Duration::from_secs(1), 0));
+        assert_eq!((g.emission_interval, g.burst), (Duration::from_secs(1), 1));
     }
 }

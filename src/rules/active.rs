@@ -1,55 +1,36 @@
-//! The rule set that is serving right now, together with the state compiled from it (rate
-//! limiters). Swapped as one unit so a request never sees rules from one version and limiters
-//! from another.
+//! The rule set that is serving right now. Swapped as one unit, so a request sees one
+//! version throughout. Pure data: the state that goes with it (rate-limit buckets, replay keys)
+//! lives in `state`, keyed by what is here (a limit's scope fingerprint).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::{Route, RuleSet};
-use crate::guard::rate_limit::Limiter;
+use super::{RateLimitSpec, Route, RuleSet};
 
 pub struct ActiveRules {
     pub rules: RuleSet,
     pub version: u64,
-    /// Rate limiters by the fingerprint of their scope (route, or `[defaults]`).
-    pub limiters: HashMap<u64, Arc<Limiter>>,
     defaults_fingerprint: u64,
 }
 
 pub type SharedRules = Arc<ArcSwap<ActiveRules>>;
 
 impl ActiveRules {
-    /// Builds the active set, reusing the limiters (and so the buckets) of `previous` wherever
-    /// a scope's limit did not change.
-    pub fn new(rules: RuleSet, version: u64, previous: Option<&ActiveRules>) -> ActiveRules {
-        let mut limiters = HashMap::new();
-        let scopes = rules
-            .routes()
-            .iter()
-            .map(|r| (r.fingerprint, r.rate_limit.as_ref()))
-            .chain(std::iter::once((rules.defaults().limit_fingerprint(), rules.defaults().rate_limit.as_ref())));
-        for (fp, spec) in scopes {
-            let Some(spec) = spec else { continue };
-            if limiters.contains_key(&fp) {
-                continue;
-            }
-            let reused = previous.and_then(|p| p.limiters.get(&fp)).cloned();
-            limiters.insert(fp, reused.unwrap_or_else(|| Arc::new(Limiter::new(spec))));
-        }
+    /// Rate-limit buckets carry over from the set this one replaces by themselves, wherever a
+    /// scope's fingerprint (its name and limit) did not change.
+    pub fn new(rules: RuleSet, version: u64) -> ActiveRules {
         let defaults_fingerprint = rules.defaults().limit_fingerprint();
-        ActiveRules { rules, version, limiters, defaults_fingerprint }
+        ActiveRules { rules, version, defaults_fingerprint }
     }
 
-    /// The limiter for a route (or for requests that matched none).
-    pub fn limiter(&self, route: Option<&Route>) -> Option<&Arc<Limiter>> {
-        self.limiters.get(&self.limit_scope(route))
-    }
-
-    /// The fingerprint of a route's rate-limit scope (or of `[defaults]`): stable across
-    /// processes, so instances sharing a store share the scope's buckets.
-    pub fn limit_scope(&self, route: Option<&Route>) -> u64 {
-        route.map_or(self.defaults_fingerprint, |r| r.fingerprint)
+    /// The rate limit of a route (its own or the defaults' it inherits), or of a request that
+    /// matched none, with the fingerprint of its scope: stable across processes, so instances
+    /// sharing a store share the scope's buckets, and a reload that keeps a limit keeps them.
+    pub fn rate_limit<'a>(&'a self, route: Option<&'a Route>) -> Option<(&'a RateLimitSpec, u64)> {
+        match route {
+            Some(r) => r.rate_limit.as_ref().map(|spec| (spec, r.fingerprint)),
+            None => self.rules.defaults().rate_limit.as_ref().map(|spec| (spec, self.defaults_fingerprint)),
+        }
     }
 }

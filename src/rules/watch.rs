@@ -76,7 +76,7 @@ pub fn reload(dir: &Path, shared: &SharedRules, health: &Health, metrics: &Metri
             let previous = shared.load_full();
             let version = previous.version + 1;
             let routes = rules.routes().len();
-            shared.store(Arc::new(ActiveRules::new(rules, version, Some(&previous))));
+            shared.store(Arc::new(ActiveRules::new(rules, version)));
             health.rules_version.store(version, Ordering::Relaxed);
             health.rules_loaded.store(true, Ordering::Relaxed);
             metrics.rule_reload(true);
@@ -118,22 +118,6 @@ pub async fn watch(dir: PathBuf, shared: SharedRules, health: Arc<Health>, metri
     }
 }
 
-/// Evicts idle rate-limit buckets of the active set, periodically.
-pub async fn evict_idle(shared: SharedRules, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let active = shared.load_full();
-        // A pass over a million keys takes tens of milliseconds: not on a runtime thread.
-        let _ = tokio::task::spawn_blocking(move || {
-            for l in active.limiters.values() {
-                l.evict_idle();
-            }
-        })
-        .await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -145,11 +129,8 @@ mod tests {
         let rules = dir.path().join("rules");
         std::fs::create_dir(&rules).unwrap();
         std::fs::write(rules.join("00.toml"), "[defaults]\naction = \"deny\"\n").unwrap();
-        let shared: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(
-            super::super::load_dir(&rules).unwrap(),
-            1,
-            None,
-        )));
+        let shared: SharedRules =
+            Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(super::super::load_dir(&rules).unwrap(), 1)));
         let (health, metrics) = (Health::default(), Metrics::new());
 
         std::fs::remove_dir_all(&rules).unwrap();

@@ -1,5 +1,5 @@
 //! State that outlives a request: replay keys (nonces) and rate-limit buckets. One instance
-//! keeps them in memory ([`memory`], and governor for rate limits); several instances share them
+//! keeps them in memory ([`memory`]); several instances share them
 //! through Redis ([`redis`]).
 
 pub mod memory;
@@ -14,7 +14,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The store holds as many keys as it may; it refuses rather than forgets one.
-    #[error("replay store is full")]
+    #[error("state store is full")]
     Full,
     #[error("state store unavailable: {0}")]
     Unavailable(String),
@@ -60,8 +60,14 @@ pub enum RateDecision {
     },
 }
 
-/// Rate-limit buckets shared by several instances. `check` takes one cell from `key`'s bucket
-/// if one is available, atomically across every instance, in one round trip.
+/// Rate-limit buckets: GCRA per (scope, key). `scope` is the fingerprint of a route's limit
+/// (or of `[defaults]`), `key` the client's bucket within it (see `guard::rate_limit`). The
+/// memory store ([`memory::MemoryRateStore`]) answers at once; a shared store takes one cell
+/// atomically across every instance, in one round trip.
 pub trait RateStore: Send + Sync + 'static {
-    fn check<'a>(&'a self, key: &'a str, gcra: Gcra) -> StoreFuture<'a, RateDecision>;
+    /// The decision when the store can make it without waiting; `None`: ask [`Self::check`].
+    fn check_now(&self, scope: u64, key: u128, gcra: Gcra) -> Option<Result<RateDecision, StoreError>>;
+
+    /// Takes one cell from the bucket if one is available.
+    fn check<'a>(&'a self, scope: u64, key: u128, gcra: Gcra) -> StoreFuture<'a, RateDecision>;
 }

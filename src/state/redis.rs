@@ -38,7 +38,7 @@ pub const RATE_PREFIX: &str = "payguard:rl:";
 /// GCRA on one bucket. `KEYS[1]`: the bucket, whose value is its theoretical arrival time (TAT)
 /// in µs on Redis' clock. `ARGV[1]`: emission interval T (µs); `ARGV[2]`: tolerance
 /// τ = T × (burst − 1) (µs). Returns 0 when a cell was taken, else the wait in µs (> 0).
-/// Same decision as governor's: allowed when now ≥ max(TAT, now) − τ, then TAT = max(TAT, now) + T.
+/// Same decision as the memory store's: allowed when now ≥ max(TAT, now) − τ, then TAT = max(TAT, now) + T.
 pub const GCRA_SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -247,8 +247,12 @@ impl NonceStore for RedisStore {
 }
 
 impl RateStore for RedisStore {
-    fn check<'a>(&'a self, key: &'a str, gcra: Gcra) -> StoreFuture<'a, RateDecision> {
-        Box::pin(self.gcra(key, gcra))
+    fn check_now(&self, _scope: u64, _key: u128, _gcra: Gcra) -> Option<Result<RateDecision, StoreError>> {
+        None
+    }
+
+    fn check<'a>(&'a self, scope: u64, key: u128, gcra: Gcra) -> StoreFuture<'a, RateDecision> {
+        Box::pin(async move { self.gcra(&format!("{scope:016x}:{key:032x}"), gcra).await })
     }
 }
 
