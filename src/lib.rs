@@ -148,7 +148,8 @@ async fn state_stores(
             Ok((nonces, buckets))
         }
         config::StateBackend::Redis { urls, cluster } => {
-            let store = Arc::new(state::redis::RedisStore::new(urls, *cluster, config.timeout)?);
+            let password = config.redis_password.as_ref().map(|p| p.0.as_str());
+            let store = Arc::new(state::redis::RedisStore::with_password(urls, *cluster, config.timeout, password)?);
             let _ = health.state_backend.set("redis");
             // One ping before serving, so /healthz and the first requests start from the truth;
             // an unreachable Redis does not stop payguard (the routes' on_state_error apply).

@@ -340,6 +340,46 @@ async fn redis_outage_follows_on_state_error_and_recovers_without_restart() {
     b.stop().await;
 }
 
+/// `[state] redis_password` (from a file) authenticates to a Redis that requires a password,
+/// with none written into `redis_url`; without it the store is unavailable and the routes'
+/// on_state_error applies.
+#[tokio::test]
+async fn redis_password_from_a_file_authenticates() {
+    let backend = Backend::start().await;
+    let redis = RedisServer::start().await;
+    let password = format!("pw-{:032x}", fastrand::u128(..));
+    let mut admin = redis.connection().await;
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("requirepass").arg(&password).query_async(&mut admin).await.unwrap();
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("hook.secret"), SECRET).unwrap();
+    std::fs::write(rules.path().join("routes.toml"), RULES).unwrap();
+    std::fs::write(rules.path().join("redis.password"), format!("{password}\n")).unwrap();
+    let state = |with_password: bool| {
+        let line = if with_password {
+            format!("redis_password = \"file:{}\"\n", rules.path().join("redis.password").display())
+        } else {
+            String::new()
+        };
+        format!("[rules]\ndir = \"{}\"\n\n{}timeout = \"200ms\"\n{line}", rules.path().display(), redis.state_config())
+    };
+    let p = start_proxy_with_rules(backend.addr, &state(true), &[]).await;
+    let c = h1_client(&p.cert);
+    assert!(eventually(Duration::from_secs(5), || async { healthz(&p).await["state"]["ok"] == true }).await);
+    assert_eq!(signed(&c, &p, "{\"pw\":1}").send().await.unwrap().status(), 200);
+    assert_eq!(status_and_error(signed(&c, &p, "{\"pw\":1}").send().await.unwrap()).await, (401, "replay".into()));
+    p.stop().await;
+
+    let p = start_proxy_with_rules(backend.addr, &state(false), &[]).await;
+    let c = h1_client(&p.cert);
+    assert_eq!(healthz(&p).await["state"]["ok"], false);
+    assert_eq!(
+        status_and_error(signed(&c, &p, "{\"pw\":2}").send().await.unwrap()).await,
+        (503, "state_unavailable".into())
+    );
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn payguard_starts_while_redis_is_down_and_reports_it() {
     let backend = Backend::start().await;

@@ -843,10 +843,11 @@ match = { path = "/rl" }
 rate_limit = { key = "route", rate = "1/h", burst = 1 }
 "#;
 
-/// A password in `redis_url` never reaches the logs, whether Redis refuses it, the URL asks for
-/// TLS of a server that has none, or asks for `#insecure` TLS (which this build cannot do: the
-/// URL passes `payguard check` and then never connects). In each case the routes apply their
-/// defaults: replay fails closed (503), the rate limit fails open (forwarded, counted).
+/// A password in `redis_url` never reaches the logs, whether Redis refuses it or the URL asks
+/// for TLS of a server that has none. In each case the routes apply their defaults: replay fails
+/// closed (503), the rate limit fails open (forwarded, counted). A URL asking for `#insecure`
+/// TLS (which this build cannot do) is refused when the configuration loads, without the
+/// password in the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_passwords_are_not_logged_and_unusable_urls_apply_on_state_error() {
     let logs = capture();
@@ -862,10 +863,14 @@ async fn redis_passwords_are_not_logged_and_unusable_urls_apply_on_state_error()
     assert_eq!(set, "OK");
     let backend = RawBackend::start().await;
     let marker = format!("pw-marker-{}", fastrand::u64(..));
+    let insecure = format!("[state]\nbackend = \"redis\"\nredis_url = \"rediss://:{marker}@127.0.0.1:1/#insecure\"\n");
+    let errs = payguard::config::Config::parse(&insecure, None).unwrap_err();
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(shown.len() == 1 && shown[0].contains("always verified"), "{shown:?}");
+    assert!(!shown[0].contains(&marker), "{shown:?}");
     let urls = [
         format!("redis://:{marker}-auth@127.0.0.1:{}", redis.port),
         format!("rediss://:{marker}-tls@127.0.0.1:{}", redis.port),
-        format!("rediss://:{marker}-insecure@127.0.0.1:{}/#insecure", redis.port),
     ];
     for url in &urls {
         let extra = format!("[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\ntimeout = \"250ms\"\n");

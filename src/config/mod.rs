@@ -146,13 +146,37 @@ pub struct RulesConfig {
     pub watch: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StateBackend {
     /// One instance: replay keys and rate-limit buckets in this process.
     Memory,
     /// Shared by several instances. `redis_url` as one string is a single node (`cluster:
     /// false`); as a list, the seed nodes of a Redis Cluster (`cluster: true`, even with one).
     Redis { urls: Vec<String>, cluster: bool },
+}
+
+/// Node URLs may carry a password: `Debug` shows them redacted.
+impl std::fmt::Debug for StateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateBackend::Memory => f.write_str("Memory"),
+            StateBackend::Redis { urls, cluster } => f
+                .debug_struct("Redis")
+                .field("urls", &urls.iter().map(|u| crate::state::redis::redact(u)).collect::<Vec<_>>())
+                .field("cluster", cluster)
+                .finish(),
+        }
+    }
+}
+
+/// `[state] redis_password`, resolved from `env:`/`file:`. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisPassword(pub String);
+
+impl std::fmt::Debug for RedisPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisPassword(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +191,8 @@ pub struct StateConfig {
     /// new client's request gets the route's `on_state_error.rate_limit`; known clients are
     /// still limited.
     pub max_rate_keys: usize,
+    /// Overrides any password in `redis_url`, so none need be written into the file.
+    pub redis_password: Option<RedisPassword>,
 }
 
 pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -506,6 +532,19 @@ impl Checker<'_> {
             self.count(raw.state.max_replay_keys, DEFAULT_MAX_REPLAY_KEYS, 1_000, 1_000_000_000, "max_replay_keys");
         let max_rate_keys =
             self.count(raw.state.max_rate_keys, DEFAULT_MAX_RATE_KEYS, 1_000, 1_000_000_000, "max_rate_keys");
+        let redis_password = raw.state.redis_password.and_then(|v| {
+            match crate::files::resolve_secret(v.get_ref(), self.base).map(String::from_utf8) {
+                Ok(Ok(p)) if !p.is_empty() => Some(RedisPassword(p)),
+                Ok(_) => {
+                    self.report(v.span(), "redis_password: the password must be non-empty UTF-8 text");
+                    None
+                }
+                Err(e) => {
+                    self.report(v.span(), format!("redis_password: {e}"));
+                    None
+                }
+            }
+        });
         let backend = match raw.state.backend {
             None => StateBackend::Memory,
             Some(v) => match v.get_ref().as_str() {
@@ -546,7 +585,7 @@ impl Checker<'_> {
             upstream,
             client_ip: ClientIpConfig { trusted_proxies },
             rules,
-            state: StateConfig { backend, timeout, max_replay_keys, max_rate_keys },
+            state: StateConfig { backend, timeout, max_replay_keys, max_rate_keys, redis_password },
             log: LogConfig { format, level },
         }
     }
@@ -685,6 +724,27 @@ mod tests {
             ("[server]\nadmin_token = \"file:none.token\"\n", ":2:15: admin_token: cannot read"),
             ("[server]\nadmin_allow = [\"10.0.0.0/99\"]\n", ":2:16: admin_allow: invalid CIDR \"10.0.0.0/99\""),
             ("[server]\nadmin_allow = [\"10.0.0.1/8\"]\n", "did you mean \"10.0.0.0/8\""),
+        ] {
+            let errs = Config::parse(src, Some(&path)).unwrap_err();
+            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            assert!(lines.len() == 1 && lines[0].contains(want), "{src}: {lines:?}");
+        }
+    }
+
+    #[test]
+    fn redis_credentials_never_show_and_come_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("redis.pw"), "s3cret-pw\n").unwrap();
+        let path = dir.path().join("p.toml");
+        let src = "[state]\nbackend = \"redis\"\nredis_url = \"rediss://user:urlpw@r.example:6380\"\nredis_password = \"file:redis.pw\"\n";
+        let c = Config::parse(src, Some(&path)).unwrap();
+        assert_eq!(c.state.redis_password, Some(RedisPassword("s3cret-pw".into())));
+        let shown = format!("{:?}", c.state);
+        assert!(!shown.contains("s3cret") && !shown.contains("urlpw"), "{shown}");
+        assert!(shown.contains("rediss://***@r.example:6380"), "{shown}");
+        for (src, want) in [
+            ("[state]\nredis_password = \"inline\"\n", ":2:18: redis_password: secrets must be"),
+            ("[state]\nredis_url = \"rediss://r.example#insecure\"\n", "always verified"),
         ] {
             let errs = Config::parse(src, Some(&path)).unwrap_err();
             let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();

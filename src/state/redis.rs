@@ -103,17 +103,48 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         return Err("expected a redis:// or rediss:// URL".into());
     }
+    if url.contains('#') {
+        // The client reads `#insecure` as "skip certificate checks", which this build cannot do:
+        // every connection would fail, and only the logs would say why.
+        return Err("a URL fragment (#insecure) is not supported: the server certificate is always verified \
+                    against the system's trusted roots"
+            .into());
+    }
     url.into_connection_info().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The client's view of one URL, with `password` (if given) in place of the URL's own.
+fn connection_info(url: &str, password: Option<&str>) -> Result<redis::ConnectionInfo, RedisSetupError> {
+    let info =
+        url.into_connection_info().map_err(|e| RedisSetupError::Url { url: redact(url), message: e.to_string() })?;
+    Ok(match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
 }
 
 impl RedisStore {
     /// Prepares the connection (single node, or a cluster when `cluster`); connects lazily.
     /// Must be called inside a tokio runtime.
     pub fn new(urls: &[String], cluster: bool, timeout: Duration) -> Result<RedisStore, RedisSetupError> {
+        Self::with_password(urls, cluster, timeout, None)
+    }
+
+    /// [`Self::new`] with `[state] redis_password`, which replaces any password in the URLs.
+    pub fn with_password(
+        urls: &[String],
+        cluster: bool,
+        timeout: Duration,
+        password: Option<&str>,
+    ) -> Result<RedisStore, RedisSetupError> {
         let first = urls.first().ok_or(RedisSetupError::NoNodes)?;
         for u in urls {
             check_url(u).map_err(|message| RedisSetupError::Url { url: redact(u), message })?;
         }
+        let infos = urls.iter().map(|u| connection_info(u, password)).collect::<Result<Vec<_>, _>>()?;
         if urls.iter().any(|u| u.starts_with("rediss://")) {
             // The redis client builds its rustls config from the process-wide provider: make it
             // the one the listener uses (a no-op when one is installed already).
@@ -121,7 +152,7 @@ impl RedisStore {
         }
         let target = urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",");
         let conn = if cluster {
-            let client = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+            let client = redis::cluster::ClusterClientBuilder::new(infos)
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .retries(RECONNECT_RETRIES as u32)
@@ -133,7 +164,8 @@ impl RedisStore {
                 redis::cluster::ClusterConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout);
             Conn::Cluster(client.get_pending_async_connection_with_config(config))
         } else {
-            let client = redis::Client::open(first.as_str())
+            let info = infos.into_iter().next().ok_or(RedisSetupError::NoNodes)?;
+            let client = redis::Client::open(info)
                 .map_err(|e| RedisSetupError::Url { url: redact(first), message: e.to_string() })?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
@@ -275,6 +307,7 @@ mod tests {
         assert!(check_url("redis://127.0.0.1:notaport").is_err());
         assert!(check_url("http://127.0.0.1:6379").is_err());
         assert!(check_url("127.0.0.1:6379").is_err());
+        assert!(check_url("rediss://cache.example:6380/2#insecure").unwrap_err().contains("always verified"));
     }
 
     #[test]
