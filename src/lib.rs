@@ -18,6 +18,7 @@ pub mod h2_flood;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod rescue;
 pub mod route;
 pub mod rules;
 pub mod server;

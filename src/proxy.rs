@@ -19,6 +19,8 @@ use crate::context::{MatchedRoute, RequestCtx};
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::pool::{ConnectError, Pool};
+use crate::rescue::{rescue, Refusal, Stage};
+use crate::rules::Mode;
 
 /// Set by the signature guard after a verified signature; becomes `x-payguard-verified`.
 #[derive(Debug, Clone, Copy)]
@@ -208,25 +210,20 @@ impl Service<Request<Body>> for Proxy {
                 .map(|c| (c.request_id.clone(), c.client.ip))
                 .unwrap_or((HeaderValue::from_static("-"), std::net::IpAddr::from([0, 0, 0, 0])));
             let route = req.extensions().get::<MatchedRoute>().cloned();
+            let version = req.version();
             let reject = |r: Reject| {
-                let id = request_id.to_str().unwrap_or("-");
-                let detail = r.to_string();
-                crate::telemetry::audit(&crate::telemetry::Decision {
-                    request_id: id,
-                    route: route.as_ref().map(|r| &*r.0),
-                    client_ip,
+                let refusal = Refusal {
+                    stage: Stage::Proxy,
                     guard: "proxy",
-                    decision: "block",
-                    reason: r.code(),
-                    detail: &detail,
-                    key_id: None,
-                    skew_secs: None,
-                });
-                let mut res = r.to_response(route.as_ref().map(|r| &*r.0), id);
-                if let Some(route) = route.clone() {
-                    res.extensions_mut().insert(route);
-                }
-                Ok(res)
+                    reject: &r,
+                    request_id: request_id.to_str().unwrap_or("-"),
+                    client_ip,
+                    route: route.as_ref().map(|r| &r.0),
+                    mode: Mode::Enforce,
+                    version,
+                };
+                // Enforced: the rescue point always answers.
+                Ok(rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-")))
             };
             let req = match this.prepare(req) {
                 Ok(r) => r,

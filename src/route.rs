@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Request, Response, Uri, Version};
+use http::{header, Request, Response, Uri};
 use tower::{Layer, Service};
 
 use crate::body::Body;
@@ -19,8 +19,9 @@ use crate::guard::head::HeadLimits;
 use crate::guard::layer::{apply, RouteCtx};
 use crate::guard::Reject;
 use crate::metrics::Metrics;
+use crate::rescue::{rescue, Refusal, Stage};
 use crate::rules::active::SharedRules;
-use crate::rules::{DefaultAction, RouteLookup};
+use crate::rules::{DefaultAction, Mode, RouteLookup};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -160,15 +161,6 @@ pub struct RouteService<S> {
     limits: HeadLimits,
 }
 
-/// A request refused before routing is malformed or ambiguous: on HTTP/1 its connection is not
-/// reused (as nginx does), so nothing a confused client sends after it is read as a request.
-fn closing(mut res: Response<Body>, version: Version) -> Response<Body> {
-    if version <= Version::HTTP_11 {
-        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    res
-}
-
 impl<S> Service<Request<Body>> for RouteService<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
@@ -185,10 +177,11 @@ where
         let reject = |req: &Request<Body>, r: Reject, ctx: Option<&RouteCtx>, metrics: &Metrics| {
             apply("route", &r, req, ctx, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
         };
-        // Refusals before a route is known are always enforced (no route, no monitor mode).
+        // Refusals of the head, before a route is known: always enforced, and the rescue point
+        // closes an HTTP/1 connection after them.
         let refuse = |req: &Request<Body>, r: Reject, metrics: &Metrics| {
-            apply("route", &r, req, None, metrics)
-                .map(|res| Either::Left(std::future::ready(Ok(closing(res, req.version())))))
+            let refusal = Refusal::of(req, Stage::Head, "route", &r, None, Mode::Enforce);
+            rescue(&refusal, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
         };
         let (parts, body) = req.into_parts();
         let head = crate::guard::head::check(&parts, &self.limits);

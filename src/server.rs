@@ -106,7 +106,7 @@ where
                 () = shutdown.cancelled() => break,
             };
             if !peer_filter.allowed(peer.ip()) {
-                tracing::info!(target: "payguard::audit", client_ip = %peer.ip(), guard = "ip", decision = "block", reason = "ip_denied", detail = "peer denied at accept");
+                crate::rescue::refused_connection(peer.ip(), "ip", "ip_denied", &"peer denied at accept");
                 drop(tcp);
                 continue;
             }
@@ -306,7 +306,7 @@ where
                             Some(h) if h.is_parse_too_large() || h.is_parse() => {
                                 let kind = if h.is_parse_too_large() { "too_large" } else { "parse" };
                                 self.metrics.malformed_request(kind);
-                                tracing::info!(target: "payguard::audit", client_ip = %peer.ip(), guard = "http", decision = "block", reason = kind, detail = %h, "malformed request refused by the HTTP layer");
+                                crate::rescue::refused_connection(peer.ip(), "http", kind, h);
                             }
                             _ => {}
                         }

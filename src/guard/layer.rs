@@ -14,11 +14,10 @@ use tower::{Layer, Service};
 
 use super::Reject;
 use crate::body::Body;
-use crate::context::{MatchedRoute, RequestCtx};
-use crate::metrics::{Metrics, RouteLabel};
+use crate::metrics::Metrics;
+use crate::rescue::{rescue, Refusal, Stage};
 use crate::rules::active::ActiveRules;
 use crate::rules::{Mode, Route};
-use crate::telemetry;
 
 /// What the route layer decided, for every layer after it.
 #[derive(Clone)]
@@ -73,8 +72,8 @@ impl<C: Check> Guard for C {
     }
 }
 
-/// Applies a guard's rejection: the response in enforce mode, `None` (go on) in monitor mode.
-/// Either way it is recorded: one audit line and one metric.
+/// Applies a guard's rejection through the rescue point: the response in enforce mode, `None`
+/// (go on) in monitor mode; recorded either way.
 pub fn apply(
     guard: &'static str,
     reject: &Reject,
@@ -82,36 +81,9 @@ pub fn apply(
     route: Option<&RouteCtx>,
     metrics: &Metrics,
 ) -> Option<Response<Body>> {
-    let route_name = route.and_then(RouteCtx::name);
-    let monitor = route.is_some_and(|r| r.mode() == Mode::Monitor);
-    let decision = if monitor { "would_block" } else { "block" };
-    let (request_id, client_ip) = req
-        .extensions()
-        .get::<RequestCtx>()
-        .map_or(("-", std::net::IpAddr::from([0, 0, 0, 0])), |c| (c.request_id(), c.client.ip));
-    let detail = reject.detail();
-    telemetry::audit(&telemetry::Decision {
-        request_id,
-        route: route_name,
-        client_ip,
-        guard,
-        decision,
-        reason: reject.code(),
-        detail: &detail,
-        key_id: None,
-        skew_secs: reject.skew_secs(),
-    });
-    let label =
-        route.and_then(|r| r.route.as_ref()).map_or_else(|| RouteLabel(Arc::from("")), |r| RouteLabel(r.name.clone()));
-    metrics.decision(&label, guard, decision);
-    if monitor {
-        return None;
-    }
-    let mut res = reject.to_response(route_name, request_id);
-    if let Some(r) = route.and_then(|r| r.route.as_ref()) {
-        res.extensions_mut().insert(MatchedRoute(r.name.clone()));
-    }
-    Some(res)
+    let name = route.and_then(|r| r.route.as_ref()).map(|r| &r.name);
+    let mode = route.map_or(Mode::Enforce, RouteCtx::mode);
+    rescue(&Refusal::of(req, Stage::Guard, guard, reject, name, mode), metrics)
 }
 
 #[derive(Clone)]

@@ -191,6 +191,33 @@ mod tests {
             assert_eq!(r.status().as_u16(), *status, "{r:?}");
             assert_eq!(r.code(), *code);
         }
+        // Every variant is in the table: a new one fails to compile here until it has an index,
+        // and then fails this assertion until it has a row.
+        fn index(r: &Reject) -> usize {
+            match r {
+                Reject::IpDenied => 0,
+                Reject::NoRoute => 1,
+                Reject::MethodNotAllowed { .. } => 2,
+                Reject::BodyTooLarge { .. } => 3,
+                Reject::BodyTimeout => 4,
+                Reject::UnsupportedMediaType => 5,
+                Reject::UnsupportedEncoding => 6,
+                Reject::InvalidRequest(_) => 7,
+                Reject::UriTooLong { .. } => 8,
+                Reject::HeadersTooLarge { .. } => 9,
+                Reject::SignatureInvalid { .. } => 10,
+                Reject::StaleTimestamp { .. } => 11,
+                Reject::Replay => 12,
+                Reject::RateLimited { .. } => 13,
+                Reject::UpstreamUnavailable => 14,
+                Reject::UpstreamTimeout => 15,
+                Reject::StateUnavailable => 16,
+            }
+        }
+        let mut covered: Vec<usize> = table.iter().map(|(r, _, _)| index(r)).collect();
+        covered.sort_unstable();
+        covered.dedup();
+        assert_eq!(covered, (0..=16).collect::<Vec<_>>(), "every Reject has a row");
     }
 
     #[tokio::test]

@@ -1,0 +1,157 @@
+//! The one rescue point: every refusal — a guard's, the router's, the proxy's, the HTTP layer's —
+//! becomes its audit line, its metric and (unless the route is in monitor mode) its response
+//! here, and here alone it is decided whether the connection may carry another request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Response, Version};
+
+use crate::body::Body;
+use crate::context::{MatchedRoute, RequestCtx};
+use crate::guard::Reject;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::rules::Mode;
+use crate::telemetry;
+
+/// Where in a request's life the refusal happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before a route was chosen: the request head itself is malformed or ambiguous. Always
+    /// enforced; on HTTP/1 the connection is not reused (as nginx does), so nothing a confused
+    /// client sends after it is read as a request.
+    Head,
+    /// A route's guard (or the router: no route, method not allowed).
+    Guard,
+    /// Forwarding: the backend, or the client's body while it streamed.
+    Proxy,
+}
+
+/// One refusal, with what its audit line needs.
+pub struct Refusal<'a> {
+    pub stage: Stage,
+    /// The guard (or layer) that refused: `ip`, `rate_limit`, `route`, `proxy`, …
+    pub guard: &'static str,
+    pub reject: &'a Reject,
+    pub request_id: &'a str,
+    pub client_ip: IpAddr,
+    /// The matched route, if any.
+    pub route: Option<&'a Arc<str>>,
+    /// The route's mode: in monitor mode the refusal is recorded as `would_block` and the
+    /// request goes on.
+    pub mode: Mode,
+    pub version: Version,
+}
+
+impl<'a> Refusal<'a> {
+    /// A refusal of `req`, whose request id and client address the context layer recorded.
+    pub fn of<B>(
+        req: &'a http::Request<B>,
+        stage: Stage,
+        guard: &'static str,
+        reject: &'a Reject,
+        route: Option<&'a Arc<str>>,
+        mode: Mode,
+    ) -> Self {
+        let (request_id, client_ip) = req
+            .extensions()
+            .get::<RequestCtx>()
+            .map_or(("-", IpAddr::from([0, 0, 0, 0])), |c| (c.request_id(), c.client.ip));
+        Refusal { stage, guard, reject, request_id, client_ip, route, mode, version: req.version() }
+    }
+}
+
+/// Records the refusal (one audit line, one metric) and returns the response to send, or
+/// `None` when the route is in monitor mode and the request must go on.
+pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
+    let monitor = r.mode == Mode::Monitor && r.stage != Stage::Head;
+    let decision = if monitor { "would_block" } else { "block" };
+    let route_name = r.route.map(|n| &**n);
+    let detail = r.reject.detail();
+    telemetry::audit(&telemetry::Decision {
+        request_id: r.request_id,
+        route: route_name,
+        client_ip: r.client_ip,
+        guard: r.guard,
+        decision,
+        reason: r.reject.code(),
+        detail: &detail,
+        key_id: None,
+        skew_secs: r.reject.skew_secs(),
+    });
+    let label = r.route.map_or_else(|| RouteLabel(Arc::from("")), |n| RouteLabel(n.clone()));
+    metrics.decision(&label, r.guard, decision);
+    if monitor {
+        return None;
+    }
+    let mut res = r.reject.to_response(route_name, r.request_id);
+    if closes_connection(r.stage, r.version) {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(name) = r.route {
+        res.extensions_mut().insert(MatchedRoute(name.clone()));
+    }
+    Some(res)
+}
+
+/// Whether the connection may not carry another request after this refusal.
+fn closes_connection(stage: Stage, version: Version) -> bool {
+    stage == Stage::Head && version <= Version::HTTP_11
+}
+
+/// A refusal below any request (the peer denied at accept, a head the HTTP layer could not
+/// parse): only an audit line, since there is no request to answer or the HTTP layer answered.
+pub fn refused_connection(peer: IpAddr, guard: &'static str, reason: &str, detail: &dyn std::fmt::Display) {
+    tracing::info!(target: "payguard::audit", client_ip = %peer, guard, decision = "block", reason, detail = %detail);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn refusal<'a>(
+        stage: Stage,
+        reject: &'a Reject,
+        route: Option<&'a Arc<str>>,
+        mode: Mode,
+        v: Version,
+    ) -> Refusal<'a> {
+        Refusal {
+            stage,
+            guard: "test",
+            reject,
+            request_id: "r1",
+            client_ip: IpAddr::from([192, 0, 2, 1]),
+            route,
+            mode,
+            version: v,
+        }
+    }
+
+    #[test]
+    fn one_place_decides_response_monitor_and_connection_close() {
+        let m = Metrics::new();
+        let name: Arc<str> = Arc::from("orders");
+        let bad = Reject::InvalidRequest("x".into());
+        // A malformed head closes an HTTP/1 connection, never an HTTP/2 one, and is enforced
+        // even on a monitor route.
+        let res = rescue(&refusal(Stage::Head, &bad, None, Mode::Monitor, Version::HTTP_11), &m).unwrap();
+        assert_eq!(res.headers()[header::CONNECTION], "close");
+        let res = rescue(&refusal(Stage::Head, &bad, None, Mode::Enforce, Version::HTTP_2), &m).unwrap();
+        assert!(res.headers().get(header::CONNECTION).is_none());
+        // A guard's refusal keeps the connection and names the route.
+        let res = rescue(&refusal(Stage::Guard, &Reject::IpDenied, Some(&name), Mode::Enforce, Version::HTTP_11), &m)
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert!(res.headers().get(header::CONNECTION).is_none());
+        assert_eq!(&*res.extensions().get::<MatchedRoute>().unwrap().0, "orders");
+        // Monitor mode: recorded, not answered.
+        assert!(rescue(&refusal(Stage::Guard, &Reject::IpDenied, Some(&name), Mode::Monitor, Version::HTTP_11), &m)
+            .is_none());
+        let text = m.encode();
+        assert!(text.contains("payguard_decisions_total{route=\"orders\",guard=\"test\",decision=\"would_block\"} 1"));
+        assert!(text.contains("payguard_decisions_total{route=\"orders\",guard=\"test\",decision=\"block\"} 1"));
+    }
+}
