@@ -187,7 +187,7 @@ pub struct StateConfig {
     /// Replay keys the memory backend holds at most (about 100 bytes each). When full it refuses
     /// new reservations (`on_state_error.replay`) rather than forget a live one.
     pub max_replay_keys: usize,
-    /// Rate-limit buckets the memory backend holds at most (about 50 bytes each). At the cap a
+    /// Rate-limit buckets the memory backend holds at most (about 70 bytes each). At the cap a
     /// new client's request gets the route's `on_state_error.rate_limit`; known clients are
     /// still limited.
     pub max_rate_keys: usize,

@@ -8,6 +8,7 @@
 //!   `on_state_error.rate_limit` decides) while every existing bucket is still enforced.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
@@ -91,8 +92,10 @@ impl NonceStore for MemoryNonceStore {
 
 /// GCRA buckets in this process. See the module documentation.
 pub struct MemoryRateStore {
-    /// (scope, key) → TAT in nanoseconds since `epoch`.
-    buckets: DashMap<(u64, u128), u64>,
+    /// scope → (key → TAT in nanoseconds since `epoch`). One map per scope keeps an entry at 32
+    /// bytes; a removed route's scope goes once its buckets are full again.
+    scopes: DashMap<u64, Arc<DashMap<u128, u64>>>,
+    /// Buckets in all scopes, without visiting every shard on each check.
     count: AtomicUsize,
     max_keys: usize,
     epoch: Instant,
@@ -103,7 +106,7 @@ pub struct MemoryRateStore {
 impl MemoryRateStore {
     pub fn new(max_keys: usize) -> Self {
         MemoryRateStore {
-            buckets: DashMap::new(),
+            scopes: DashMap::new(),
             count: AtomicUsize::new(0),
             max_keys,
             epoch: Instant::now(),
@@ -123,15 +126,20 @@ impl MemoryRateStore {
             self.sweep_when_full(at, now);
         }
         let full = self.count.load(Ordering::Relaxed) >= self.max_keys;
-        match self.buckets.entry((scope, key)) {
+        let buckets = match self.scopes.get(&scope) {
+            Some(b) => b,
+            None => self.scopes.entry(scope).or_default().downgrade(),
+        };
+        let decision = match buckets.entry(key) {
             Entry::Occupied(mut e) => {
                 let tat = (*e.get()).max(now);
                 let earliest = tat.saturating_sub(tau);
                 if earliest > now {
-                    return Ok(RateDecision::Limited { retry_after: Duration::from_nanos(earliest - now) });
+                    Ok(RateDecision::Limited { retry_after: Duration::from_nanos(earliest - now) })
+                } else {
+                    e.insert(tat.saturating_add(interval));
+                    Ok(RateDecision::Allowed)
                 }
-                e.insert(tat.saturating_add(interval));
-                Ok(RateDecision::Allowed)
             }
             Entry::Vacant(_) if full => Err(StoreError::Full),
             Entry::Vacant(e) => {
@@ -139,7 +147,8 @@ impl MemoryRateStore {
                 self.count.fetch_add(1, Ordering::Relaxed);
                 Ok(RateDecision::Allowed)
             }
-        }
+        };
+        decision
     }
 
     /// At the cap, one check a second sweeps before refusing: full buckets may have refilled.
@@ -156,18 +165,26 @@ impl MemoryRateStore {
         }
     }
 
-    /// Drops the buckets that are full again; returns how many remain. Gives memory back after
-    /// a large drop (a steady population would otherwise regrow its tables after every pass).
+    /// Drops the buckets that are full again, and scopes left empty; returns how many buckets
+    /// remain. A scope is swept without holding the map of scopes, so checks go on meanwhile.
     pub fn sweep(&self, at: Instant) -> usize {
         let now = self.nanos(at);
-        let before = self.buckets.len();
-        self.buckets.retain(|_, tat| *tat > now);
-        let after = self.buckets.len();
-        if after < before / 2 {
-            self.buckets.shrink_to_fit();
+        let scopes: Vec<Arc<DashMap<u128, u64>>> = self.scopes.iter().map(|e| e.value().clone()).collect();
+        let mut left = 0;
+        for buckets in scopes {
+            let before = buckets.len();
+            buckets.retain(|_, tat| *tat > now);
+            let after = buckets.len();
+            // Give memory back after a large drop: a steady population would otherwise regrow
+            // its table after every pass.
+            if after < before / 2 {
+                buckets.shrink_to_fit();
+            }
+            left += after;
         }
-        self.count.store(after, Ordering::Relaxed);
-        after
+        self.scopes.retain(|_, buckets| !buckets.is_empty());
+        self.count.store(left, Ordering::Relaxed);
+        left
     }
 
     pub fn len(&self) -> usize {
