@@ -16,15 +16,12 @@ use tower::Service;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::context::{MatchedRoute, RequestCtx};
+use crate::guard::signature::guard::Verified;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::pool::{ConnectError, Pool};
 use crate::rescue::{rescue, Refusal, Stage};
 use crate::rules::Mode;
-
-/// Set by the signature guard after a verified signature; becomes `x-payguard-verified`.
-#[derive(Debug, Clone, Copy)]
-pub struct Verified(pub &'static str);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -135,14 +135,9 @@ pub struct RouteLayer {
 }
 
 impl RouteLayer {
-    pub fn new(rules: SharedRules, metrics: Arc<Metrics>) -> Self {
-        RouteLayer { rules, metrics, limits: HeadLimits::default() }
-    }
-
-    /// The `[server]` request-head bounds (default: the defaults of `[server]`).
-    pub fn with_limits(mut self, limits: HeadLimits) -> Self {
-        self.limits = limits;
-        self
+    /// `limits`: the `[server]` request-head bounds.
+    pub fn new(rules: SharedRules, metrics: Arc<Metrics>, limits: HeadLimits) -> Self {
+        RouteLayer { rules, metrics, limits }
     }
 }
 

@@ -74,7 +74,10 @@ pub fn from_config(
         metrics,
         rules,
         nonces,
-        head_limits: HeadLimits::from(&config.server),
+        head_limits: HeadLimits {
+            max_uri_len: config.server.max_uri_len,
+            max_header_size: config.server.max_header_size,
+        },
         response_headers: response_headers(&config.server),
     })
 }
@@ -98,7 +101,7 @@ pub fn build(
         .layer(ContextLayer::new(parts.trusted, m.clone()).with_response_headers(parts.response_headers))
         // Head hygiene and bounds, normalise the path and pick the route: everything after
         // depends on the route.
-        .layer(RouteLayer::new(parts.rules, m.clone()).with_limits(parts.head_limits))
+        .layer(RouteLayer::new(parts.rules, m.clone(), parts.head_limits))
         // Cheapest refusal first: a set lookup on the client address.
         .layer(GuardLayer::new(IpGuard, m.clone()))
         // Before any parsing work, so a flood costs one bucket check per request.

@@ -2,6 +2,7 @@
 //! rest of the proxy uses. Every key has a default, so no file at all is a valid configuration.
 
 mod raw;
+pub mod redis_url;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -162,7 +163,7 @@ impl std::fmt::Debug for StateBackend {
             StateBackend::Memory => f.write_str("Memory"),
             StateBackend::Redis { urls, cluster } => f
                 .debug_struct("Redis")
-                .field("urls", &urls.iter().map(|u| crate::state::redis::redact(u)).collect::<Vec<_>>())
+                .field("urls", &urls.iter().map(|u| redis_url::redact(u)).collect::<Vec<_>>())
                 .field("cluster", cluster)
                 .finish(),
         }
@@ -516,8 +517,8 @@ impl Checker<'_> {
                     self.report(span.clone(), "redis_url: a cluster needs at least one node URL");
                 }
                 for u in &urls {
-                    if let Err(e) = crate::state::redis::check_url(u) {
-                        let msg = format!("redis_url: {:?}: {e}", crate::state::redis::redact(u));
+                    if let Err(e) = redis_url::check_url(u) {
+                        let msg = format!("redis_url: {:?}: {e}", redis_url::redact(u));
                         self.report(span.clone(), msg);
                     }
                 }

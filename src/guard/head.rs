@@ -15,7 +15,6 @@ use http::uri::Authority;
 use http::{request::Parts, Uri, Version};
 
 use super::Reject;
-use crate::config::ServerConfig;
 
 /// The request-head bounds of `[server]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,21 +23,6 @@ pub struct HeadLimits {
     pub max_uri_len: usize,
     /// `max_header_size`: the HTTP/1 request head, in bytes.
     pub max_header_size: usize,
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits {
-            max_uri_len: crate::config::DEFAULT_MAX_URI_LEN,
-            max_header_size: crate::config::DEFAULT_MAX_HEADER_SIZE,
-        }
-    }
-}
-
-impl From<&ServerConfig> for HeadLimits {
-    fn from(c: &ServerConfig) -> Self {
-        HeadLimits { max_uri_len: c.max_uri_len, max_header_size: c.max_header_size }
-    }
 }
 
 /// The HTTP/1 head's size ([`head_len`]) measured before payguard touched the headers; set by
@@ -182,7 +166,11 @@ mod tests {
     }
 
     fn check_default(p: &Parts) -> Result<(), Reject> {
-        check(p, &HeadLimits::default())
+        let limits = HeadLimits {
+            max_uri_len: crate::config::DEFAULT_MAX_URI_LEN,
+            max_header_size: crate::config::DEFAULT_MAX_HEADER_SIZE,
+        };
+        check(p, &limits)
     }
 
     #[test]

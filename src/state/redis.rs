@@ -29,6 +29,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script};
 
 use super::{Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture};
+pub use crate::config::redis_url::{check_url, redact};
 
 /// Namespace of replay keys.
 pub const REPLAY_PREFIX: &str = "payguard:replay:";
@@ -88,29 +89,6 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore").field("target", &self.target).field("timeout", &self.timeout).finish()
     }
-}
-
-/// A URL for logs: any user and password replaced.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
-/// Checks one URL the way the client will read it (scheme, host, port, database).
-pub fn check_url(url: &str) -> Result<(), String> {
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err("expected a redis:// or rediss:// URL".into());
-    }
-    if url.contains('#') {
-        // The client reads `#insecure` as "skip certificate checks", which this build cannot do:
-        // every connection would fail, and only the logs would say why.
-        return Err("a URL fragment (#insecure) is not supported: the server certificate is always verified \
-                    against the system's trusted roots"
-            .into());
-    }
-    url.into_connection_info().map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The client's view of one URL, with `password` (if given) in place of the URL's own.
@@ -292,23 +270,6 @@ impl RateStore for RedisStore {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn urls_are_redacted_for_logs() {
-        assert_eq!(redact("redis://user:pw@r.example:6379/0"), "redis://***@r.example:6379/0");
-        assert_eq!(redact("rediss://:pw@r.example"), "rediss://***@r.example");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
-
-    #[test]
-    fn url_check() {
-        assert!(check_url("redis://127.0.0.1:6379").is_ok());
-        assert!(check_url("rediss://cache.example:6380/2").is_ok());
-        assert!(check_url("redis://127.0.0.1:notaport").is_err());
-        assert!(check_url("http://127.0.0.1:6379").is_err());
-        assert!(check_url("127.0.0.1:6379").is_err());
-        assert!(check_url("rediss://cache.example:6380/2#insecure").unwrap_err().contains("always verified"));
-    }
 
     #[test]
     fn gcra_arguments_match_the_memory_quota() {

@@ -13,8 +13,11 @@ use crate::context::RequestCtx;
 use crate::guard::layer::{Check, RouteCtx};
 use crate::guard::Reject;
 use crate::metrics::{Metrics, RouteLabel};
-use crate::proxy::Verified;
 use crate::telemetry;
+
+/// Set after a verified signature: the provider, which the proxy sends as `x-payguard-verified`.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified(pub &'static str);
 
 /// What the replay guard must reserve for this request: all of `keys`, or none.
 #[derive(Debug, Clone)]
