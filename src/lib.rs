@@ -214,9 +214,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let watcher = rules::watch::watch(
             config.rules.dir.clone(),
             shared.clone(),
-            health.clone(),
             metrics.clone(),
             Duration::from_millis(500),
+            {
+                let health = health.clone();
+                move |version| health.rules_version.store(version, Ordering::Relaxed)
+            },
         );
         spawn_until(stopped.clone(), watcher);
     }

@@ -14,12 +14,10 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::active::{ActiveRules, SharedRules};
-use crate::admin::Health;
 use crate::metrics::Metrics;
 
 /// Upper bounds on what one fingerprint pass reads.
@@ -61,8 +59,8 @@ fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Loads `dir` and, when valid, makes it the active set. Returns whether it was applied.
-pub fn reload(dir: &Path, shared: &SharedRules, health: &Health, metrics: &Metrics) -> bool {
+/// Loads `dir` and, when valid, makes it the active set. Returns the version applied, if any.
+pub fn reload(dir: &Path, shared: &SharedRules, metrics: &Metrics) -> Option<u64> {
     let loaded = if has_rule_files(dir) {
         super::load_dir(dir)
     } else {
@@ -77,18 +75,16 @@ pub fn reload(dir: &Path, shared: &SharedRules, health: &Health, metrics: &Metri
             let version = previous.version + 1;
             let routes = rules.routes().len();
             shared.store(Arc::new(ActiveRules::new(rules, version)));
-            health.rules_version.store(version, Ordering::Relaxed);
-            health.rules_loaded.store(true, Ordering::Relaxed);
             metrics.rule_reload(true);
             tracing::info!(target: "payguard::rules", version, routes, dir = %dir.display(), "rules loaded");
-            true
+            Some(version)
         }
         Err(problems) => {
             metrics.rule_reload(false);
             for p in &problems {
                 tracing::error!(target: "payguard::rules", location = %p, "invalid rule file; the previous rules keep serving");
             }
-            false
+            None
         }
     }
 }
@@ -103,7 +99,14 @@ fn has_rule_files(dir: &Path) -> bool {
     entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "toml"))
 }
 
-pub async fn watch(dir: PathBuf, shared: SharedRules, health: Arc<Health>, metrics: Arc<Metrics>, every: Duration) {
+/// Polls `dir` every `every`; on a change, [`reload`]s it and tells `applied` the new version.
+pub async fn watch(
+    dir: PathBuf,
+    shared: SharedRules,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    applied: impl Fn(u64) + Send + 'static,
+) {
     let mut last = fingerprint(&dir);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,7 +117,9 @@ pub async fn watch(dir: PathBuf, shared: SharedRules, health: Arc<Health>, metri
             continue;
         }
         last = now;
-        reload(&dir, &shared, &health, &metrics);
+        if let Some(version) = reload(&dir, &shared, &metrics) {
+            applied(version);
+        }
     }
 }
 
@@ -131,19 +136,19 @@ mod tests {
         std::fs::write(rules.join("00.toml"), "[defaults]\naction = \"deny\"\n").unwrap();
         let shared: SharedRules =
             Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(super::super::load_dir(&rules).unwrap(), 1)));
-        let (health, metrics) = (Health::default(), Metrics::new());
+        let metrics = Metrics::new();
 
         std::fs::remove_dir_all(&rules).unwrap();
-        assert!(!reload(&rules, &shared, &health, &metrics));
+        assert!(reload(&rules, &shared, &metrics).is_none());
         std::fs::create_dir(&rules).unwrap();
-        assert!(!reload(&rules, &shared, &health, &metrics), "an empty directory must not load");
+        assert!(reload(&rules, &shared, &metrics).is_none(), "an empty directory must not load");
         std::fs::create_dir(rules.join("schemas")).unwrap();
-        assert!(!reload(&rules, &shared, &health, &metrics), "sub-directories are not rule files");
+        assert!(reload(&rules, &shared, &metrics).is_none(), "sub-directories are not rule files");
         assert_eq!(shared.load().version, 1);
         assert!(metrics.encode().contains("payguard_rule_reloads_total{result=\"error\"} 3"));
 
         std::fs::write(rules.join("00.toml"), "").unwrap();
-        assert!(reload(&rules, &shared, &health, &metrics), "an empty rule file is a deliberate empty set");
+        assert_eq!(reload(&rules, &shared, &metrics), Some(2), "an empty rule file is a deliberate empty set");
         assert_eq!(shared.load().version, 2);
     }
 }
