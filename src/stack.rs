@@ -13,7 +13,7 @@ use crate::guard::head::HeadLimits;
 use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
 use crate::guard::rate_limit::RateLimitGuard;
-use crate::guard::replay::ReplayLayer;
+use crate::guard::replay::ReplayGuard;
 use crate::guard::signature::guard::SignatureGuard;
 use crate::guard::validate::{BodyGuard, HeaderGuard};
 use crate::metrics::Metrics;
@@ -114,7 +114,7 @@ pub fn build(
         .layer(GuardLayer::new(SignatureGuard::new(m.clone()), m.clone()))
         // Only authenticated requests may reserve a replay key (no store flooding by forgers);
         // the reservation is settled by the backend's answer, so this wraps the rest.
-        .layer(ReplayLayer::new(parts.nonces, m.clone()))
+        .layer(GuardLayer::new(ReplayGuard::new(parts.nonces, m.clone()), m.clone()))
         // Schema and field rules last: parsing untrusted JSON only for authentic requests.
         .layer(GuardLayer::new(BodyGuard, m))
         // Forward what every guard let through.

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use http::Request;
 use http_body_util::BodyExt;
 
-use super::layer::{Guard, RouteCtx, Verdict};
+use super::layer::{Guard, NoHold, NoRespond, RouteCtx, Verdict};
 use super::Reject;
 use crate::body::{is_timed_out, Body, BodyDeadline};
 use crate::rules::Mode;
@@ -22,6 +22,8 @@ impl Guard for BufferGuard {
     const NAME: &'static str = "body";
     // Only requests that must be buffered pay for a boxed future.
     type Future = Pin<Box<dyn Future<Output = Checked> + Send>>;
+    type Hold = NoHold;
+    type Respond = NoRespond;
 
     fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
         let limit = route.max_body();

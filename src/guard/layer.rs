@@ -1,7 +1,12 @@
 //! One tower layer shape for every guard: `GuardLayer<G>` → `GuardService<G, S>` →
 //! `ResponseFuture`. The guard decides; this file applies the decision the same way for all of
-//! them: in `enforce` mode a rejection becomes the response (logged once, here), in `monitor`
-//! mode it is recorded as `would_block` and the request goes on.
+//! them: in `enforce` mode a rejection becomes the response (through the rescue point), in
+//! `monitor` mode it is recorded as `would_block` and the request goes on.
+//!
+//! A guard has two phases. The request phase (`check`) decides before anything is forwarded.
+//! The response phase (`hold` + `respond`, for the guards that have one) sees the answer —
+//! the backend's, or a refusal from further in — before the client does, and may act on it or
+//! replace it: the replay guard keeps or releases its reservation there.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready};
@@ -48,13 +53,41 @@ pub enum Verdict<F> {
     Later(F),
 }
 
-/// A guard: looks at a request and says whether it may go on. Synchronous guards implement
-/// [`Check`] instead and get this for free.
+/// What the response phase does with an answer: done at once, or after waiting.
+// Matched right where it is returned, like `Verdict`.
+#[allow(clippy::large_enum_variant)]
+pub enum Responded<F> {
+    Now(Response<Body>),
+    Later(F),
+}
+
+/// A guard: looks at a request and says whether it may go on. Synchronous guards without a
+/// response phase implement [`Check`] instead and get this for free.
 pub trait Guard: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     type Future: Future<Output = (Request<Body>, Result<(), Reject>)> + Send + 'static;
     fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future>;
+
+    /// Whether the guard has a response phase; the layer keeps nothing for one that has not.
+    const RESPONDS: bool = false;
+    /// What the response phase needs from a request that passed (`()` for guards without one).
+    type Hold: Send + 'static;
+    /// Takes it from the request that passed the check; `None`: no response phase for this
+    /// request.
+    fn hold(&self, _req: &mut Request<Body>) -> Option<Self::Hold> {
+        None
+    }
+
+    type Respond: Future<Output = Response<Body>> + Send + 'static;
+    /// The response phase: acts on the answer, or replaces it.
+    fn respond(&self, _hold: Self::Hold, res: Response<Body>) -> Responded<Self::Respond> {
+        Responded::Now(res)
+    }
 }
+
+/// The response-phase types of a guard that has none.
+pub type NoHold = ();
+pub type NoRespond = Ready<Response<Body>>;
 
 /// A guard that decides without waiting.
 pub trait Check: Clone + Send + Sync + 'static {
@@ -66,6 +99,8 @@ impl<C: Check> Guard for C {
     const NAME: &'static str = C::NAME;
     // Never built: a check always answers `Verdict::Now`.
     type Future = Ready<(Request<Body>, Result<(), Reject>)>;
+    type Hold = NoHold;
+    type Respond = NoRespond;
     fn check(&self, mut req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
         let r = Check::check(self, &mut req, route);
         Verdict::Now(req, r)
@@ -119,7 +154,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = ResponseFuture<G::Future, S>;
+    type Future = ResponseFuture<G, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -134,13 +169,19 @@ where
         match self.guard.check(req, &route) {
             // Decided at once (the usual case): the inner service, made ready by poll_ready,
             // is called right here; nothing is cloned.
-            Verdict::Now(req, outcome) => {
-                if let Err(reject) = outcome {
-                    if let Some(response) = apply(G::NAME, &reject, &req, Some(&route), &self.metrics) {
-                        return ResponseFuture::Rejected { response: Some(response) };
+            Verdict::Now(mut req, outcome) => {
+                let hold = match outcome {
+                    Ok(()) if G::RESPONDS => self.guard.hold(&mut req),
+                    Ok(()) => None,
+                    Err(reject) => {
+                        if let Some(response) = apply(G::NAME, &reject, &req, Some(&route), &self.metrics) {
+                            return ResponseFuture::Rejected { response: Some(response) };
+                        }
+                        None
                     }
-                }
-                ResponseFuture::Forwarding { fut: self.inner.call(req) }
+                };
+                let after = hold.map(|h| (self.guard.clone(), h));
+                ResponseFuture::Forwarding { fut: self.inner.call(req), after }
             }
             Verdict::Later(check) => {
                 // Called later: take the ready inner service and leave a clone.
@@ -151,7 +192,7 @@ where
                     inner: Some(inner),
                     route,
                     metrics: self.metrics.clone(),
-                    name: G::NAME,
+                    guard: G::RESPONDS.then(|| self.guard.clone()),
                 }
             }
         }
@@ -160,16 +201,18 @@ where
 
 pin_project_lite::pin_project! {
     #[project = Proj]
-    pub enum ResponseFuture<F, S: Service<Request<Body>>> {
-        Checking { #[pin] check: F, inner: Option<S>, route: RouteCtx, metrics: Arc<Metrics>, name: &'static str },
-        Forwarding { #[pin] fut: S::Future },
+    pub enum ResponseFuture<G: Guard, S: Service<Request<Body>>> {
+        Checking { #[pin] check: G::Future, inner: Option<S>, route: RouteCtx, metrics: Arc<Metrics>, guard: Option<G> },
+        // `after`: the guard and what it holds, when the request has a response phase.
+        Forwarding { #[pin] fut: S::Future, after: Option<(G, G::Hold)> },
+        Responding { #[pin] fut: G::Respond },
         Rejected { response: Option<Response<Body>> },
     }
 }
 
-impl<F, S> Future for ResponseFuture<F, S>
+impl<G, S> Future for ResponseFuture<G, S>
 where
-    F: Future<Output = (Request<Body>, Result<(), Reject>)>,
+    G: Guard,
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
     type Output = Result<Response<Body>, Infallible>;
@@ -177,20 +220,33 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                Proj::Checking { check, inner, route, metrics, name } => {
-                    let (req, outcome) = ready!(check.poll(cx));
-                    if let Err(reject) = outcome {
-                        if let Some(res) = apply(name, &reject, &req, Some(route), metrics) {
-                            return Poll::Ready(Ok(res));
+                Proj::Checking { check, inner, route, metrics, guard } => {
+                    let (mut req, outcome) = ready!(check.poll(cx));
+                    let after = match (outcome, guard.take()) {
+                        (Ok(()), Some(g)) => g.hold(&mut req).map(|h| (g, h)),
+                        (Err(reject), _) => {
+                            if let Some(res) = apply(G::NAME, &reject, &req, Some(route), metrics) {
+                                return Poll::Ready(Ok(res));
+                            }
+                            None
                         }
-                    }
+                        (Ok(()), None) => None,
+                    };
                     let Some(mut svc) = inner.take() else {
                         return Poll::Ready(Ok(Reject::StateUnavailable.to_response(None, "-")));
                     };
                     let fut = svc.call(req);
-                    self.set(ResponseFuture::Forwarding { fut });
+                    self.set(ResponseFuture::Forwarding { fut, after });
                 }
-                Proj::Forwarding { fut } => return fut.poll(cx),
+                Proj::Forwarding { fut, after } => {
+                    let Ok(res) = ready!(fut.poll(cx));
+                    let Some((guard, hold)) = after.take() else { return Poll::Ready(Ok(res)) };
+                    match guard.respond(hold, res) {
+                        Responded::Now(res) => return Poll::Ready(Ok(res)),
+                        Responded::Later(fut) => self.set(ResponseFuture::Responding { fut }),
+                    }
+                }
+                Proj::Responding { fut } => return fut.poll(cx).map(Ok),
                 Proj::Rejected { response } => {
                     return Poll::Ready(Ok(response
                         .take()

@@ -22,7 +22,7 @@ use std::time::Duration;
 use http::{HeaderMap, Request};
 use sha2::{Digest, Sha256};
 
-use super::layer::{Guard, RouteCtx, Verdict};
+use super::layer::{Guard, NoHold, NoRespond, RouteCtx, Verdict};
 use super::Reject;
 use crate::body::Body;
 use crate::client_ip::canonical;
@@ -121,6 +121,8 @@ impl Decide {
 impl Guard for RateLimitGuard {
     const NAME: &'static str = NAME;
     type Future = RateLimitFuture;
+    type Hold = NoHold;
+    type Respond = NoRespond;
 
     fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
         let Some((spec, scope)) = route.active.rate_limit(route.route.as_deref()) else {

@@ -6,18 +6,14 @@
 //! When the store cannot answer, the route's `on_state_error.replay` decides: `fail_closed`
 //! (default) refuses with 503, `fail_open` forwards unprotected and says so in the audit line.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::Either;
 use http::{Request, Response};
-use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::guard::layer::{apply, RouteCtx};
+use crate::guard::layer::{Guard, Responded, RouteCtx, Verdict};
 use crate::guard::signature::guard::ReplayClaim;
 use crate::guard::signature::Settle;
 use crate::guard::Reject;
@@ -27,85 +23,70 @@ use crate::state::{NonceStore, Reservation, StoreError};
 
 const NAME: &str = "replay";
 
+/// The replay guard: reserves the claim's keys in the request phase, settles them on the
+/// answer in the response phase.
 #[derive(Clone)]
-pub struct ReplayLayer {
+pub struct ReplayGuard {
     store: Arc<dyn NonceStore>,
     metrics: Arc<Metrics>,
 }
 
-impl ReplayLayer {
+impl ReplayGuard {
     pub fn new(store: Arc<dyn NonceStore>, metrics: Arc<Metrics>) -> Self {
-        ReplayLayer { store, metrics }
+        ReplayGuard { store, metrics }
     }
 }
 
-impl<S> Layer<S> for ReplayLayer {
-    type Service = ReplayService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        ReplayService { inner, store: self.store.clone(), metrics: self.metrics.clone() }
-    }
-}
-
+/// On a request whose claim this guard reserved: the response phase settles it.
 #[derive(Clone)]
-pub struct ReplayService<S> {
-    inner: S,
-    store: Arc<dyn NonceStore>,
-    metrics: Arc<Metrics>,
-}
+struct Reserved(ReplayClaim);
 
-type BoxFut = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+type Checked = (Request<Body>, Result<(), Reject>);
 
-impl<S> Service<Request<Body>> for ReplayService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Either<S::Future, BoxFut>;
+impl Guard for ReplayGuard {
+    const NAME: &'static str = NAME;
+    const RESPONDS: bool = true;
+    type Future = Pin<Box<dyn Future<Output = Checked> + Send>>;
+    type Hold = ReplayClaim;
+    type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let Some(claim) = req.extensions().get::<ReplayClaim>().cloned() else {
-            return Either::Left(self.inner.call(req));
+    fn check(&self, mut req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
+        let Some(claim) = req.extensions_mut().remove::<ReplayClaim>() else {
+            return Verdict::Now(req, Ok(()));
         };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        Either::Right(Box::pin(async move {
-            let route = req.extensions().get::<RouteCtx>().cloned();
-            let fail_mode =
-                route.as_ref().and_then(|r| r.route.as_ref()).map_or(FailMode::Closed, |r| r.on_state_error.replay);
-            match reserve_all(&*store, &claim).await {
+        let fail_mode = route.route.as_ref().map_or(FailMode::Closed, |r| r.on_state_error.replay);
+        let label = crate::metrics::route_label(route.name());
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        Verdict::Later(Box::pin(async move {
+            let outcome = match reserve_all(&*store, &claim).await {
                 Ok(Reservation::Reserved) => {
-                    let res = inner.call(req).await?;
-                    settle(&*store, &claim, claim.policy.settle(res.status())).await;
-                    Ok(res)
+                    req.extensions_mut().insert(Reserved(claim));
+                    Ok(())
                 }
-                Ok(Reservation::Taken) => match apply(NAME, &Reject::Replay, &req, route.as_ref(), &metrics) {
-                    Some(res) => Ok(res),
-                    None => inner.call(req).await,
-                },
+                Ok(Reservation::Taken) => Err(Reject::Replay),
                 Err(e) => {
                     tracing::warn!(target: "payguard::replay", error = %e, "replay store unavailable");
                     if fail_mode == FailMode::Open {
-                        metrics.decision(
-                            &crate::metrics::route_label(route.as_ref().and_then(RouteCtx::name)),
-                            NAME,
-                            "fail_open",
-                        );
-                        return inner.call(req).await;
-                    }
-                    match apply(NAME, &Reject::StateUnavailable, &req, route.as_ref(), &metrics) {
-                        Some(res) => Ok(res),
-                        None => inner.call(req).await,
+                        metrics.decision(&label, NAME, "fail_open");
+                        Ok(())
+                    } else {
+                        Err(Reject::StateUnavailable)
                     }
                 }
-            }
+            };
+            (req, outcome)
+        }))
+    }
+
+    fn hold(&self, req: &mut Request<Body>) -> Option<ReplayClaim> {
+        req.extensions_mut().remove::<Reserved>().map(|r| r.0)
+    }
+
+    fn respond(&self, claim: ReplayClaim, res: Response<Body>) -> Responded<Self::Respond> {
+        let store = self.store.clone();
+        Responded::Later(Box::pin(async move {
+            settle(&*store, &claim, claim.policy.settle(res.status())).await;
+            res
         }))
     }
 }
@@ -178,6 +159,40 @@ mod tests {
         assert_eq!(reserve_all(&store, &two).await.unwrap(), Reservation::Reserved);
         settle(&store, &two, Settle::Keep).await;
         assert_eq!(reserve_all(&store, &claim(&["y"])).await.unwrap(), Reservation::Taken);
+    }
+
+    /// The response phase through the real layer: a fake backend answers `status`.
+    async fn through_layer(store: Arc<MemoryNonceStore>, keys: &[&str], status: u16) -> u16 {
+        use tower::{Layer, ServiceExt};
+        let metrics = Arc::new(Metrics::new());
+        let backend = tower::service_fn(move |_req: Request<Body>| async move {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            Ok::<_, std::convert::Infallible>(res)
+        });
+        let svc =
+            crate::guard::layer::GuardLayer::new(ReplayGuard::new(store, metrics.clone()), metrics).layer(backend);
+        let rules = crate::rules::load_sources(&[]).unwrap();
+        let route = RouteCtx { active: Arc::new(crate::rules::active::ActiveRules::new(rules, 1)), route: None };
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut().insert(route);
+        req.extensions_mut().insert(claim(keys));
+        svc.oneshot(req).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn the_response_phase_settles_on_the_answer() {
+        let store = Arc::new(MemoryNonceStore::new(1_000));
+        // A backend failure releases: the retry passes, and is accepted.
+        assert_eq!(through_layer(store.clone(), &["a", "b"], 503).await, 503);
+        assert_eq!(through_layer(store.clone(), &["a", "b"], 200).await, 200);
+        // Accepted: kept, so a replay — or any batch holding one of its items — is refused
+        // before the backend, and reserves nothing.
+        assert_eq!(through_layer(store.clone(), &["a", "b"], 200).await, 401);
+        assert_eq!(through_layer(store.clone(), &["c", "b"], 200).await, 401);
+        assert_eq!(through_layer(store.clone(), &["c"], 504).await, 504);
+        // A timeout keeps the key: the backend may have acted.
+        assert_eq!(through_layer(store.clone(), &["c"], 200).await, 401);
     }
 
     #[test]
