@@ -14,9 +14,10 @@ use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use tower::Service;
 
 use crate::body::{self, Body};
+use crate::client_ip::ClientIp;
 use crate::config::UpstreamConfig;
-use crate::context::{MatchedRoute, RequestCtx};
-use crate::guard::signature::guard::Verified;
+use crate::context::MatchedRoute;
+use crate::exchange::Exchange;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::pool::{ConnectError, Pool};
@@ -157,7 +158,12 @@ impl Inner {
     }
 
     /// Rewrites a client request into the request the backend sees.
-    fn prepare(&self, req: Request<Body>) -> Result<Request<Body>, Reject> {
+    fn prepare(
+        &self,
+        req: Request<Body>,
+        client: &ClientIp,
+        verified: Option<&'static str>,
+    ) -> Result<Request<Body>, Reject> {
         let (mut parts, body) = req.into_parts();
         // The authority the request was routed on (the head guard refused a Host header that
         // names another), else the Host header.
@@ -173,23 +179,21 @@ impl Inner {
         // Hop-by-hop headers go, and so does anything the client sent about the forwarding
         // identity: payguard owns it.
         strip(h, |n| is_removed(n) || is_owned(n));
-        if let Some(ctx) = parts.extensions.get::<RequestCtx>() {
-            h.insert(X_FORWARDED_FOR.clone(), ctx.client.forwarded_for.clone());
-            h.insert(X_REAL_IP.clone(), ctx.client.ip_header.clone());
-        }
+        h.insert(X_FORWARDED_FOR.clone(), client.forwarded_for.clone());
+        h.insert(X_REAL_IP.clone(), client.ip_header.clone());
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
         if let Some(host) = host {
             h.insert(X_FORWARDED_HOST.clone(), host.clone());
             h.insert(header::HOST, host);
         }
-        if let Some(v) = parts.extensions.get::<Verified>() {
-            h.insert(X_PAYGUARD_VERIFIED.clone(), HeaderValue::from_static(v.0));
+        if let Some(provider) = verified {
+            h.insert(X_PAYGUARD_VERIFIED.clone(), HeaderValue::from_static(provider));
         }
         Ok(Request::from_parts(parts, body))
     }
 }
 
-impl Service<Request<Body>> for Proxy {
+impl Service<Exchange> for Proxy {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -198,15 +202,12 @@ impl Service<Request<Body>> for Proxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, ex: Exchange) -> Self::Future {
         let this = self.inner.clone();
         Box::pin(async move {
-            let (request_id, client_ip) = req
-                .extensions()
-                .get::<RequestCtx>()
-                .map(|c| (c.request_id.clone(), c.client.ip))
-                .unwrap_or((HeaderValue::from_static("-"), std::net::IpAddr::from([0, 0, 0, 0])));
-            let route = req.extensions().get::<MatchedRoute>().cloned();
+            let Exchange { req, request_id, client, route, verified, .. } = ex;
+            let client_ip = client.ip;
+            let route = route.map(|r| MatchedRoute(r.name.clone()));
             let version = req.version();
             let reject = |r: Reject| {
                 let refusal = Refusal {
@@ -222,7 +223,7 @@ impl Service<Request<Body>> for Proxy {
                 // Enforced: the rescue point always answers.
                 Ok(rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-")))
             };
-            let req = match this.prepare(req) {
+            let req = match this.prepare(req, &client, verified) {
                 Ok(r) => r,
                 Err(r) => return reject(r),
             };

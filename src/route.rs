@@ -1,5 +1,5 @@
 //! Routing: normalise the path, pick the route from the current rule set (one `ArcSwap` load
-//! per request), and hand the result to every later layer as a [`RouteCtx`]. Requests that
+//! per request), and hand every later layer the request's [`Exchange`]. Requests that
 //! match no route are forwarded under `[defaults]` or refused with 404, as the rules say.
 
 use std::borrow::Cow;
@@ -14,9 +14,10 @@ use http::{header, Request, Response, Uri};
 use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::context::MatchedRoute;
+use crate::context::RequestCtx;
+use crate::exchange::Exchange;
 use crate::guard::head::HeadLimits;
-use crate::guard::layer::{apply, RouteCtx};
+use crate::guard::layer::apply;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::rescue::{rescue, Refusal, Stage};
@@ -158,7 +159,7 @@ pub struct RouteService<S> {
 
 impl<S> Service<Request<Body>> for RouteService<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Exchange, Response = Response<Body>, Error = Infallible>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -169,9 +170,6 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let reject = |req: &Request<Body>, r: Reject, ctx: Option<&RouteCtx>, metrics: &Metrics| {
-            apply("route", &r, req, ctx, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
-        };
         // Refusals of the head, before a route is known: always enforced, and the rescue point
         // closes an HTTP/1 connection after them.
         let refuse = |req: &Request<Body>, r: Reject, metrics: &Metrics| {
@@ -224,18 +222,28 @@ where
             }
             RouteLookup::NoRoute => (None, None),
         };
-        if let Some(r) = &route {
-            req.extensions_mut().insert(MatchedRoute(r.name.clone()));
-        }
-        let ctx = RouteCtx { active, route };
+        // The context layer, outermost, put it there; `stack::build` is the proof.
+        let Some(ctx) = req.extensions_mut().remove::<RequestCtx>() else {
+            tracing::error!(target: "payguard::stack", "request reached the router without its context");
+            return Either::Left(std::future::ready(Ok(Reject::StateUnavailable.to_response(None, "-"))));
+        };
+        let ex = Exchange {
+            req,
+            request_id: ctx.request_id,
+            client: ctx.client,
+            peer: ctx.peer,
+            active,
+            route,
+            verified: None,
+            replay: None,
+            reserved: None,
+        };
         if let Some(r) = refused {
-            let ctx = ctx.route.is_some().then_some(&ctx);
-            if let Some(res) = reject(&req, r, ctx, &self.metrics) {
-                return res;
+            if let Some(res) = apply("route", &r, &ex, &self.metrics) {
+                return Either::Left(std::future::ready(Ok(res)));
             }
         }
-        req.extensions_mut().insert(ctx);
-        Either::Right(self.inner.call(req))
+        Either::Right(self.inner.call(ex))
     }
 }
 

@@ -5,18 +5,18 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
-use http::Request;
 use http_body_util::BodyExt;
 
-use super::layer::{Guard, NoHold, NoRespond, RouteCtx, Verdict};
+use super::layer::{Guard, NoHold, NoRespond, Verdict};
 use super::Reject;
 use crate::body::{is_timed_out, Body, BodyDeadline};
+use crate::exchange::Exchange;
 use crate::rules::Mode;
 
 #[derive(Clone, Copy, Default)]
 pub struct BufferGuard;
 
-type Checked = (Request<Body>, Result<(), Reject>);
+type Checked = (Exchange, Result<(), Reject>);
 
 impl Guard for BufferGuard {
     const NAME: &'static str = "body";
@@ -25,33 +25,33 @@ impl Guard for BufferGuard {
     type Hold = NoHold;
     type Respond = NoRespond;
 
-    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
-        let limit = route.max_body();
-        let needs_body = route.route.as_ref().is_some_and(|r| r.needs_body());
-        let monitor = route.mode() == Mode::Monitor;
+    fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
+        let limit = ex.max_body();
+        let needs_body = ex.route.as_ref().is_some_and(|r| r.needs_body());
+        let monitor = ex.mode() == Mode::Monitor;
         if !needs_body {
-            let (parts, mut body) = req.into_parts();
             // Streamed; in monitor mode nothing may cut a request short.
-            body.set_limit(if monitor { u64::MAX } else { limit });
-            return Verdict::Now(Request::from_parts(parts, body), Ok(()));
+            ex.req.body_mut().set_limit(if monitor { u64::MAX } else { limit });
+            return Verdict::Now(ex, Ok(()));
         }
         Verdict::Later(Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            match read_capped(body, limit).await {
-                Ok(bytes) => (Request::from_parts(parts, Body::full(bytes)), Ok(())),
+            let body = std::mem::replace(ex.req.body_mut(), Body::empty());
+            let (body, outcome) = match read_capped(body, limit).await {
+                Ok(bytes) => (Body::full(bytes), Ok(())),
                 Err(ReadError::TooLarge { head, rest }) => {
                     let body = match rest {
                         Some((tail, deadline)) => Body::Chain { head: Some(head), tail, deadline },
                         None => Body::full(head),
                     };
-                    (Request::from_parts(parts, body), Err(Reject::BodyTooLarge { limit }))
+                    (body, Err(Reject::BodyTooLarge { limit }))
                 }
-                Err(ReadError::TimedOut) => (Request::from_parts(parts, Body::empty()), Err(Reject::BodyTimeout)),
-                Err(ReadError::Broken) => (
-                    Request::from_parts(parts, Body::empty()),
-                    Err(Reject::InvalidRequest("request body could not be read".into())),
-                ),
-            }
+                Err(ReadError::TimedOut) => (Body::empty(), Err(Reject::BodyTimeout)),
+                Err(ReadError::Broken) => {
+                    (Body::empty(), Err(Reject::InvalidRequest("request body could not be read".into())))
+                }
+            };
+            *ex.req.body_mut() = body;
+            (ex, outcome)
         }))
     }
 }

@@ -3,12 +3,9 @@
 
 use std::net::IpAddr;
 
-use http::Request;
-
-use super::layer::{Check, RouteCtx};
+use super::layer::Check;
 use super::Reject;
-use crate::body::Body;
-use crate::context::RequestCtx;
+use crate::exchange::Exchange;
 use crate::rules::IpMatcher;
 
 /// The pure decision.
@@ -28,13 +25,12 @@ pub struct IpGuard;
 impl Check for IpGuard {
     const NAME: &'static str = "ip";
 
-    fn check(&self, req: &mut Request<Body>, route: &RouteCtx) -> Result<(), Reject> {
-        let Some(ctx) = req.extensions().get::<RequestCtx>() else { return Err(Reject::IpDenied) };
-        let ip = ctx.client.ip;
-        match &route.route {
+    fn check(&self, ex: &mut Exchange) -> Result<(), Reject> {
+        let ip = ex.client.ip;
+        match &ex.route {
             Some(r) => check(ip, &r.ip_deny, r.ip_allow.as_ref()),
             None => {
-                let d = route.active.rules.defaults();
+                let d = ex.active.rules.defaults();
                 check(ip, &d.ip_deny, d.ip_allow.as_ref())
             }
         }

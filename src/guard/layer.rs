@@ -3,6 +3,9 @@
 //! them: in `enforce` mode a rejection becomes the response (through the rescue point), in
 //! `monitor` mode it is recorded as `would_block` and the request goes on.
 //!
+//! Every guard works on the request's [`Exchange`], which the router made: the context is a
+//! value the guard is handed, never something it looks up and might miss.
+//!
 //! A guard has two phases. The request phase (`check`) decides before anything is forwarded.
 //! The response phase (`hold` + `respond`, for the guards that have one) sees the answer —
 //! the backend's, or a refusal from further in — before the client does, and may act on it or
@@ -14,42 +17,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::Response;
 use tower::{Layer, Service};
 
 use super::Reject;
 use crate::body::Body;
+use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 use crate::rescue::{rescue, Refusal, Stage};
-use crate::rules::active::ActiveRules;
-use crate::rules::{Mode, Route};
-
-/// What the route layer decided, for every layer after it.
-#[derive(Clone)]
-pub struct RouteCtx {
-    pub active: Arc<ActiveRules>,
-    pub route: Option<Arc<Route>>,
-}
-
-impl RouteCtx {
-    pub fn name(&self) -> Option<&str> {
-        self.route.as_deref().map(|r| &*r.name)
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.route.as_ref().map_or(Mode::Enforce, |r| r.mode)
-    }
-
-    pub fn max_body(&self) -> u64 {
-        self.route.as_ref().map_or(self.active.rules.defaults().max_body, |r| r.max_body)
-    }
-}
 
 /// A guard's answer: decided at once, or after waiting (a body to read, a shared store).
-// Matched right where it is returned; boxing the request would cost an allocation per request.
+// Matched right where it is returned; boxing the exchange would cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
 pub enum Verdict<F> {
-    Now(Request<Body>, Result<(), Reject>),
+    Now(Exchange, Result<(), Reject>),
     Later(F),
 }
 
@@ -65,16 +46,16 @@ pub enum Responded<F> {
 /// response phase implement [`Check`] instead and get this for free.
 pub trait Guard: Clone + Send + Sync + 'static {
     const NAME: &'static str;
-    type Future: Future<Output = (Request<Body>, Result<(), Reject>)> + Send + 'static;
-    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future>;
+    type Future: Future<Output = (Exchange, Result<(), Reject>)> + Send + 'static;
+    fn check(&self, ex: Exchange) -> Verdict<Self::Future>;
 
     /// Whether the guard has a response phase; the layer keeps nothing for one that has not.
     const RESPONDS: bool = false;
     /// What the response phase needs from a request that passed (`()` for guards without one).
     type Hold: Send + 'static;
-    /// Takes it from the request that passed the check; `None`: no response phase for this
+    /// Takes it from the exchange that passed the check; `None`: no response phase for this
     /// request.
-    fn hold(&self, _req: &mut Request<Body>) -> Option<Self::Hold> {
+    fn hold(&self, _ex: &mut Exchange) -> Option<Self::Hold> {
         None
     }
 
@@ -92,33 +73,35 @@ pub type NoRespond = Ready<Response<Body>>;
 /// A guard that decides without waiting.
 pub trait Check: Clone + Send + Sync + 'static {
     const NAME: &'static str;
-    fn check(&self, req: &mut Request<Body>, route: &RouteCtx) -> Result<(), Reject>;
+    fn check(&self, ex: &mut Exchange) -> Result<(), Reject>;
 }
 
 impl<C: Check> Guard for C {
     const NAME: &'static str = C::NAME;
     // Never built: a check always answers `Verdict::Now`.
-    type Future = Ready<(Request<Body>, Result<(), Reject>)>;
+    type Future = Ready<(Exchange, Result<(), Reject>)>;
     type Hold = NoHold;
     type Respond = NoRespond;
-    fn check(&self, mut req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
-        let r = Check::check(self, &mut req, route);
-        Verdict::Now(req, r)
+    fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
+        let r = Check::check(self, &mut ex);
+        Verdict::Now(ex, r)
     }
 }
 
 /// Applies a guard's rejection through the rescue point: the response in enforce mode, `None`
 /// (go on) in monitor mode; recorded either way.
-pub fn apply(
-    guard: &'static str,
-    reject: &Reject,
-    req: &Request<Body>,
-    route: Option<&RouteCtx>,
-    metrics: &Metrics,
-) -> Option<Response<Body>> {
-    let name = route.and_then(|r| r.route.as_ref()).map(|r| &r.name);
-    let mode = route.map_or(Mode::Enforce, RouteCtx::mode);
-    rescue(&Refusal::of(req, Stage::Guard, guard, reject, name, mode), metrics)
+pub fn apply(guard: &'static str, reject: &Reject, ex: &Exchange, metrics: &Metrics) -> Option<Response<Body>> {
+    let refusal = Refusal {
+        stage: Stage::Guard,
+        guard,
+        reject,
+        request_id: ex.request_id(),
+        client_ip: ex.client.ip,
+        route: ex.route_name(),
+        mode: ex.mode(),
+        version: ex.req.version(),
+    };
+    rescue(&refusal, metrics)
 }
 
 #[derive(Clone)]
@@ -147,10 +130,10 @@ pub struct GuardService<G, S> {
     inner: S,
 }
 
-impl<G, S> Service<Request<Body>> for GuardService<G, S>
+impl<G, S> Service<Exchange> for GuardService<G, S>
 where
     G: Guard,
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Exchange, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -160,28 +143,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let Some(route) = req.extensions().get::<RouteCtx>().cloned() else {
-            // Only reachable if the stack is mis-assembled; never skip a guard silently.
-            tracing::error!(target: "payguard::stack", guard = G::NAME, "guard ran before routing");
-            return ResponseFuture::Rejected { response: Some(Reject::StateUnavailable.to_response(None, "-")) };
-        };
-        match self.guard.check(req, &route) {
+    fn call(&mut self, ex: Exchange) -> Self::Future {
+        match self.guard.check(ex) {
             // Decided at once (the usual case): the inner service, made ready by poll_ready,
             // is called right here; nothing is cloned.
-            Verdict::Now(mut req, outcome) => {
+            Verdict::Now(mut ex, outcome) => {
                 let hold = match outcome {
-                    Ok(()) if G::RESPONDS => self.guard.hold(&mut req),
+                    Ok(()) if G::RESPONDS => self.guard.hold(&mut ex),
                     Ok(()) => None,
                     Err(reject) => {
-                        if let Some(response) = apply(G::NAME, &reject, &req, Some(&route), &self.metrics) {
+                        if let Some(response) = apply(G::NAME, &reject, &ex, &self.metrics) {
                             return ResponseFuture::Rejected { response: Some(response) };
                         }
                         None
                     }
                 };
                 let after = hold.map(|h| (self.guard.clone(), h));
-                ResponseFuture::Forwarding { fut: self.inner.call(req), after }
+                ResponseFuture::Forwarding { fut: self.inner.call(ex), after }
             }
             Verdict::Later(check) => {
                 // Called later: take the ready inner service and leave a clone.
@@ -190,7 +168,6 @@ where
                 ResponseFuture::Checking {
                     check,
                     inner: Some(inner),
-                    route,
                     metrics: self.metrics.clone(),
                     guard: G::RESPONDS.then(|| self.guard.clone()),
                 }
@@ -201,8 +178,8 @@ where
 
 pin_project_lite::pin_project! {
     #[project = Proj]
-    pub enum ResponseFuture<G: Guard, S: Service<Request<Body>>> {
-        Checking { #[pin] check: G::Future, inner: Option<S>, route: RouteCtx, metrics: Arc<Metrics>, guard: Option<G> },
+    pub enum ResponseFuture<G: Guard, S: Service<Exchange>> {
+        Checking { #[pin] check: G::Future, inner: Option<S>, metrics: Arc<Metrics>, guard: Option<G> },
         // `after`: the guard and what it holds, when the request has a response phase.
         Forwarding { #[pin] fut: S::Future, after: Option<(G, G::Hold)> },
         Responding { #[pin] fut: G::Respond },
@@ -213,19 +190,19 @@ pin_project_lite::pin_project! {
 impl<G, S> Future for ResponseFuture<G, S>
 where
     G: Guard,
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Exchange, Response = Response<Body>, Error = Infallible>,
 {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                Proj::Checking { check, inner, route, metrics, guard } => {
-                    let (mut req, outcome) = ready!(check.poll(cx));
+                Proj::Checking { check, inner, metrics, guard } => {
+                    let (mut ex, outcome) = ready!(check.poll(cx));
                     let after = match (outcome, guard.take()) {
-                        (Ok(()), Some(g)) => g.hold(&mut req).map(|h| (g, h)),
+                        (Ok(()), Some(g)) => g.hold(&mut ex).map(|h| (g, h)),
                         (Err(reject), _) => {
-                            if let Some(res) = apply(G::NAME, &reject, &req, Some(route), metrics) {
+                            if let Some(res) = apply(G::NAME, &reject, &ex, metrics) {
                                 return Poll::Ready(Ok(res));
                             }
                             None
@@ -233,9 +210,9 @@ where
                         (Ok(()), None) => None,
                     };
                     let Some(mut svc) = inner.take() else {
-                        return Poll::Ready(Ok(Reject::StateUnavailable.to_response(None, "-")));
+                        return Poll::Ready(Ok(Reject::StateUnavailable.to_response(None, ex.request_id())));
                     };
-                    let fut = svc.call(req);
+                    let fut = svc.call(ex);
                     self.set(ResponseFuture::Forwarding { fut, after });
                 }
                 Proj::Forwarding { fut, after } => {

@@ -19,13 +19,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Request};
+use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use super::layer::{Guard, NoHold, NoRespond, RouteCtx, Verdict};
+use super::layer::{Guard, NoHold, NoRespond, Verdict};
 use super::Reject;
-use crate::body::Body;
 use crate::client_ip::canonical;
+use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 use crate::rules::{FailMode, RateKey, RateLimitSpec};
 use crate::state::{Gcra, RateDecision, RateStore, StoreError};
@@ -82,7 +82,7 @@ impl RateLimitGuard {
     }
 }
 
-type Outcome = (Request<Body>, Result<(), Reject>);
+type Outcome = (Exchange, Result<(), Reject>);
 
 /// A round trip to the shared store (the memory store answers at once).
 pub type RateLimitFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -124,18 +124,16 @@ impl Guard for RateLimitGuard {
     type Hold = NoHold;
     type Respond = NoRespond;
 
-    fn check(&self, req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
-        let Some((spec, scope)) = route.active.rate_limit(route.route.as_deref()) else {
-            return Verdict::Now(req, Ok(()));
+    fn check(&self, ex: Exchange) -> Verdict<Self::Future> {
+        let Some((spec, scope)) = ex.active.rate_limit(ex.route.as_deref()) else {
+            return Verdict::Now(ex, Ok(()));
         };
-        let client =
-            req.extensions().get::<crate::context::RequestCtx>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.client.ip);
-        let key = bucket_key(&spec.key, client, req.headers());
+        let key = bucket_key(&spec.key, ex.client.ip, ex.req.headers());
         let gcra = gcra(spec);
         let decide = || Decide {
             limit: u64::from(spec.burst),
-            fail_mode: route.route.as_ref().map_or(FailMode::Open, |r| r.on_state_error.rate_limit),
-            label: crate::metrics::route_label(route.name()),
+            fail_mode: ex.route.as_ref().map_or(FailMode::Open, |r| r.on_state_error.rate_limit),
+            label: crate::metrics::route_label(ex.route_name().map(|n| &**n)),
             metrics: self.metrics.clone(),
         };
         if let Some(answer) = self.store.check_now(scope, key, gcra) {
@@ -144,12 +142,12 @@ impl Guard for RateLimitGuard {
                 Ok(RateDecision::Allowed) => Ok(()),
                 other => decide().outcome(other),
             };
-            return Verdict::Now(req, outcome);
+            return Verdict::Now(ex, outcome);
         }
         let (store, decide) = (self.store.clone(), decide());
         Verdict::Later(Box::pin(async move {
             let outcome = decide.outcome(store.check(scope, key, gcra).await);
-            (req, outcome)
+            (ex, outcome)
         }))
     }
 }

@@ -10,11 +10,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::Response;
 
 use crate::body::Body;
-use crate::guard::layer::{Guard, Responded, RouteCtx, Verdict};
-use crate::guard::signature::guard::ReplayClaim;
+use crate::exchange::{Exchange, ReplayClaim};
+use crate::guard::layer::{Guard, Responded, Verdict};
 use crate::guard::signature::Settle;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
@@ -37,11 +37,7 @@ impl ReplayGuard {
     }
 }
 
-/// On a request whose claim this guard reserved: the response phase settles it.
-#[derive(Clone)]
-struct Reserved(ReplayClaim);
-
-type Checked = (Request<Body>, Result<(), Reject>);
+type Checked = (Exchange, Result<(), Reject>);
 
 impl Guard for ReplayGuard {
     const NAME: &'static str = NAME;
@@ -50,17 +46,17 @@ impl Guard for ReplayGuard {
     type Hold = ReplayClaim;
     type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
-    fn check(&self, mut req: Request<Body>, route: &RouteCtx) -> Verdict<Self::Future> {
-        let Some(claim) = req.extensions_mut().remove::<ReplayClaim>() else {
-            return Verdict::Now(req, Ok(()));
+    fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
+        let Some(claim) = ex.replay.take() else {
+            return Verdict::Now(ex, Ok(()));
         };
-        let fail_mode = route.route.as_ref().map_or(FailMode::Closed, |r| r.on_state_error.replay);
-        let label = crate::metrics::route_label(route.name());
+        let fail_mode = ex.route.as_ref().map_or(FailMode::Closed, |r| r.on_state_error.replay);
+        let label = crate::metrics::route_label(ex.route_name().map(|n| &**n));
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
         Verdict::Later(Box::pin(async move {
             let outcome = match reserve_all(&*store, &claim).await {
                 Ok(Reservation::Reserved) => {
-                    req.extensions_mut().insert(Reserved(claim));
+                    ex.reserved = Some(claim);
                     Ok(())
                 }
                 Ok(Reservation::Taken) => Err(Reject::Replay),
@@ -74,12 +70,12 @@ impl Guard for ReplayGuard {
                     }
                 }
             };
-            (req, outcome)
+            (ex, outcome)
         }))
     }
 
-    fn hold(&self, req: &mut Request<Body>) -> Option<ReplayClaim> {
-        req.extensions_mut().remove::<Reserved>().map(|r| r.0)
+    fn hold(&self, ex: &mut Exchange) -> Option<ReplayClaim> {
+        ex.reserved.take()
     }
 
     fn respond(&self, claim: ReplayClaim, res: Response<Body>) -> Responded<Self::Respond> {
@@ -165,19 +161,16 @@ mod tests {
     async fn through_layer(store: Arc<MemoryNonceStore>, keys: &[&str], status: u16) -> u16 {
         use tower::{Layer, ServiceExt};
         let metrics = Arc::new(Metrics::new());
-        let backend = tower::service_fn(move |_req: Request<Body>| async move {
+        let backend = tower::service_fn(move |_ex: Exchange| async move {
             let mut res = Response::new(Body::empty());
             *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
             Ok::<_, std::convert::Infallible>(res)
         });
         let svc =
             crate::guard::layer::GuardLayer::new(ReplayGuard::new(store, metrics.clone()), metrics).layer(backend);
-        let rules = crate::rules::load_sources(&[]).unwrap();
-        let route = RouteCtx { active: Arc::new(crate::rules::active::ActiveRules::new(rules, 1)), route: None };
-        let mut req = Request::new(Body::empty());
-        req.extensions_mut().insert(route);
-        req.extensions_mut().insert(claim(keys));
-        svc.oneshot(req).await.unwrap().status().as_u16()
+        let mut ex = Exchange::for_test(http::Request::new(Body::empty()));
+        ex.replay = Some(claim(keys));
+        svc.oneshot(ex).await.unwrap().status().as_u16()
     }
 
     #[tokio::test]

@@ -870,12 +870,9 @@ pub struct HeaderGuard;
 impl super::layer::Check for HeaderGuard {
     const NAME: &'static str = "validate";
 
-    fn check(
-        &self,
-        req: &mut http::Request<crate::body::Body>,
-        route: &super::layer::RouteCtx,
-    ) -> Result<(), super::Reject> {
-        let limit = route.max_body();
+    fn check(&self, ex: &mut crate::exchange::Exchange) -> Result<(), super::Reject> {
+        let limit = ex.max_body();
+        let req = &ex.req;
         let declared = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -884,7 +881,7 @@ impl super::layer::Check for HeaderGuard {
         if declared.is_some_and(|n| n > limit) {
             return Err(super::Reject::BodyTooLarge { limit });
         }
-        match route.route.as_ref().and_then(|r| r.validate.as_ref()) {
+        match ex.route.as_ref().and_then(|r| r.validate.as_ref()) {
             Some(v) => Ok(check_headers(v, req.headers(), req.uri().query())?),
             None => Ok(()),
         }
@@ -898,12 +895,9 @@ pub struct BodyGuard;
 impl super::layer::Check for BodyGuard {
     const NAME: &'static str = "validate_body";
 
-    fn check(
-        &self,
-        req: &mut http::Request<crate::body::Body>,
-        route: &super::layer::RouteCtx,
-    ) -> Result<(), super::Reject> {
-        let Some(v) = route.route.as_ref().and_then(|r| r.validate.as_ref()) else { return Ok(()) };
+    fn check(&self, ex: &mut crate::exchange::Exchange) -> Result<(), super::Reject> {
+        let Some(v) = ex.route.as_ref().and_then(|r| r.validate.as_ref()) else { return Ok(()) };
+        let req = &ex.req;
         if !v.needs_body() {
             return Ok(());
         }

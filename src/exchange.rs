@@ -1,0 +1,93 @@
+//! The one per-request value the guards and the proxy work on. The router makes it: from there
+//! inward every layer takes an [`Exchange`], so the request id, the client, the rule set and the
+//! matched route are always there (no layer has a fallback for a missing one), and what a guard
+//! learns (a verified signature, a replay reservation) is a typed field, not an extension.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request};
+
+use crate::body::Body;
+use crate::client_ip::ClientIp;
+use crate::guard::signature::{ReplayId, ReplayPolicy};
+use crate::rules::active::ActiveRules;
+use crate::rules::{Mode, Route};
+
+/// What the replay guard must reserve for this request: all of `keys`, or none.
+#[derive(Debug, Clone)]
+pub struct ReplayClaim {
+    /// One per signed item, each scoped to route and provider: two routes never share a
+    /// reservation.
+    pub keys: Vec<String>,
+    pub policy: ReplayPolicy,
+}
+
+impl ReplayClaim {
+    /// The one place a store key is made from a verified callback: the replay ids come from
+    /// signed material only (see [`ReplayId`]).
+    pub fn new(route: &str, provider: &str, ids: &[ReplayId], policy: ReplayPolicy) -> Self {
+        let keys = ids.iter().map(|id| format!("{route}|{provider}|{}", id.to_hex())).collect();
+        ReplayClaim { keys, policy }
+    }
+}
+
+pub struct Exchange {
+    pub req: Request<Body>,
+    /// Also in the request's `x-request-id` header and the response's.
+    pub request_id: HeaderValue,
+    pub client: ClientIp,
+    pub peer: SocketAddr,
+    /// The rule set this request is judged by, start to end (one load per request).
+    pub active: Arc<ActiveRules>,
+    /// `None`: no route matched (the `[defaults]` apply).
+    pub route: Option<Arc<Route>>,
+    /// Set by the signature guard: the provider whose signature verified (`x-payguard-verified`).
+    pub verified: Option<&'static str>,
+    /// Set by the signature guard: the replay keys to reserve.
+    pub replay: Option<ReplayClaim>,
+    /// Set by the replay guard: the keys it reserved, settled by the answer.
+    pub reserved: Option<ReplayClaim>,
+}
+
+impl Exchange {
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+
+    pub fn route_name(&self) -> Option<&Arc<str>> {
+        self.route.as_ref().map(|r| &r.name)
+    }
+
+    /// The route's mode; requests that match no route are enforced.
+    pub fn mode(&self) -> Mode {
+        self.route.as_ref().map_or(Mode::Enforce, |r| r.mode)
+    }
+
+    /// The body cap: the route's, or the defaults'.
+    pub fn max_body(&self) -> u64 {
+        self.route.as_ref().map_or(self.active.rules.defaults().max_body, |r| r.max_body)
+    }
+}
+
+#[cfg(test)]
+impl Exchange {
+    /// A request from 192.0.2.1 judged by an empty rule set, for unit tests.
+    #[allow(clippy::expect_used)]
+    pub(crate) fn for_test(req: Request<Body>) -> Exchange {
+        let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+        let header = crate::client_ip::ip_header(ip);
+        let rules = crate::rules::load_sources(&[]).expect("an empty rule set loads");
+        Exchange {
+            req,
+            request_id: HeaderValue::from_static("test"),
+            client: ClientIp { ip, ip_header: header.clone(), forwarded_for: header },
+            peer: SocketAddr::from((ip, 40_000)),
+            active: Arc::new(ActiveRules::new(rules, 1)),
+            route: None,
+            verified: None,
+            replay: None,
+            reserved: None,
+        }
+    }
+}
