@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -203,26 +203,90 @@ where
     S: Service<Request<Incoming>, Response = Response<LoggedBody>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
-        self.metrics.connections.inc();
-        self.metrics.open_connections.inc();
-        let _open = OpenGuard(self.metrics.clone());
-        let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.tls.accept(tcp)).await {
-            Ok(Ok(s)) => s,
+    /// The TLS handshake within `handshake_timeout`; a failure is counted and logged here.
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        match tokio::time::timeout(self.handshake_timeout, self.tls.accept(tcp)).await {
+            Ok(Ok(s)) => Some(s),
             Ok(Err(e)) => {
                 self.metrics.tls_handshake_failures.inc();
                 tracing::debug!(target: "payguard::tls", client_ip = %peer.ip(), error = %e, "TLS handshake failed");
-                return;
+                None
             }
             Err(_) => {
                 self.metrics.tls_handshake_failures.inc();
                 self.metrics.connection_timeout("handshake");
                 tracing::debug!(target: "payguard::tls", client_ip = %peer.ip(), "TLS handshake timed out");
-                return;
+                None
             }
+        }
+    }
+
+    /// Counts and logs how a connection ended on its own (not by one of our timers).
+    fn ended(
+        &self,
+        res: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        flooded: bool,
+        peer: SocketAddr,
+        clock: &Clock,
+    ) {
+        if flooded {
+            self.metrics.h2_abuse("control_frames");
+            tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_control_frames, "HTTP/2 client sent too many SETTINGS/PING frames; connection closed");
+            clock.reset_on_close.store(true, Ordering::Relaxed);
+        } else if let Err(e) = res {
+            match e.downcast_ref::<hyper::Error>() {
+                Some(h) if h.is_timeout() => self.metrics.connection_timeout("header"),
+                // hyper answered these itself (400 / 431, empty body): count them and say why,
+                // as the guards do for theirs.
+                Some(h) if h.is_parse_too_large() || h.is_parse() => {
+                    let kind = if h.is_parse_too_large() { "too_large" } else { "parse" };
+                    self.metrics.malformed_request(kind);
+                    crate::rescue::refused_connection(peer.ip(), "http", kind, h);
+                }
+                _ => {}
+            }
+            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), error = %e, "connection ended with error");
+        }
+    }
+
+    /// A connection's timer fired: judge the send watch, a blocked write and idleness.
+    fn timer(&self, watch: &mut SendWatch, clock: &Clock, fd: RawFd, peer: SocketAddr, idle_closing: bool) -> Timer {
+        let now = now_ms();
+        let blocked = clock.blocked_since.load(Ordering::Relaxed);
+        let send = self.send_timeout.as_millis() as u64;
+        let close = |why: &'static str| {
+            clock.reset_on_close.store(true, Ordering::Relaxed);
+            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "{why}");
+            Timer::Close
         };
-        let mut tls = tls;
+        if let Some(s) = watch.check(now, &clock.wrote_at, || crate::tcp_info::delivery(fd)) {
+            self.metrics.connection_timeout("send");
+            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), waiting = s.waiting, took = s.took, required = s.required, "send timeout: client reads too slowly");
+            clock.reset_on_close.store(true, Ordering::Relaxed);
+            return Timer::Close;
+        }
+        if !watch.enabled && blocked != NOT_BLOCKED && now.saturating_sub(blocked) >= send {
+            // The client stopped reading: nothing more can be sent, so no goodbye.
+            self.metrics.connection_timeout("send");
+            return close("send timeout: client stopped reading");
+        }
+        if now.saturating_sub(clock.last.load(Ordering::Relaxed)) >= self.idle_timeout.as_millis() as u64 {
+            if idle_closing {
+                // A whole idle period more without progress: the drain is stuck.
+                self.metrics.connection_timeout("idle");
+                return close("idle connection did not drain; closing");
+            }
+            return Timer::Idle;
+        }
+        Timer::Wait
+    }
+
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+        self.metrics.connections.inc();
+        self.metrics.open_connections.inc();
+        let _open = OpenGuard(self.metrics.clone());
+        let _ = tcp.set_nodelay(true);
+        let Some(mut tls) = self.handshake(tcp, peer).await else { return };
         // Encrypted bytes waiting for the socket (default limit 64 KiB): what a client that stops
         // reading pins in memory, besides the kernel's buffers, until send_timeout.
         tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
@@ -294,24 +358,7 @@ where
             let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(wake));
             tokio::select! {
                 res = conn.as_mut() => {
-                    if flooded.load(Ordering::Relaxed) {
-                        self.metrics.h2_abuse("control_frames");
-                        tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_control_frames, "HTTP/2 client sent too many SETTINGS/PING frames; connection closed");
-                        clock.reset_on_close.store(true, Ordering::Relaxed);
-                    } else if let Err(e) = res {
-                        match e.downcast_ref::<hyper::Error>() {
-                            Some(h) if h.is_timeout() => self.metrics.connection_timeout("header"),
-                            // hyper answered these itself (400 / 431, empty body): count them and
-                            // say why, as the guards do for theirs.
-                            Some(h) if h.is_parse_too_large() || h.is_parse() => {
-                                let kind = if h.is_parse_too_large() { "too_large" } else { "parse" };
-                                self.metrics.malformed_request(kind);
-                                crate::rescue::refused_connection(peer.ip(), "http", kind, h);
-                            }
-                            _ => {}
-                        }
-                        tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), error = %e, "connection ended with error");
-                    }
+                    self.ended(res, flooded.load(Ordering::Relaxed), peer, &clock);
                     break;
                 }
                 () = self.shutdown.cancelled(), if !graceful => {
@@ -329,30 +376,10 @@ where
                 }
                 // The first write since the watch last looked: it may have to look sooner.
                 () = clock.first_write.notified(), if watch.waits_for_writes() => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    let now = now_ms();
-                    let blocked = clock.blocked_since.load(Ordering::Relaxed);
-                    if let Some(s) = watch.check(now, &clock.wrote_at, || crate::tcp_info::delivery(fd)) {
-                        self.metrics.connection_timeout("send");
-                        tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), waiting = s.waiting, took = s.took, required = s.required, "send timeout: client reads too slowly");
-                        clock.reset_on_close.store(true, Ordering::Relaxed);
-                        break;
-                    }
-                    if !watch.enabled && blocked != NOT_BLOCKED && now.saturating_sub(blocked) >= send {
-                        // The client stopped reading: nothing more can be sent, so no goodbye.
-                        self.metrics.connection_timeout("send");
-                        tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "send timeout: client stopped reading");
-                        clock.reset_on_close.store(true, Ordering::Relaxed);
-                        break;
-                    }
-                    if now.saturating_sub(clock.last.load(Ordering::Relaxed)) >= idle {
-                        if idle_closing {
-                            // A whole idle period more without progress: the drain is stuck.
-                            self.metrics.connection_timeout("idle");
-                            tracing::debug!(target: "payguard::server", client_ip = %peer.ip(), "idle connection did not drain; closing");
-                            clock.reset_on_close.store(true, Ordering::Relaxed);
-                            break;
-                        }
+                () = tokio::time::sleep_until(deadline) => match self.timer(&mut watch, &clock, fd, peer, idle_closing) {
+                    Timer::Wait => {}
+                    Timer::Close => break,
+                    Timer::Idle => {
                         // Graceful: an HTTP/1 request in progress may finish, HTTP/2 gets
                         // GOAWAY; it gets one more idle period to do so.
                         if !graceful {
@@ -362,10 +389,20 @@ where
                         idle_closing = true;
                         clock.touch();
                     }
-                }
+                },
             }
         }
     }
+}
+
+/// What a connection's timer decided.
+enum Timer {
+    /// Nothing is due yet.
+    Wait,
+    /// Close now (a reset: the client takes nothing more).
+    Close,
+    /// Idle for `idle_timeout`: start a graceful close.
+    Idle,
 }
 
 /// Counts the requests an HTTP/2 client cancelled on one connection in a fixed 10-second
