@@ -388,7 +388,33 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, raw: RawConfig, path: Option<&Path>) -> Config {
-        let s = raw.server;
+        let server = self.server(raw.server);
+        let upstream = self.upstream(raw.upstream);
+        let mut trusted_proxies = Vec::new();
+        for v in raw.client_ip.trusted_proxies.unwrap_or_default() {
+            match units::parse_cidr(v.get_ref()) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(e) => self.report(v.span(), format!("trusted_proxies: {e}")),
+            }
+        }
+
+        let rules = RulesConfig {
+            dir: self.path(raw.rules.dir.as_ref().map_or("rules", |d| d.get_ref().as_str())),
+            watch: raw.rules.watch.unwrap_or(true),
+        };
+
+        Config {
+            source: path.map(Path::to_path_buf),
+            server,
+            upstream,
+            client_ip: ClientIpConfig { trusted_proxies },
+            rules,
+            state: self.state(raw.state),
+            log: self.log(raw.log),
+        }
+    }
+
+    fn server(&mut self, s: RawServer) -> ServerConfig {
         let tls = match (s.tls_cert, s.tls_key) {
             (Some(c), Some(k)) => {
                 for (v, what) in [(&c, "tls_cert"), (&k, "tls_key")] {
@@ -468,8 +494,10 @@ impl Checker<'_> {
                 None => server.max_uri_len = server.max_header_size,
             }
         }
+        server
+    }
 
-        let u = raw.upstream;
+    fn upstream(&mut self, u: RawUpstream) -> UpstreamConfig {
         let url = match u.url {
             None => Uri::from_static(DEFAULT_UPSTREAM),
             Some(v) => match v.get_ref().parse::<Uri>() {
@@ -484,28 +512,17 @@ impl Checker<'_> {
                 }
             },
         };
-        let upstream = UpstreamConfig {
+        UpstreamConfig {
             url,
             connect_timeout: self.duration(u.connect_timeout, Duration::from_secs(2), "connect_timeout"),
             response_timeout: self.duration(u.response_timeout, Duration::from_secs(30), "response_timeout"),
             pool_idle_timeout: self.duration(u.pool_idle_timeout, Duration::from_secs(90), "pool_idle_timeout"),
             pool_max_idle_per_host: self.count(u.pool_max_idle_per_host, 256, 0, 100_000, "pool_max_idle_per_host"),
-        };
-
-        let mut trusted_proxies = Vec::new();
-        for v in raw.client_ip.trusted_proxies.unwrap_or_default() {
-            match units::parse_cidr(v.get_ref()) {
-                Ok(net) => trusted_proxies.push(net),
-                Err(e) => self.report(v.span(), format!("trusted_proxies: {e}")),
-            }
         }
+    }
 
-        let rules = RulesConfig {
-            dir: self.path(raw.rules.dir.as_ref().map_or("rules", |d| d.get_ref().as_str())),
-            watch: raw.rules.watch.unwrap_or(true),
-        };
-
-        let (urls, cluster) = match raw.state.redis_url {
+    fn state(&mut self, st: RawState) -> StateConfig {
+        let (urls, cluster) = match st.redis_url {
             None => (vec![DEFAULT_REDIS.to_string()], false),
             Some(v) => {
                 let span = v.span();
@@ -528,12 +545,11 @@ impl Checker<'_> {
                 (urls, cluster)
             }
         };
-        let timeout = self.duration(raw.state.timeout, DEFAULT_STATE_TIMEOUT, "timeout");
+        let timeout = self.duration(st.timeout, DEFAULT_STATE_TIMEOUT, "timeout");
         let max_replay_keys =
-            self.count(raw.state.max_replay_keys, DEFAULT_MAX_REPLAY_KEYS, 1_000, 1_000_000_000, "max_replay_keys");
-        let max_rate_keys =
-            self.count(raw.state.max_rate_keys, DEFAULT_MAX_RATE_KEYS, 1_000, 1_000_000_000, "max_rate_keys");
-        let redis_password = raw.state.redis_password.and_then(|v| {
+            self.count(st.max_replay_keys, DEFAULT_MAX_REPLAY_KEYS, 1_000, 1_000_000_000, "max_replay_keys");
+        let max_rate_keys = self.count(st.max_rate_keys, DEFAULT_MAX_RATE_KEYS, 1_000, 1_000_000_000, "max_rate_keys");
+        let redis_password = st.redis_password.and_then(|v| {
             match crate::files::resolve_secret(v.get_ref(), self.base).map(String::from_utf8) {
                 Ok(Ok(p)) if !p.is_empty() => Some(RedisPassword(p)),
                 Ok(_) => {
@@ -546,7 +562,7 @@ impl Checker<'_> {
                 }
             }
         });
-        let backend = match raw.state.backend {
+        let backend = match st.backend {
             None => StateBackend::Memory,
             Some(v) => match v.get_ref().as_str() {
                 "memory" => StateBackend::Memory,
@@ -557,8 +573,11 @@ impl Checker<'_> {
                 }
             },
         };
+        StateConfig { backend, timeout, max_replay_keys, max_rate_keys, redis_password }
+    }
 
-        let format = match raw.log.format {
+    fn log(&mut self, l: RawLog) -> LogConfig {
+        let format = match l.format {
             None => LogFormat::Json,
             Some(v) => match v.get_ref().as_str() {
                 "json" => LogFormat::Json,
@@ -569,7 +588,7 @@ impl Checker<'_> {
                 }
             },
         };
-        let level = match raw.log.level {
+        let level = match l.level {
             None => "info".to_string(),
             Some(v) => {
                 let level = v.get_ref().trim();
@@ -579,16 +598,7 @@ impl Checker<'_> {
                 level.to_string()
             }
         };
-
-        Config {
-            source: path.map(Path::to_path_buf),
-            server,
-            upstream,
-            client_ip: ClientIpConfig { trusted_proxies },
-            rules,
-            state: StateConfig { backend, timeout, max_replay_keys, max_rate_keys, redis_password },
-            log: LogConfig { format, level },
-        }
+        LogConfig { format, level }
     }
 }
 
