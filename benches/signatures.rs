@@ -1,6 +1,6 @@
 //! Signature verification cost per provider, against the bare primitives.
 //!
-//! For every provider a verifier is built through the public `guard::signature::build` (keys
+//! For every provider a verifier is built through the public `signature::build` (keys
 //! generated at start: RSA-2048 and Ed25519 with aws-lc-rs, certificates with rcgen; secrets
 //! from an in-memory resolver), a realistic ~1 KiB callback is signed once, and
 //! `Verifier::verify` is timed with `now` equal to the signed timestamp. Each verification is
@@ -31,7 +31,7 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hmac::Mac as _;
-use payguard::guard::signature::{build, SecretResolver, SignedRequest, Verifier};
+use payguard::signature::{build, SecretResolver, SignedRequest, Verifier};
 
 /// 2026-05-01T04:00:00Z, the signed timestamp of every callback and the injected clock.
 const TS: i64 = 1_777_608_000;

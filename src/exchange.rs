@@ -10,9 +10,9 @@ use http::{HeaderValue, Request};
 
 use crate::body::Body;
 use crate::client_ip::ClientIp;
-use crate::guard::signature::{ReplayId, ReplayPolicy};
 use crate::rules::active::ActiveRules;
 use crate::rules::{Mode, Route};
+use crate::signature::{ReplayId, ReplayPolicy};
 
 /// What the replay guard must reserve for this request: all of `keys`, or none.
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ pub mod rescue;
 pub mod route;
 pub mod rules;
 pub mod server;
+pub mod signature;
 pub mod stack;
 pub mod state;
 pub mod tcp_info;

@@ -14,7 +14,7 @@ use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
 use crate::guard::rate_limit::RateLimitGuard;
 use crate::guard::replay::ReplayGuard;
-use crate::guard::signature::guard::SignatureGuard;
+use crate::guard::signature::SignatureGuard;
 use crate::guard::validate::{BodyGuard, HeaderGuard};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;

@@ -150,10 +150,10 @@ impl Reject {
     }
 }
 
-impl From<signature::SignatureError> for Reject {
-    fn from(e: signature::SignatureError) -> Self {
+impl From<crate::signature::SignatureError> for Reject {
+    fn from(e: crate::signature::SignatureError) -> Self {
         match e {
-            signature::SignatureError::Stale { skew_secs } => Reject::StaleTimestamp { skew_secs },
+            crate::signature::SignatureError::Stale { skew_secs } => Reject::StaleTimestamp { skew_secs },
             other => Reject::SignatureInvalid { reason: other.to_string() },
         }
     }
@@ -235,12 +235,12 @@ mod tests {
 
     #[tokio::test]
     async fn signature_reason_stays_out_of_the_response() {
-        let r = Reject::from(signature::SignatureError::Missing("Stripe-Signature"));
+        let r = Reject::from(crate::signature::SignatureError::Missing("Stripe-Signature"));
         assert_eq!(r.code(), "signature_invalid");
         assert!(r.detail().contains("Stripe-Signature"));
         let bytes = r.to_response(Some("s"), "id").into_body().collect().await.unwrap().to_bytes();
         assert!(!String::from_utf8_lossy(&bytes).contains("Stripe-Signature"));
-        let stale = Reject::from(signature::SignatureError::Stale { skew_secs: -301 });
+        let stale = Reject::from(crate::signature::SignatureError::Stale { skew_secs: -301 });
         assert_eq!((stale.code(), stale.skew_secs()), ("stale_timestamp", Some(-301)));
     }
 

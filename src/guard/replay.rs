@@ -15,10 +15,10 @@ use http::Response;
 use crate::body::Body;
 use crate::exchange::{Exchange, ReplayClaim};
 use crate::guard::layer::{Guard, Responded, Verdict};
-use crate::guard::signature::Settle;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::rules::FailMode;
+use crate::signature::Settle;
 use crate::state::{NonceStore, Reservation, StoreError};
 
 const NAME: &str = "replay";
@@ -125,7 +125,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
-    use crate::guard::signature::ReplayPolicy;
+    use crate::signature::ReplayPolicy;
     use crate::state::memory::MemoryNonceStore;
 
     const POLICY: ReplayPolicy = ReplayPolicy { ttl: Duration::from_secs(60), release_on_4xx: false };

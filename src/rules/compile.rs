@@ -11,7 +11,7 @@ use super::{
     DefaultAction, Defaults, Diagnostic, FailMode, IpMatcher, Mode, OnStateError, PathPattern, RateKey, RateLimitSpec,
     RawSignature, Route, RuleSet, DEFAULT_MAX_BODY,
 };
-use crate::guard::signature::Verifier;
+use crate::signature::Verifier;
 use crate::units::{de::SizeValue, parse_rate};
 use http::{HeaderName, Method};
 use ipnet::IpNet;
@@ -704,7 +704,7 @@ fn signature(
     );
     // Keys are loaded now: a key that cannot be loaded makes the file invalid, so a route
     // whose signature cannot be checked never serves.
-    match crate::guard::signature::build(&raw.table, &raw.dir, &crate::guard::signature::EnvFileResolver) {
+    match crate::signature::build(&raw.table, &raw.dir, &crate::signature::EnvFileResolver) {
         Ok(v) => Some((raw, v)),
         Err(problems) => {
             for p in problems {

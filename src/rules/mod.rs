@@ -223,7 +223,7 @@ pub struct Route {
     /// `[route.signature]`, raw.
     pub signature: Option<RawSignature>,
     /// The compiled verifier for `signature` (keys loaded at rule load).
-    pub verifier: Option<Arc<dyn crate::guard::signature::Verifier>>,
+    pub verifier: Option<Arc<dyn crate::signature::Verifier>>,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,

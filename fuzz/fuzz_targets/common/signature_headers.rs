@@ -1,4 +1,4 @@
-//! Provider signature verification (`payguard::guard::signature`): every provider's header
+//! Provider signature verification (`payguard::signature`): every provider's header
 //! and body parsing, key lookup, signature check, timestamp check and replay key, over
 //! arbitrary requests.
 //!
@@ -30,7 +30,7 @@ use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Method};
-use payguard::guard::signature::{build, SecretResolver, SignedRequest, Verifier};
+use payguard::signature::{build, SecretResolver, SignedRequest, Verifier};
 
 // ---------------------------------------------------------------------------------------
 // Fixed test material. These are throw-away values for fuzzing, not credentials.

@@ -148,7 +148,7 @@ pub(crate) fn serial_hex(serial: &[u8]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
 
     #[test]
     fn loads_spki_pem_cert_pem_and_bare_base64() {

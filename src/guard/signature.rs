@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::SignedRequest;
 use crate::exchange::{Exchange, ReplayClaim};
 use crate::guard::layer::Check;
 use crate::guard::Reject;
 use crate::metrics::{Metrics, RouteLabel};
+use crate::signature::SignedRequest;
 use crate::telemetry;
 
 #[derive(Clone)]

@@ -330,7 +330,7 @@ impl Verifier for GenericHmac {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
 
     const S1: &[u8] = b"first-secret-generated-for-tests";
     const S2: &[u8] = b"second-secret-generated-for-tests";

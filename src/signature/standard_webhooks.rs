@@ -175,7 +175,7 @@ impl Verifier for StandardWebhooks {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
     use aws_lc_rs::signature::Ed25519KeyPair;
     use proptest::prelude::*;
 

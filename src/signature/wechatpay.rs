@@ -182,7 +182,7 @@ impl Verifier for WechatPay {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
     use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
     const PUB_ID: &str = "PUB_KEY_ID_0114000000000000000000000000";

@@ -185,7 +185,7 @@ impl Verifier for Alipay {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
     use proptest::prelude::*;
 
     fn config(extra: &str) -> String {

@@ -29,7 +29,6 @@ mod adyen;
 pub mod alipay;
 mod config;
 mod encoding;
-pub mod guard;
 pub mod hmac;
 mod keys;
 pub mod paypal;

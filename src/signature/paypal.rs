@@ -113,7 +113,7 @@ impl Verifier for Paypal {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
 
     const URL_A: &str = "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-a5cafa77";
     const URL_B: &str = "https://api.paypal.com/v1/notifications/certs/CERT-next";

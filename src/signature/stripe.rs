@@ -132,7 +132,7 @@ impl Verifier for Stripe {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
     use proptest::prelude::*;
 
     const CONFIG: &str = r#"

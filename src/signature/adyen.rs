@@ -197,7 +197,7 @@ impl Verifier for Adyen {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::guard::signature::test_support::*;
+    use crate::signature::test_support::*;
     use proptest::prelude::*;
     use serde_json::json;
 
