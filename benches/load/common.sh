@@ -15,6 +15,10 @@
 : "${HAPROXY_PORT:=18444}"
 : "${PAYGUARD_PORT:=18445}"
 : "${PAYGUARD_ADMIN_PORT:=18901}"
+# PROXIES may also name payguard_base: the same configuration on $PAYGUARD_BASE_BIN (an older
+# build), to compare two builds side by side in one run.
+: "${PAYGUARD_BASE_PORT:=18446}"
+: "${PAYGUARD_BASE_ADMIN_PORT:=18902}"
 : "${QUIET_MAX:=15}"            # before each run, wait until both cores are below this busy % ...
 : "${QUIET_TIMEOUT:=300}"       # ... for at most this many seconds, then measure anyway (and warn)
 : "${KEEP_TMP:=0}"              # 1: keep the temp dir (configs, logs) after the run
@@ -216,6 +220,7 @@ declare -A PORT PID
 PORT[nginx]=$NGINX_PORT
 PORT[haproxy]=$HAPROXY_PORT
 PORT[payguard]=$PAYGUARD_PORT
+PORT[payguard_base]=$PAYGUARD_BASE_PORT
 
 NGINX_USER=""
 if [[ $EUID == 0 ]]; then NGINX_USER="user root root;"; fi
@@ -308,6 +313,17 @@ EOF
 }
 
 start_payguard() {
+    start_payguard_bin payguard "$PAYGUARD_BIN" "$PAYGUARD_PORT" "$PAYGUARD_ADMIN_PORT"
+}
+
+start_payguard_base() {
+    [[ -x ${PAYGUARD_BASE_BIN:-} ]] || die "PROXIES names payguard_base: set PAYGUARD_BASE_BIN to an executable"
+    start_payguard_bin payguard_base "$PAYGUARD_BASE_BIN" "$PAYGUARD_BASE_PORT" "$PAYGUARD_BASE_ADMIN_PORT"
+}
+
+# start_payguard_bin NAME BINARY PORT ADMIN_PORT
+start_payguard_bin() {
+    local name=$1 bin=$2 port=$3 admin=$4
     mkdir -p "$TMP/rules"
     if [[ $GUARD == 1 ]]; then
         cat >"$TMP/rules/00-bench.toml" <<EOF
@@ -324,12 +340,12 @@ match = { path = "/*", methods = ["GET", "HEAD"] }
 required_headers = ["User-Agent"]
 EOF
     fi
-    cat >"$TMP/payguard.toml" <<EOF
+    cat >"$TMP/$name.toml" <<EOF
 [server]
-listen = "127.0.0.1:$PAYGUARD_PORT"
+listen = "127.0.0.1:$port"
 tls_cert = "$TMP/server.crt"
 tls_key = "$TMP/server.key"
-admin_listen = "127.0.0.1:$PAYGUARD_ADMIN_PORT"
+admin_listen = "127.0.0.1:$admin"
 
 [upstream]
 url = "http://127.0.0.1:$BACKEND_PORT"
@@ -340,11 +356,11 @@ dir = "$TMP/rules"
 [log]
 level = "warn"
 EOF
-    "$PAYGUARD_BIN" check --config "$TMP/payguard.toml" >>"$TMP/payguard.log" 2>&1 ||
-        die "payguard check refused the bench config: $(tail -n 20 "$TMP/payguard.log")"
-    taskset -c "$PROXY_CPU" "$PAYGUARD_BIN" run --config "$TMP/payguard.toml" --threads 1 >>"$TMP/payguard.log" 2>&1 &
-    PID[payguard]=$!
-    PIDS+=("${PID[payguard]}")
+    "$bin" check --config "$TMP/$name.toml" >>"$TMP/$name.log" 2>&1 ||
+        die "$name check refused the bench config: $(tail -n 20 "$TMP/$name.log")"
+    taskset -c "$PROXY_CPU" "$bin" run --config "$TMP/$name.toml" --threads 1 >>"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("${PID[$name]}")
 }
 
 # Starts every proxy in $PROXIES and checks each: HTTP/1.1 and HTTP/2 answer {"ok":true}; with
