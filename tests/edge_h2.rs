@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,29 +85,6 @@ impl CountingBackend {
     fn count(&self, path: &str) -> usize {
         self.seen.lock().unwrap().get(path).copied().unwrap_or(0)
     }
-}
-
-/// The Python that has `h2`: Debian's `/usr/bin/python3` (where `python3-h2` installs), else
-/// whatever `python3` is on PATH. Installs `python3-h2` once when missing and we are root with
-/// apt-get, like `RedisServer` does for redis-server; panics with the install command otherwise.
-fn python() -> &'static str {
-    static PY: OnceLock<&'static str> = OnceLock::new();
-    PY.get_or_init(|| {
-        let has_h2 = |py: &str| {
-            std::process::Command::new(py)
-                .args(["-c", "import h2, hpack, hyperframe"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        let find = || ["/usr/bin/python3", "python3"].into_iter().find(|py| has_h2(py));
-        if let Some(py) = find() {
-            return py;
-        }
-        apt_install("python3-h2");
-        find().unwrap_or_else(|| {
-            panic!("Python `h2` is not installed: these tests need it. Run `apt-get install python3-h2` (.ci/run does)")
-        })
-    })
 }
 
 fn script() -> PathBuf {

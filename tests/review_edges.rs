@@ -384,25 +384,6 @@ async fn h2_bodies_without_content_length_past_max_body_are_413_and_never_forwar
 // ---------------------------------------------------------------------------------------------
 // 2. HTTP/2 header fields no client may send.
 
-/// The Python that has `h2` (as in tests/edge_h2.rs).
-fn python() -> &'static str {
-    static PY: OnceLock<&'static str> = OnceLock::new();
-    PY.get_or_init(|| {
-        let has_h2 = |py: &str| {
-            std::process::Command::new(py)
-                .args(["-c", "import h2, hpack, hyperframe"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        let find = || ["/usr/bin/python3", "python3"].into_iter().find(|py| has_h2(py));
-        if let Some(py) = find() {
-            return py;
-        }
-        apt_install("python3-h2");
-        find().unwrap_or_else(|| panic!("Python `h2` is not installed. Run `apt-get install python3-h2`"))
-    })
-}
-
 async fn hostile(proxy: &Proxy, args: &[&str]) -> Value {
     let mut cmd = std::process::Command::new(python());
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/h2/hostile.py"))
@@ -900,4 +881,29 @@ async fn redis_passwords_are_not_logged_and_unusable_urls_apply_on_state_error()
     for l in text.lines().filter(|l| l.contains("state store") && l.contains("127.0.0.1")).take(6) {
         eprintln!("log: {l}");
     }
+}
+
+/// A well-formed `x-request-id` from a peer that is not a trusted proxy is not used, but it is
+/// logged next to payguard's own id (`client_request_id` on the access line), so the two can
+/// still be matched; a card number in it is masked there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_clients_request_id_is_replaced_and_logged_beside_ours() {
+    let logs = capture();
+    let backend = RawBackend::start().await;
+    let proxy = start_proxy(backend.addr, "").await;
+    let c = h1_client(&proxy.cert);
+    let theirs = format!("their-id-{}", fastrand::u64(..));
+    let res = c.get(proxy.url("/x")).header("x-request-id", &theirs).send().await.unwrap();
+    let ours = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(ours, theirs);
+    let res = c.get(proxy.url("/y")).header("x-request-id", "card-4111111111111111").send().await.unwrap();
+    let ours_too = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    proxy.stop().await;
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let line = |id: &str| text.lines().find(|l| l.contains("payguard::access") && l.contains(id)).map(str::to_string);
+    let access = line(&ours).unwrap_or_else(|| panic!("no access line for {ours}:\n{text}"));
+    assert!(access.contains(&format!("client_request_id=\"{theirs}\"")), "{access}");
+    let masked = line(&ours_too).unwrap_or_else(|| panic!("no access line for {ours_too}"));
+    assert!(masked.contains("client_request_id=\"card-411111******1111\""), "{masked}");
+    assert!(!text.contains("4111111111111111"), "a full card number was logged");
 }

@@ -304,6 +304,30 @@ pub async fn tls_connect_alpn(
     connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
 }
 
+/// The Python that has `h2` (for the hostile HTTP/2 client, tests/h2/hostile.py): Debian's
+/// `/usr/bin/python3` (where `python3-h2` installs), else whatever `python3` is on PATH.
+/// Installs `python3-h2` once when missing and we are root with apt-get, like `RedisServer` does
+/// for redis-server; panics with the install command otherwise.
+pub fn python() -> &'static str {
+    static PY: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let has_h2 = |py: &str| {
+            std::process::Command::new(py)
+                .args(["-c", "import h2, hpack, hyperframe"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let find = || ["/usr/bin/python3", "python3"].into_iter().find(|py| has_h2(py));
+        if let Some(py) = find() {
+            return py;
+        }
+        apt_install("python3-h2");
+        find().unwrap_or_else(|| {
+            panic!("Python `h2` is not installed: these tests need it. Run `apt-get install python3-h2` (.ci/run does)")
+        })
+    })
+}
+
 /// A port nothing listens on.
 pub async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
