@@ -36,6 +36,8 @@ pub struct ConnInfo {
 /// What the edge learned about a request; read by the guards and the proxy.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
+    /// When this layer saw the request head: the exchange's clock starts here.
+    pub started: Instant,
     pub request_id: HeaderValue,
     pub client: ClientIp,
     pub peer: SocketAddr,
@@ -51,6 +53,11 @@ impl RequestCtx {
 /// name it.
 #[derive(Debug, Clone)]
 pub struct MatchedRoute(pub Arc<str>);
+
+/// Put on a forwarded request's response by the proxy: the time from the request head to
+/// forwarding it, i.e. what the guards took. The access line records it as `guards_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardTime(pub std::time::Duration);
 
 /// `x-request-id` is kept when it is 1–128 chars of `[A-Za-z0-9._-]` and comes from a trusted
 /// proxy.
@@ -158,13 +165,6 @@ where
         };
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         strip_owned_headers(&mut parts.headers);
-        // HTTP/2 carries the host as `:authority`: give every later layer (required_headers,
-        // header-keyed rate limits, the backend) the Host header an HTTP/1.1 request has.
-        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
-            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-                parts.headers.insert(http::header::HOST, host);
-            }
-        }
         let client = self.trusted.resolve(peer.ip(), &peer_header, &parts.headers);
         let record = Record {
             start,
@@ -175,7 +175,7 @@ where
             path: parts.uri.path().to_string(),
             version: parts.version,
         };
-        parts.extensions.insert(RequestCtx { request_id, client, peer });
+        parts.extensions.insert(RequestCtx { started: start, request_id, client, peer });
         let deadline = match body_timeout {
             Some(t) if !http_body::Body::is_end_stream(&body) => Some(tokio::time::Instant::from_std(start + t)),
             _ => None,
@@ -243,7 +243,9 @@ where
             .extensions
             .get::<MatchedRoute>()
             .map_or_else(|| RouteLabel(Arc::from("")), |r| RouteLabel(r.0.clone()));
-        let finish = Finish { record, route, status: parts.status.as_u16(), bytes: 0, metrics: this.metrics.clone() };
+        let guards = parts.extensions.get::<GuardTime>().map(|g| g.0);
+        let finish =
+            Finish { record, route, status: parts.status.as_u16(), guards, bytes: 0, metrics: this.metrics.clone() };
         Poll::Ready(Ok(Response::from_parts(parts, LoggedBody { inner: body, finish: Some(Box::new(finish)) })))
     }
 }
@@ -252,6 +254,7 @@ struct Finish {
     record: Record,
     route: RouteLabel,
     status: u16,
+    guards: Option<std::time::Duration>,
     bytes: u64,
     metrics: Arc<Metrics>,
 }
@@ -270,6 +273,7 @@ impl Finish {
             route: &self.route.0,
             status: self.status,
             duration: elapsed,
+            guards: self.guards,
             bytes_out: self.bytes,
             completed,
         });

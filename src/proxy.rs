@@ -16,7 +16,7 @@ use tower::Service;
 use crate::body::{self, Body};
 use crate::client_ip::ClientIp;
 use crate::config::UpstreamConfig;
-use crate::context::MatchedRoute;
+use crate::context::{GuardTime, MatchedRoute};
 use crate::exchange::Exchange;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
@@ -166,12 +166,14 @@ impl Inner {
     ) -> Result<Request<Body>, Reject> {
         let (mut parts, body) = req.into_parts();
         // The authority the request was routed on (the head guard refused a Host header that
-        // names another), else the Host header.
-        let host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| parts.headers.get(header::HOST).cloned());
+        // names another), else the Host header. An HTTP/2 request without a Host header was
+        // given the authority as one by the router: reused as it is, not copied again.
+        let sent = parts.headers.get(header::HOST);
+        let host = match parts.uri.authority() {
+            Some(a) if sent.is_some_and(|h| h.as_bytes() == a.as_str().as_bytes()) => sent.cloned(),
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => sent.cloned(),
+        };
         parts.uri =
             self.upstream_uri(&parts.uri).map_err(|_| Reject::InvalidRequest("invalid request target".into()))?;
         parts.version = Version::HTTP_11;
@@ -205,11 +207,12 @@ impl Service<Exchange> for Proxy {
     fn call(&mut self, ex: Exchange) -> Self::Future {
         let this = self.inner.clone();
         Box::pin(async move {
-            let Exchange { req, request_id, client, route, verified, .. } = ex;
+            let Exchange { req, started, trail, request_id, client, route, verified, .. } = ex;
             let client_ip = client.ip;
             let route = route.map(|r| MatchedRoute(r.name.clone()));
             let version = req.version();
             let reject = |r: Reject| {
+                let passed = crate::exchange::passed(&trail);
                 let refusal = Refusal {
                     stage: Stage::Proxy,
                     guard: "proxy",
@@ -219,6 +222,8 @@ impl Service<Exchange> for Proxy {
                     route: route.as_ref().map(|r| &r.0),
                     mode: Mode::Enforce,
                     version,
+                    passed: Some(&passed),
+                    elapsed: Some(started.elapsed()),
                 };
                 // Enforced: the rescue point always answers.
                 Ok(rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-")))
@@ -227,11 +232,13 @@ impl Service<Exchange> for Proxy {
                 Ok(r) => r,
                 Err(r) => return reject(r),
             };
+            let guards = GuardTime(started.elapsed());
             match tokio::time::timeout(this.response_timeout, this.send(req)).await {
                 Ok(Ok(mut res)) => {
                     if let Some(route) = route {
                         res.extensions_mut().insert(route);
                     }
+                    res.extensions_mut().insert(guards);
                     Ok(res)
                 }
                 Ok(Err(ForwardError::Http(e))) if body::is_too_large(&e) => {

@@ -42,6 +42,11 @@ pub struct Refusal<'a> {
     /// request goes on.
     pub mode: Mode,
     pub version: Version,
+    /// The guards the request passed before this refusal (`ip,rate_limit`), once it had an
+    /// exchange.
+    pub passed: Option<&'a str>,
+    /// Time from the request head to this refusal.
+    pub elapsed: Option<std::time::Duration>,
 }
 
 impl<'a> Refusal<'a> {
@@ -58,7 +63,18 @@ impl<'a> Refusal<'a> {
             .extensions()
             .get::<RequestCtx>()
             .map_or(("-", IpAddr::from([0, 0, 0, 0])), |c| (c.request_id(), c.client.ip));
-        Refusal { stage, guard, reject, request_id, client_ip, route, mode, version: req.version() }
+        Refusal {
+            stage,
+            guard,
+            reject,
+            request_id,
+            client_ip,
+            route,
+            mode,
+            version: req.version(),
+            passed: None,
+            elapsed: None,
+        }
     }
 }
 
@@ -79,6 +95,8 @@ pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
         detail: &detail,
         key_id: None,
         skew_secs: r.reject.skew_secs(),
+        passed: r.passed,
+        elapsed: r.elapsed,
     });
     let label = r.route.map_or_else(|| RouteLabel(Arc::from("")), |n| RouteLabel(n.clone()));
     metrics.decision(&label, r.guard, decision);
@@ -127,6 +145,8 @@ mod tests {
             route,
             mode,
             version: v,
+            passed: None,
+            elapsed: None,
         }
     }
 

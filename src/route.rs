@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use http::uri::PathAndQuery;
-use http::{header, Request, Response, Uri};
+use http::{header, HeaderValue, Request, Response, Uri, Version};
 use tower::{Layer, Service};
 
 use crate::body::Body;
@@ -176,8 +176,16 @@ where
             let refusal = Refusal::of(req, Stage::Head, "route", &r, None, Mode::Enforce);
             rescue(&refusal, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
         };
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let head = crate::guard::head::check(&parts, &self.limits);
+        // HTTP/2 carries the host as `:authority`: give every later layer (required_headers,
+        // header-keyed rate limits, the backend) the Host header an HTTP/1.1 request has. Only
+        // now, so the head check compared only a Host header the client sent.
+        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
         let mut req = Request::from_parts(parts, body);
         if let Err(r) = head {
             if let Some(res) = refuse(&req, r, &self.metrics) {
@@ -227,8 +235,10 @@ where
             tracing::error!(target: "payguard::stack", "request reached the router without its context");
             return Either::Left(std::future::ready(Ok(Reject::StateUnavailable.to_response(None, "-"))));
         };
-        let ex = Exchange {
+        let mut ex = Exchange {
             req,
+            started: ctx.started,
+            trail: Vec::new(),
             request_id: ctx.request_id,
             client: ctx.client,
             peer: ctx.peer,
@@ -239,7 +249,7 @@ where
             reserved: None,
         };
         if let Some(r) = refused {
-            if let Some(res) = apply("route", &r, &ex, &self.metrics) {
+            if let Some(res) = apply("route", &r, &mut ex, &self.metrics) {
                 return Either::Left(std::future::ready(Ok(res)));
             }
         }

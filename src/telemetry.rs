@@ -270,6 +270,9 @@ pub struct AccessRecord<'a> {
     pub route: &'a str,
     pub status: u16,
     pub duration: std::time::Duration,
+    /// Time from the request head to forwarding it: what the guards took. `None` when the
+    /// request was not forwarded.
+    pub guards: Option<std::time::Duration>,
     pub bytes_out: u64,
     pub completed: bool,
 }
@@ -286,6 +289,7 @@ pub fn access(r: &AccessRecord<'_>) {
         route = r.route,
         status = r.status,
         duration_ms = r.duration.as_secs_f64() * 1000.0,
+        guards_ms = r.guards.map(|d| d.as_secs_f64() * 1000.0),
         bytes = r.bytes_out,
         completed = r.completed,
     );
@@ -305,6 +309,10 @@ pub struct Decision<'a> {
     pub detail: &'a str,
     pub key_id: Option<&'a str>,
     pub skew_secs: Option<i64>,
+    /// The guards the request had passed before this decision, in order (`ip,rate_limit`).
+    pub passed: Option<&'a str>,
+    /// Time from the request head to this decision.
+    pub elapsed: Option<std::time::Duration>,
 }
 
 pub fn audit(d: &Decision<'_>) {
@@ -319,6 +327,8 @@ pub fn audit(d: &Decision<'_>) {
         detail = d.detail,
         key_id = d.key_id,
         skew_secs = d.skew_secs,
+        passed = d.passed,
+        elapsed_ms = d.elapsed.map(|e| e.as_secs_f64() * 1000.0),
     );
 }
 

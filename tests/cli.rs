@@ -247,6 +247,51 @@ async fn secrets_never_reach_the_log() {
     }
 }
 
+/// The log lines, once one names `id`: the access line is written when the response body ends.
+async fn log_lines_for(pg: &Child_, id: &str) -> Vec<serde_json::Value> {
+    loop {
+        let lines: Vec<serde_json::Value> =
+            pg.log().iter().filter(|l| l.contains(id)).filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.iter().any(|l| l["target"] == "payguard::access") {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_guards_passed_and_access_lines_the_time_guards_took() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let rules = "[defaults]\nip_allow = [\"127.0.0.0/8\"]\nrate_limit = { rate = \"1000/s\" }\n\n\
+                 [[route]]\nname = \"pay\"\nmatch = { path = \"/pay\" }\n\
+                 [route.validate]\nrequired_headers = [\"x-order\"]\n";
+    let cfg = write_config(dir.path(), &cert, backend.addr, "", &[("00-r.toml", rules)]);
+    let pg = Child_::spawn(&cfg);
+    let client = h2_client(&cert);
+
+    let res = client.post(url(pg.addr, "/pay")).body("{}").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let lines = log_lines_for(&pg, &id).await;
+    let audit = lines.iter().find(|l| l["target"] == "payguard::audit").expect("an audit line");
+    assert_eq!(audit["guard"], "validate");
+    assert_eq!(audit["passed"], "ip,rate_limit");
+    assert!(audit["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{audit}");
+    let access = lines.iter().find(|l| l["target"] == "payguard::access").unwrap();
+    assert!(access.get("guards_ms").is_none(), "a refused request was not forwarded: {access}");
+
+    let res = client.post(url(pg.addr, "/pay")).header("x-order", "1").body("{}").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let _ = res.bytes().await.unwrap();
+    let lines = log_lines_for(&pg, &id).await;
+    let access = lines.iter().find(|l| l["target"] == "payguard::access").unwrap();
+    let (guards, total) = (access["guards_ms"].as_f64().unwrap(), access["duration_ms"].as_f64().unwrap());
+    assert!(guards >= 0.0 && guards <= total, "guards_ms {guards} within duration_ms {total}");
+}
+
 #[test]
 fn shipped_rules_pass_check() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -71,15 +71,22 @@ pub fn check(parts: &Parts, limits: &HeadLimits) -> Result<(), Reject> {
     if h.keys().any(|k| k.as_str().contains('_')) {
         return invalid("header names must not contain '_'");
     }
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host = hosts.next();
     if parts.version <= Version::HTTP_11 {
         check_http1(parts, h)?;
-    } else if h.get_all(header::HOST).iter().nth(1).is_some() {
+    } else if hosts.next().is_some() {
         return invalid("more than one host header");
     }
     // payguard routes on the authority and forwards it as Host: a Host header that names
     // another site would have the backend serve a request that passed another route's rules.
     // (HTTP/2 `:authority` next to `host`; HTTP/1.1 absolute-form target next to `Host`.)
-    if let (Some(authority), Some(host)) = (parts.uri.authority(), h.get(header::HOST)) {
+    // Userinfo (`user@shop`) is no part of a host: backends disagree on what such a target
+    // names, so it is refused whether or not a Host header stands next to it.
+    if parts.uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return invalid("the request target carries userinfo ('@')");
+    }
+    if let (Some(authority), Some(host)) = (parts.uri.authority(), host) {
         if !same_authority(authority, parts.uri.scheme_str(), host.as_bytes()) {
             return invalid(if parts.version <= Version::HTTP_11 {
                 "request target and Host header disagree"
@@ -92,19 +99,41 @@ pub fn check(parts: &Parts, limits: &HeadLimits) -> Result<(), Reject> {
 }
 
 /// The same host (ASCII case-insensitive) and the same port, an absent port being the scheme's
-/// default (`shop:443` is `shop` under https).
+/// default (`shop:443` is `shop` under https). Read in place: this runs for every HTTP/2
+/// request.
 fn same_authority(authority: &Authority, scheme: Option<&str>, host: &[u8]) -> bool {
-    let Ok(host) = Authority::try_from(host) else { return false };
+    let Some((name, port)) = split_host(host) else { return false };
     let default = match scheme {
         Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
         Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
         _ => None,
     };
-    authority.host().eq_ignore_ascii_case(host.host())
-        && authority.port_u16().or(default) == host.port_u16().or(default)
+    authority.host().as_bytes().eq_ignore_ascii_case(name)
+        && authority.port_u16().or(default) == port.or(default)
         // Userinfo (`user@shop`) is no part of a host, on either side.
         && !authority.as_str().contains('@')
-        && !host.as_str().contains('@')
+        && !host.contains(&b'@')
+}
+
+/// `host[:port]` (an IPv6 host in brackets) as host and port; `None` when the port is not a
+/// number that fits 16 bits.
+fn split_host(host: &[u8]) -> Option<(&[u8], Option<u16>)> {
+    let colon = host.iter().rposition(|&b| b == b':');
+    match colon {
+        // A colon inside `[…]` belongs to an IPv6 address, not to a port.
+        Some(i) if !host[i..].contains(&b']') => {
+            let digits = &host[i + 1..];
+            if digits.is_empty() {
+                return Some((&host[..i], None));
+            }
+            if digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let port = digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            Some((&host[..i], Some(u16::try_from(port).ok()?)))
+        }
+        _ => Some((host, None)),
+    }
 }
 
 fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -171,6 +200,29 @@ mod tests {
             max_header_size: crate::config::DEFAULT_MAX_HEADER_SIZE,
         };
         check(p, &limits)
+    }
+
+    #[test]
+    fn authority_and_host_compare_by_host_and_effective_port() {
+        let same = |authority: &str, scheme: Option<&str>, host: &str| {
+            same_authority(&Authority::try_from(authority).unwrap(), scheme, host.as_bytes())
+        };
+        let https = Some("https");
+        assert!(same("shop", https, "shop"));
+        assert!(same("shop", https, "SHOP:443"));
+        assert!(same("shop:443", https, "Shop"));
+        assert!(same("shop", None, "shop:"));
+        assert!(same("[::1]:8443", https, "[::1]:8443"));
+        assert!(same("[::1]", https, "[::1]:443"));
+        assert!(!same("[::1]", https, "[::2]"));
+        assert!(!same("shop", https, "shop:80"));
+        assert!(!same("shop", Some("http"), "shop:443"));
+        assert!(!same("shop", https, "evil"));
+        assert!(!same("shop", https, "shop.evil"));
+        for bad in ["shop:+443", "shop:0443x", "shop:65536", "shop:4430000", "user@shop", "shop:443:443"] {
+            assert!(!same("shop", https, bad), "{bad}");
+        }
+        assert!(!same("user@shop", https, "shop"));
     }
 
     #[test]

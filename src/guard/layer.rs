@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 
 use super::Reject;
 use crate::body::Body;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Outcome};
 use crate::metrics::Metrics;
 use crate::rescue::{rescue, Refusal, Stage};
 
@@ -89,8 +89,9 @@ impl<C: Check> Guard for C {
 }
 
 /// Applies a guard's rejection through the rescue point: the response in enforce mode, `None`
-/// (go on) in monitor mode; recorded either way.
-pub fn apply(guard: &'static str, reject: &Reject, ex: &Exchange, metrics: &Metrics) -> Option<Response<Body>> {
+/// (go on) in monitor mode; recorded either way, in the audit line and the exchange's trail.
+pub fn apply(guard: &'static str, reject: &Reject, ex: &mut Exchange, metrics: &Metrics) -> Option<Response<Body>> {
+    let passed = ex.passed();
     let refusal = Refusal {
         stage: Stage::Guard,
         guard,
@@ -100,8 +101,13 @@ pub fn apply(guard: &'static str, reject: &Reject, ex: &Exchange, metrics: &Metr
         route: ex.route_name(),
         mode: ex.mode(),
         version: ex.req.version(),
+        passed: Some(&passed),
+        elapsed: Some(ex.started.elapsed()),
     };
-    rescue(&refusal, metrics)
+    let response = rescue(&refusal, metrics);
+    let code = reject.code();
+    ex.record(guard, if response.is_some() { Outcome::Block(code) } else { Outcome::WouldBlock(code) });
+    response
 }
 
 #[derive(Clone)]
@@ -149,10 +155,16 @@ where
             // is called right here; nothing is cloned.
             Verdict::Now(mut ex, outcome) => {
                 let hold = match outcome {
-                    Ok(()) if G::RESPONDS => self.guard.hold(&mut ex),
-                    Ok(()) => None,
+                    Ok(()) => {
+                        ex.record_pass_now(G::NAME);
+                        if G::RESPONDS {
+                            self.guard.hold(&mut ex)
+                        } else {
+                            None
+                        }
+                    }
                     Err(reject) => {
-                        if let Some(response) = apply(G::NAME, &reject, &ex, &self.metrics) {
+                        if let Some(response) = apply(G::NAME, &reject, &mut ex, &self.metrics) {
                             return ResponseFuture::Rejected { response: Some(response) };
                         }
                         None
@@ -200,14 +212,16 @@ where
                 Proj::Checking { check, inner, metrics, guard } => {
                     let (mut ex, outcome) = ready!(check.poll(cx));
                     let after = match (outcome, guard.take()) {
-                        (Ok(()), Some(g)) => g.hold(&mut ex).map(|h| (g, h)),
+                        (Ok(()), g) => {
+                            ex.record(G::NAME, Outcome::Pass);
+                            g.and_then(|g| g.hold(&mut ex).map(|h| (g, h)))
+                        }
                         (Err(reject), _) => {
-                            if let Some(res) = apply(G::NAME, &reject, &ex, metrics) {
+                            if let Some(res) = apply(G::NAME, &reject, &mut ex, metrics) {
                                 return Poll::Ready(Ok(res));
                             }
                             None
                         }
-                        (Ok(()), None) => None,
                     };
                     let Some(mut svc) = inner.take() else {
                         return Poll::Ready(Ok(Reject::StateUnavailable.to_response(None, ex.request_id())));
@@ -231,5 +245,71 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    use http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::exchange::Step;
+    use crate::rules::active::ActiveRules;
+
+    #[derive(Clone)]
+    struct Passes;
+    impl Check for Passes {
+        const NAME: &'static str = "passes";
+        fn check(&self, _ex: &mut Exchange) -> Result<(), Reject> {
+            Ok(())
+        }
+    }
+
+    #[derive(Clone)]
+    struct Denies;
+    impl Check for Denies {
+        const NAME: &'static str = "denies";
+        fn check(&self, _ex: &mut Exchange) -> Result<(), Reject> {
+            Err(Reject::IpDenied)
+        }
+    }
+
+    /// `passes`, then `denies`, in front of a backend that keeps the trail it was handed.
+    async fn run(mode: &str) -> (u16, Vec<Step>) {
+        let rules = format!("[[route]]\nname = \"r\"\nmatch = {{ path = \"/*\" }}\nmode = \"{mode}\"\n");
+        let set = crate::rules::load_sources(&[(PathBuf::from("r.toml"), rules)]).unwrap();
+        let active = Arc::new(ActiveRules::new(set, 1));
+        let mut ex = Exchange::for_test(Request::new(Body::empty()));
+        ex.route = active.rules.routes().first().cloned();
+        ex.active = active;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        let backend = tower::service_fn(move |ex: Exchange| {
+            keep.lock().unwrap().clone_from(&ex.trail);
+            std::future::ready(Ok::<_, Infallible>(Response::new(Body::empty())))
+        });
+        let m = Arc::new(Metrics::new());
+        let svc = GuardLayer::new(Passes, m.clone()).layer(GuardLayer::new(Denies, m).layer(backend));
+        let status = svc.oneshot(ex).await.unwrap().status().as_u16();
+        let trail = seen.lock().unwrap().clone();
+        (status, trail)
+    }
+
+    #[tokio::test]
+    async fn the_trail_records_every_decision_in_order() {
+        // Monitor mode: the refusal is recorded as would_block and the backend sees both steps.
+        let (status, trail) = run("monitor").await;
+        assert_eq!(status, 200);
+        let outcomes: Vec<_> = trail.iter().map(|s| (s.guard, s.outcome)).collect();
+        assert_eq!(outcomes, [("passes", Outcome::Pass), ("denies", Outcome::WouldBlock("ip_denied"))]);
+        assert!(trail[0].at <= trail[1].at, "steps are stamped in order");
+        // Enforce mode: refused, the backend never sees the request.
+        let (status, trail) = run("enforce").await;
+        assert_eq!((status, trail.len()), (403, 0));
     }
 }

@@ -63,6 +63,8 @@ impl Check for SignatureGuard {
             detail: provider,
             key_id: Some(&verified.key_id),
             skew_secs: skew,
+            passed: None,
+            elapsed: None,
         });
         let claim = ReplayClaim::new(&r.name, provider, &verified.replay, verifier.replay_policy());
         ex.verified = Some(provider);

@@ -14,10 +14,15 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+/// Seeded per process, so a client who picks its address or key cannot aim at one shard's
+/// buckets; several times cheaper than the standard SipHash on the fixed-size keys used here.
+type Hasher = foldhash::quality::RandomState;
+type Map<K, V> = DashMap<K, V, Hasher>;
+
 use super::{Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture};
 
 pub struct MemoryNonceStore {
-    keys: DashMap<Box<str>, Instant>,
+    keys: Map<Box<str>, Instant>,
     /// `keys.len()` without visiting every shard on each reservation.
     count: AtomicUsize,
     max_keys: usize,
@@ -25,7 +30,7 @@ pub struct MemoryNonceStore {
 
 impl MemoryNonceStore {
     pub fn new(max_keys: usize) -> Self {
-        MemoryNonceStore { keys: DashMap::new(), count: AtomicUsize::new(0), max_keys }
+        MemoryNonceStore { keys: Map::default(), count: AtomicUsize::new(0), max_keys }
     }
 
     pub fn reserve_at(&self, key: &str, ttl: Duration, now: Instant) -> Result<Reservation, StoreError> {
@@ -94,7 +99,7 @@ impl NonceStore for MemoryNonceStore {
 pub struct MemoryRateStore {
     /// scope → (key → TAT in nanoseconds since `epoch`). One map per scope keeps an entry at 32
     /// bytes; a removed route's scope goes once its buckets are full again.
-    scopes: DashMap<u64, Arc<DashMap<u128, u64>>>,
+    scopes: Map<u64, Arc<Map<u128, u64>>>,
     /// Buckets in all scopes, without visiting every shard on each check.
     count: AtomicUsize,
     max_keys: usize,
@@ -106,7 +111,7 @@ pub struct MemoryRateStore {
 impl MemoryRateStore {
     pub fn new(max_keys: usize) -> Self {
         MemoryRateStore {
-            scopes: DashMap::new(),
+            scopes: Map::default(),
             count: AtomicUsize::new(0),
             max_keys,
             epoch: Instant::now(),
@@ -169,7 +174,7 @@ impl MemoryRateStore {
     /// remain. A scope is swept without holding the map of scopes, so checks go on meanwhile.
     pub fn sweep(&self, at: Instant) -> usize {
         let now = self.nanos(at);
-        let scopes: Vec<Arc<DashMap<u128, u64>>> = self.scopes.iter().map(|e| e.value().clone()).collect();
+        let scopes: Vec<Arc<Map<u128, u64>>> = self.scopes.iter().map(|e| e.value().clone()).collect();
         let mut left = 0;
         for buckets in scopes {
             let before = buckets.len();
