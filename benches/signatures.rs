@@ -3,7 +3,7 @@
 //! For every provider a verifier is built through the public `signature::build` (keys
 //! generated at start: RSA-2048 and Ed25519 with aws-lc-rs, certificates with rcgen; secrets
 //! from an in-memory resolver), a realistic ~1 KiB callback is signed once, and
-//! `Verifier::verify` is timed with `now` equal to the signed timestamp. Each verification is
+//! `Signature::verify` is timed with `now` equal to the signed timestamp. Each verification is
 //! checked to succeed before it is timed.
 //!
 //! The `primitive/*` group times the crypto alone (RSA-2048 PKCS#1 v1.5 verify of a digest and
@@ -31,7 +31,7 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hmac::Mac as _;
-use payguard::signature::{build, SecretResolver, SignedRequest, Verifier};
+use payguard::signature::{build, SecretResolver, Signature, SignatureTable, SignedRequest};
 
 /// 2026-05-01T04:00:00Z, the signed timestamp of every callback and the injected clock.
 const TS: i64 = 1_777_608_000;
@@ -116,13 +116,13 @@ fn headers(pairs: &[(&str, String)]) -> http::HeaderMap {
 /// One provider case: a built verifier and a request it accepts.
 struct Case {
     name: &'static str,
-    verifier: Arc<dyn Verifier>,
+    verifier: Arc<Signature>,
     headers: http::HeaderMap,
     body: Vec<u8>,
 }
 
-fn verifier(toml_text: &str, resolver: &FixedResolver) -> Arc<dyn Verifier> {
-    let table: toml::Table = toml::from_str(toml_text).unwrap();
+fn verifier(toml_text: &str, resolver: &FixedResolver) -> Arc<Signature> {
+    let table: SignatureTable = toml::from_str(toml_text).unwrap();
     match build(&table, Path::new("/nonexistent"), resolver) {
         Ok(v) => v,
         Err(problems) => panic!("config problems: {problems:?}\n{toml_text}"),

@@ -11,7 +11,7 @@ use super::{
     DefaultAction, Defaults, Diagnostic, FailMode, IpMatcher, Mode, OnStateError, PathPattern, RateKey, RateLimitSpec,
     RawSignature, Route, RuleSet, DEFAULT_MAX_BODY,
 };
-use crate::signature::Verifier;
+use crate::signature::Signature;
 use crate::units::{de::SizeValue, parse_rate};
 use http::{HeaderName, Method};
 use ipnet::IpNet;
@@ -670,29 +670,21 @@ fn regex_error_summary(e: &regex::Error) -> String {
         .map_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "), |l| l.trim().to_owned())
 }
 
-fn signature(
-    cx: &mut Ctx<'_>,
-    s: Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
-) -> Option<(RawSignature, Arc<dyn Verifier>)> {
+fn signature(cx: &mut Ctx<'_>, s: Spanned<crate::signature::SignatureTable>) -> Option<(RawSignature, Arc<Signature>)> {
     let span = s.span();
-    let mut table = toml::Table::new();
-    let mut positions = BTreeMap::new();
-    let mut spans = BTreeMap::new();
-    for (k, v) in s.into_inner() {
-        positions.insert(k.get_ref().clone(), cx.src.pos(&v.span()));
-        spans.insert(k.get_ref().clone(), v.span());
-        match k.get_ref().as_str() {
-            "provider" if !v.get_ref().is_str() => {
-                cx.err(&v.span(), "provider must be a string");
-                return None;
-            }
-            _ => {}
+    let table = s.into_inner();
+    let positions: BTreeMap<String, (usize, usize)> =
+        table.present().into_iter().map(|(k, at)| (k.to_owned(), cx.src.pos(&at))).collect();
+    match &table.provider {
+        None => {
+            cx.err(&span, "[route.signature] requires `provider`");
+            return None;
         }
-        table.insert(k.into_inner(), v.into_inner());
-    }
-    if !table.contains_key("provider") {
-        cx.err(&span, "[route.signature] requires `provider`");
-        return None;
+        Some(p) if !p.get_ref().is_str() => {
+            cx.err(&p.span(), "provider must be a string");
+            return None;
+        }
+        Some(_) => {}
     }
     let raw = RawSignature::new(
         table,
@@ -708,8 +700,7 @@ fn signature(
         Ok(v) => Some((raw, v)),
         Err(problems) => {
             for p in problems {
-                let top = p.key.split('.').next().unwrap_or_default().trim_matches('"');
-                let at = spans.get(top).unwrap_or(&span).clone();
+                let at = p.span.clone().unwrap_or_else(|| span.clone());
                 cx.err(&at, p.to_string());
             }
             None

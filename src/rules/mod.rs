@@ -148,8 +148,8 @@ pub enum PathPattern {
 /// position, so that module can report `file:line:col` problems too.
 #[derive(Debug, Clone)]
 pub struct RawSignature {
-    /// The table as written. `provider` is guaranteed to be a string.
-    pub table: toml::Table,
+    /// The table as written; `provider` is set.
+    pub table: crate::signature::SignatureTable,
     /// The rule file that holds it (as given).
     pub file: PathBuf,
     /// That file's directory.
@@ -165,7 +165,7 @@ pub struct RawSignature {
 
 impl RawSignature {
     pub(crate) fn new(
-        table: toml::Table,
+        table: crate::signature::SignatureTable,
         file: PathBuf,
         dir: PathBuf,
         span: Range<usize>,
@@ -177,7 +177,7 @@ impl RawSignature {
 
     /// The `provider` value.
     pub fn provider(&self) -> &str {
-        self.table.get("provider").and_then(toml::Value::as_str).unwrap_or_default()
+        self.table.provider.as_ref().and_then(|p| p.get_ref().as_str()).unwrap_or_default()
     }
 
     /// 1-based (line, col) of a top-level key's value, or of the table when absent.
@@ -223,7 +223,7 @@ pub struct Route {
     /// `[route.signature]`, raw.
     pub signature: Option<RawSignature>,
     /// The compiled verifier for `signature` (keys loaded at rule load).
-    pub verifier: Option<Arc<dyn crate::signature::Verifier>>,
+    pub verifier: Option<Arc<crate::signature::Signature>>,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,

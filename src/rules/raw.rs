@@ -76,8 +76,8 @@ pub struct RawRoute {
     pub on_state_error: Option<Spanned<RawOnStateError>>,
     /// `[route.validate]`.
     pub validate: Option<Spanned<RawValidate>>,
-    /// `[route.signature]`, kept raw: top-level keys with spans.
-    pub signature: Option<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
+    /// `[route.signature]`: every provider's keys, typed, with spans.
+    pub signature: Option<Spanned<crate::signature::SignatureTable>>,
 }
 
 /// `match = { … }`.

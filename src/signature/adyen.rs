@@ -14,15 +14,11 @@
 //!
 //! Adyen signs no timestamp; the replay key is the item signatures (or the header signature).
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
-use super::config::{Fields, Timestamped};
+use super::config::Fields;
 use super::encoding::{ct_eq, decode_base64_array, hmac_parts};
-use super::{
-    list_key_id, single_header, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest, Verified, Verifier,
-};
+use super::{list_key_id, single_header, ReplayId, Secret, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "adyen-hmac";
 const HEADER: &str = "hmacsignature";
@@ -30,7 +26,6 @@ const HEADER: &str = "hmacsignature";
 #[derive(Debug)]
 pub struct Adyen {
     keys: Vec<Secret>,
-    replay: ReplayPolicy,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +112,6 @@ pub(crate) fn parse_notification(body: &[u8]) -> Result<Vec<SignedItem>, Signatu
 impl Adyen {
     pub(crate) fn from_config(f: &mut Fields<'_>) -> Option<Self> {
         let before = f.problem_count();
-        let timing = f.timing(Timestamped::Never);
         let mut keys = Vec::new();
         match f.opt_str_list("hmac_keys") {
             None => f.problem("hmac_keys", "missing required key \"hmac_keys\" (list of env:/file: hex keys)"),
@@ -135,7 +129,7 @@ impl Adyen {
                 }
             }
         }
-        (f.problem_count() == before).then_some(Self { keys, replay: timing.replay })
+        (f.problem_count() == before).then_some(Self { keys })
     }
 
     /// Index of the first key whose HMAC over `parts` equals `signature`.
@@ -183,14 +177,6 @@ impl Verifier for Adyen {
         let replay = items.iter().map(|i| ReplayId::of(&[i.data.as_bytes()])).collect();
         Ok(Verified { key_id, timestamp: None, replay })
     }
-
-    fn tolerance(&self) -> Option<Duration> {
-        None
-    }
-
-    fn replay_policy(&self) -> ReplayPolicy {
-        self.replay
-    }
 }
 
 #[cfg(test)]
@@ -212,7 +198,7 @@ mod tests {
         FakeResolver::with(&[("env:OLD", KEY_OLD), ("env:VECTOR", VECTOR_KEY), ("env:NOTHEX", b"not-hex")])
     }
 
-    fn verifier() -> std::sync::Arc<dyn Verifier> {
+    fn verifier() -> std::sync::Arc<Signature> {
         must_build("provider = \"adyen-hmac\"\nhmac_keys = [\"env:OLD\", \"env:VECTOR\"]", &resolver())
     }
 

@@ -17,13 +17,11 @@
 //! Alipay signs no timestamp meant for freshness; `notify_time` (Beijing time) is checked only
 //! when `tolerance` is configured, and then reported as the timestamp.
 
-use std::time::Duration;
-
-use super::config::{Fields, Timestamped};
+use super::config::Fields;
 use super::encoding::decode_base64;
 use super::keys::{load_rsa, BareBase64, RsaKey};
 use super::time::parse_alipay_time;
-use super::{ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier};
+use super::{ReplayId, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "alipay-rsa2";
 
@@ -31,8 +29,8 @@ pub const PROVIDER: &str = "alipay-rsa2";
 pub struct Alipay {
     key: RsaKey,
     app_id: Option<String>,
-    tolerance: Option<Duration>,
-    replay: ReplayPolicy,
+    /// The route sets `tolerance`: `notify_time` is then required, and checked.
+    checks_time: bool,
 }
 
 /// Decodes one `application/x-www-form-urlencoded` component: `+` → space, `%XX` → byte.
@@ -117,7 +115,6 @@ fn field<'f>(fields: &'f [(String, String)], name: &str) -> Option<&'f str> {
 impl Alipay {
     pub(crate) fn from_config(f: &mut Fields<'_>) -> Option<Self> {
         let before = f.problem_count();
-        let timing = f.timing(Timestamped::OptIn);
         let key = f.req_str("public_key").and_then(|spec| {
             let text = f.public_text("public_key", spec)?;
             load_rsa(&text, BareBase64::Allowed).map_err(|e| f.problem("public_key", e)).ok()
@@ -128,7 +125,7 @@ impl Alipay {
         }
         match key {
             Some(loaded) if f.problem_count() == before => {
-                Some(Self { key: loaded.key, app_id, tolerance: timing.tolerance, replay: timing.replay })
+                Some(Self { key: loaded.key, app_id, checks_time: f.has_key("tolerance") })
             }
             _ => None,
         }
@@ -162,22 +159,13 @@ impl Verifier for Alipay {
             _ => return Err(SignatureError::Missing("notify_id")),
         };
         // `notify_time` is required only where the route checks freshness.
-        let timestamp = match self.tolerance {
-            None => None,
-            Some(_) => {
-                let text = field(&fields, "notify_time").ok_or(SignatureError::Missing("notify_time"))?;
-                Some(parse_alipay_time(text).ok_or(SignatureError::Malformed("notify_time"))?)
-            }
+        let timestamp = if self.checks_time {
+            let text = field(&fields, "notify_time").ok_or(SignatureError::Missing("notify_time"))?;
+            Some(parse_alipay_time(text).ok_or(SignatureError::Malformed("notify_time"))?)
+        } else {
+            None
         };
         Ok(Verified { key_id: "public_key".into(), timestamp, replay: vec![ReplayId::of(&[notify_id.as_bytes()])] })
-    }
-
-    fn tolerance(&self) -> Option<Duration> {
-        self.tolerance
-    }
-
-    fn replay_policy(&self) -> ReplayPolicy {
-        self.replay
     }
 }
 
@@ -338,10 +326,16 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let p =
-            problems("provider = \"alipay-rsa2\"\npublic_key = \"bm90IGEga2V5\"\napp_id = 5", &FakeResolver::default());
+        let p = problems(
+            "provider = \"alipay-rsa2\"\npublic_key = \"bm90IGEga2V5\"\napp_id = \"\"",
+            &FakeResolver::default(),
+        );
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["public_key", "app_id"], "{p:?}");
+        // A wrong type is the rule file parser's error, at the value.
+        let text = "provider = \"alipay-rsa2\"\npublic_key = \"k\"\napp_id = 5";
+        let p = problems(text, &FakeResolver::default());
+        assert_eq!(p[0].span.clone().map(|s| &text[s]), Some("5"), "{p:?}");
         let p = problems("provider = \"alipay-rsa2\"", &FakeResolver::default());
         assert_eq!(p[0].key, "public_key");
     }

@@ -1,10 +1,13 @@
-//! Reading a `[route.signature]` table: typed getters that record every problem with its
-//! dotted key path, unknown-key detection, secrets (`env:`/`file:` only) and public key text
-//! (inline or `file:`).
+//! Reading a `[route.signature]` table ([`SignatureTable`], as the rule file's parser typed it):
+//! getters that record which keys the provider takes and every problem with its dotted key path
+//! and span, unknown-key detection per provider, secrets (`env:`/`file:` only) and public key
+//! text (inline or `file:`).
 
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use super::table::{SignatureTable, StrItems, Value};
 use super::{ConfigProblem, ReplayPolicy, Secret, SecretResolver};
 
 /// Keys every provider table may carry besides its own.
@@ -48,7 +51,7 @@ pub(crate) struct Timing {
 }
 
 pub(crate) struct Fields<'t> {
-    table: &'t toml::Table,
+    table: &'t SignatureTable,
     base_dir: &'t Path,
     resolver: &'t dyn SecretResolver,
     provider: &'t str,
@@ -58,8 +61,8 @@ pub(crate) struct Fields<'t> {
 }
 
 impl<'t> Fields<'t> {
-    pub(crate) fn new(table: &'t toml::Table, base_dir: &'t Path, resolver: &'t dyn SecretResolver) -> Self {
-        let provider = table.get("provider").and_then(|v| v.as_str()).unwrap_or("");
+    pub(crate) fn new(table: &'t SignatureTable, base_dir: &'t Path, resolver: &'t dyn SecretResolver) -> Self {
+        let provider = table.provider.as_ref().and_then(|p| p.get_ref().as_str()).unwrap_or_default();
         Self {
             table,
             base_dir,
@@ -71,8 +74,12 @@ impl<'t> Fields<'t> {
         }
     }
 
+    /// A problem at a key path (`secrets.1`), located at its top-level key's value.
     pub(crate) fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(ConfigProblem { key: key.into(), message: message.into() });
+        let key = key.into();
+        let top = key.split('.').next().unwrap_or_default();
+        let span = self.table.value(top).map(|v| v.span());
+        self.problems.push(ConfigProblem { key, message: message.into(), span });
     }
 
     pub(crate) fn skip_unknown_key_check(&mut self) {
@@ -86,43 +93,55 @@ impl<'t> Fields<'t> {
 
     pub(crate) fn finish(mut self) -> Vec<ConfigProblem> {
         if self.check_unknown {
-            let mut unknown: Vec<&String> = self.table.keys().filter(|k| !self.seen.contains(&k.as_str())).collect();
-            unknown.sort();
-            for key in unknown {
+            let mut unknown: Vec<(String, Range<usize>)> = self
+                .table
+                .present()
+                .into_iter()
+                .filter(|(k, _)| !self.seen.contains(k))
+                .map(|(k, span)| (k.to_string(), span))
+                .chain(self.table.unknown.iter().cloned())
+                .collect();
+            unknown.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, span) in unknown {
                 self.problems.push(ConfigProblem {
-                    key: toml_key(key),
+                    key: toml_key(&key),
                     message: format!("unknown key {key:?} for provider {:?}", self.provider),
+                    span: Some(span),
                 });
             }
         }
         self.problems
     }
 
-    /// Whether the table has `key` at all (whatever its type).
+    /// Whether the table has `key` at all.
     pub(crate) fn has_key(&self, key: &str) -> bool {
-        self.table.contains_key(key)
+        self.table.value(key).is_some()
     }
 
-    fn get(&mut self, key: &'static str) -> Option<&'t toml::Value> {
+    fn get(&mut self, key: &'static str) -> Option<Value<'t>> {
         if !self.seen.contains(&key) {
             self.seen.push(key);
         }
-        self.table.get(key)
+        self.table.value(key)
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &str, found: Value<'_>) {
+        self.problem(key, format!("expected {expected}, found {}", found.type_str()));
     }
 
     pub(crate) fn opt_str(&mut self, key: &'static str) -> Option<&'t str> {
         match self.get(key)? {
-            toml::Value::String(s) => Some(s.as_str()),
+            Value::Str(s) => Some(s.get_ref().as_str()),
+            Value::Any(v) if v.get_ref().is_str() => v.get_ref().as_str(),
             other => {
-                let found = other.type_str();
-                self.problem(key, format!("expected a string, found {found}"));
+                self.wrong_type(key, "a string", other);
                 None
             }
         }
     }
 
     pub(crate) fn req_str(&mut self, key: &'static str) -> Option<&'t str> {
-        if self.table.contains_key(key) {
+        if self.has_key(key) {
             self.opt_str(key)
         } else {
             self.get(key);
@@ -133,54 +152,55 @@ impl<'t> Fields<'t> {
 
     /// An array of strings; `Some(empty)` is possible, callers decide whether that is allowed.
     pub(crate) fn opt_str_list(&mut self, key: &'static str) -> Option<Vec<(String, &'t str)>> {
-        let value = self.get(key)?;
-        let Some(items) = value.as_array() else {
-            let found = value.type_str();
-            self.problem(key, format!("expected an array of strings, found {found}"));
-            return None;
+        let items = match self.get(key)? {
+            Value::Items(v) => match v.get_ref() {
+                StrItems::List(items) => items,
+                StrItems::Table(_) => {
+                    self.wrong_type(key, "an array of strings", Value::Items(v));
+                    return None;
+                }
+            },
+            other => {
+                self.wrong_type(key, "an array of strings", other);
+                return None;
+            }
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let path = format!("{key}.{i}");
-            match item.as_str() {
-                Some(s) => out.push((path, s)),
-                None => {
-                    let found = item.type_str();
-                    self.problem(path, format!("expected a string, found {found}"));
-                }
-            }
+            out.push((format!("{key}.{i}"), item.get_ref().as_str()));
         }
         Some(out)
     }
 
     /// A table of strings, in key order. Entries are `(dotted path, key, value)`.
     pub(crate) fn opt_str_map(&mut self, key: &'static str) -> Option<Vec<(String, &'t str, &'t str)>> {
-        let value = self.get(key)?;
-        let Some(map) = value.as_table() else {
-            let found = value.type_str();
-            self.problem(key, format!("expected a table of strings, found {found}"));
-            return None;
-        };
-        let mut out = Vec::with_capacity(map.len());
-        for (k, v) in map {
-            let path = format!("{key}.{}", toml_key(k));
-            match v.as_str() {
-                Some(s) => out.push((path, k.as_str(), s)),
-                None => {
-                    let found = v.type_str();
-                    self.problem(path, format!("expected a string, found {found}"));
+        let entries = match self.get(key)? {
+            Value::Items(v) => match v.get_ref() {
+                StrItems::Table(entries) => entries,
+                StrItems::List(_) => {
+                    self.wrong_type(key, "a table of strings", Value::Items(v));
+                    return None;
                 }
+            },
+            other => {
+                self.wrong_type(key, "a table of strings", other);
+                return None;
             }
+        };
+        let mut sorted: Vec<_> = entries.iter().collect();
+        sorted.sort_by(|a, b| a.0.get_ref().cmp(b.0.get_ref()));
+        let mut out = Vec::with_capacity(sorted.len());
+        for (k, v) in sorted {
+            out.push((format!("{key}.{}", toml_key(k.get_ref())), k.get_ref().as_str(), v.get_ref().as_str()));
         }
         Some(out)
     }
 
     pub(crate) fn opt_bool(&mut self, key: &'static str) -> Option<bool> {
         match self.get(key)? {
-            toml::Value::Boolean(b) => Some(*b),
+            Value::Bool(b) => Some(*b.get_ref()),
             other => {
-                let found = other.type_str();
-                self.problem(key, format!("expected true or false, found {found}"));
+                self.wrong_type(key, "true or false", other);
                 None
             }
         }

@@ -15,18 +15,15 @@
 //! nonce, so such a configuration is rejected. Replay key: the nonce, else the signature.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use ::hmac::Mac;
 use http::HeaderName;
 use sha2::digest::Update;
 use sha2::{Digest as _, Sha256};
 
-use super::config::{Fields, Timestamped};
+use super::config::Fields;
 use super::encoding::{ct_eq, decode_base64_array, decode_lower_hex_array, parse_unix_seconds};
-use super::{
-    list_key_id, single_header_named, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest, Verified, Verifier,
-};
+use super::{list_key_id, single_header_named, ReplayId, Secret, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "hmac";
 const DEFAULT_HEADER: &str = "x-hub-signature-256";
@@ -72,8 +69,6 @@ pub struct GenericHmac {
     timestamp_header: Option<HeaderName>,
     nonce_header: Option<HeaderName>,
     message: Vec<Segment>,
-    tolerance: Option<Duration>,
-    replay: ReplayPolicy,
 }
 
 /// Compiles a `message` template. Errors are user-facing messages.
@@ -154,7 +149,6 @@ impl GenericHmac {
         let (has_ts, timestamp_header) = header_name(f, "timestamp_header");
         let (has_nonce, nonce_header) = header_name(f, "nonce_header");
         let (has_key_id, key_id_header) = header_name(f, "key_id_header");
-        let timing = f.timing(if has_ts { Timestamped::Always } else { Timestamped::Never });
 
         let template = f.opt_str("message");
         let message = match template {
@@ -219,17 +213,9 @@ impl GenericHmac {
             }
         };
         match (header, keys) {
-            (Some(header), Some(keys)) if f.problem_count() == before => Some(Self {
-                header,
-                prefix,
-                encoding,
-                keys,
-                timestamp_header,
-                nonce_header,
-                message,
-                tolerance: timing.tolerance,
-                replay: timing.replay,
-            }),
+            (Some(header), Some(keys)) if f.problem_count() == before => {
+                Some(Self { header, prefix, encoding, keys, timestamp_header, nonce_header, message })
+            }
             _ => None,
         }
     }
@@ -315,14 +301,6 @@ impl Verifier for GenericHmac {
             }
         };
         Ok(Verified { key_id, timestamp: ts, replay: vec![replay] })
-    }
-
-    fn tolerance(&self) -> Option<Duration> {
-        self.tolerance
-    }
-
-    fn replay_policy(&self) -> ReplayPolicy {
-        self.replay
     }
 }
 
@@ -482,13 +460,11 @@ mod tests {
         assert_eq!(p[0].key, "header");
         let p = problems("provider = \"hmac\"", &resolver());
         assert_eq!(p[0].key, "secrets");
-        // A wrongly typed key is reported once.
-        let p = problems(
-            "provider = \"hmac\"\nsecrets = [\"env:S1\"]\ntimestamp_header = 5\nmessage = \"{timestamp}{body}\"",
-            &resolver(),
-        );
-        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["timestamp_header"], "{p:?}");
+        // A wrongly typed key is reported once, by the rule file parser, at the value.
+        let text = "provider = \"hmac\"\nsecrets = [\"env:S1\"]\ntimestamp_header = 5\nmessage = \"{timestamp}{body}\"";
+        let p = problems(text, &resolver());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].span.clone().map(|s| &text[s]), Some("5"), "{p:?}");
         let p = problems("provider = \"nope\"\nwhatever = 1", &resolver());
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].key, "provider");

@@ -34,6 +34,7 @@ mod keys;
 pub mod paypal;
 pub mod standard_webhooks;
 pub mod stripe;
+mod table;
 mod time;
 pub mod wechatpay;
 
@@ -42,6 +43,7 @@ pub mod wechatpay;
 mod test_support;
 
 pub use config::parse_duration;
+pub use table::{SignatureTable, StrItems};
 
 /// The parts of an HTTP request a verifier may look at. `body` is the exact raw body.
 #[derive(Debug, Clone, Copy)]
@@ -110,21 +112,38 @@ impl fmt::Debug for ReplayId {
     }
 }
 
-/// One verifier per `[route.signature]` table, built once by [`build`].
+/// A provider's part of a signature check: one per `[route.signature]` table, built once by
+/// [`build`] and held by a [`Signature`].
 pub trait Verifier: Send + Sync + fmt::Debug {
     /// The `provider` name as written in the rule file, e.g. `"stripe"`.
     fn provider(&self) -> &'static str;
 
     /// Checks the signature material and the signature itself against the configured keys,
-    /// and returns the signed timestamp unchecked: the provider's part of [`Self::verify`].
+    /// and returns the signed timestamp unchecked: freshness is [`Signature::verify`]'s.
     fn verify_signature(&self, req: &SignedRequest<'_>) -> Result<Verified, SignatureError>;
+}
 
-    /// Verifies `req`: the signature ([`Self::verify_signature`]), then — only for a validly
-    /// signed request — its signed timestamp against `tolerance`. `now_unix` is the injected
-    /// clock. Freshness is checked here once for every provider.
-    fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<Verified, SignatureError> {
-        let verified = self.verify_signature(req)?;
-        if let (Some(ts), Some(tolerance)) = (verified.timestamp, self.tolerance()) {
+/// A route's signature check: the provider's [`Verifier`], and the freshness and replay
+/// settings (`tolerance`, `replay_ttl`, `replay_release_on_4xx`) that every provider shares,
+/// validated once in [`build`] and applied here once.
+#[derive(Debug)]
+pub struct Signature {
+    verifier: Box<dyn Verifier>,
+    tolerance: Option<Duration>,
+    replay: ReplayPolicy,
+}
+
+impl Signature {
+    /// The `provider` name as written in the rule file.
+    pub fn provider(&self) -> &'static str {
+        self.verifier.provider()
+    }
+
+    /// Verifies `req`: the signature, then — only for a validly signed request — its signed
+    /// timestamp against `tolerance`. `now_unix` is the injected clock.
+    pub fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<Verified, SignatureError> {
+        let verified = self.verifier.verify_signature(req)?;
+        if let (Some(ts), Some(tolerance)) = (verified.timestamp, self.tolerance) {
             check_tolerance(ts, now_unix, tolerance)?;
         }
         Ok(verified)
@@ -132,15 +151,19 @@ pub trait Verifier: Send + Sync + fmt::Debug {
 
     /// Max distance of the signed timestamp from the clock; `None` when the route checks no
     /// signed timestamp.
-    fn tolerance(&self) -> Option<Duration>;
+    pub fn tolerance(&self) -> Option<Duration> {
+        self.tolerance
+    }
 
     /// How the replay guard keeps this route's reservations.
-    fn replay_policy(&self) -> ReplayPolicy;
+    pub fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
+    }
 
     /// How long an accepted replay key stays reserved: `replay_ttl`, else twice the tolerance,
     /// else 48h for providers without a signed timestamp.
-    fn replay_ttl(&self) -> Duration {
-        self.replay_policy().ttl
+    pub fn replay_ttl(&self) -> Duration {
+        self.replay.ttl
     }
 }
 
@@ -232,6 +255,8 @@ impl SignatureError {
 pub struct ConfigProblem {
     pub key: String,
     pub message: String,
+    /// Where in the rule file: the value at `key`, when the table came from one.
+    pub span: Option<std::ops::Range<usize>>,
 }
 
 impl fmt::Display for ConfigProblem {
@@ -261,19 +286,27 @@ impl SecretResolver for EnvFileResolver {
 /// Builds the verifier for one `[route.signature]` table (including its `provider`,
 /// `tolerance` and `replay_ttl` keys). Every problem found is returned, not just the first.
 pub fn build(
-    table: &toml::Table,
+    table: &SignatureTable,
     base_dir: &Path,
     secrets: &dyn SecretResolver,
-) -> Result<Arc<dyn Verifier>, Vec<ConfigProblem>> {
+) -> Result<Arc<Signature>, Vec<ConfigProblem>> {
+    use config::Timestamped::{Always, Never, OptIn};
     let mut f = config::Fields::new(table, base_dir, secrets);
-    let built: Option<Arc<dyn Verifier>> = match f.req_str("provider") {
-        Some(wechatpay::PROVIDER) => wechatpay::WechatPay::from_config(&mut f).map(arc),
-        Some(alipay::PROVIDER) => alipay::Alipay::from_config(&mut f).map(arc),
-        Some(stripe::PROVIDER) => stripe::Stripe::from_config(&mut f).map(arc),
-        Some(standard_webhooks::PROVIDER) => standard_webhooks::StandardWebhooks::from_config(&mut f).map(arc),
-        Some(adyen::PROVIDER) => adyen::Adyen::from_config(&mut f).map(arc),
-        Some(paypal::PROVIDER) => paypal::Paypal::from_config(&mut f).map(arc),
-        Some(hmac::PROVIDER) => hmac::GenericHmac::from_config(&mut f).map(arc),
+    // Each provider with what its signature covers of time, which decides what `tolerance`
+    // means for it.
+    let built = match f.req_str("provider") {
+        Some(wechatpay::PROVIDER) => signature(&mut f, Always, wechatpay::WechatPay::from_config),
+        Some(alipay::PROVIDER) => signature(&mut f, OptIn, alipay::Alipay::from_config),
+        Some(stripe::PROVIDER) => signature(&mut f, Always, stripe::Stripe::from_config),
+        Some(standard_webhooks::PROVIDER) => {
+            signature(&mut f, Always, standard_webhooks::StandardWebhooks::from_config)
+        }
+        Some(adyen::PROVIDER) => signature(&mut f, Never, adyen::Adyen::from_config),
+        Some(paypal::PROVIDER) => signature(&mut f, Always, paypal::Paypal::from_config),
+        Some(hmac::PROVIDER) => {
+            let kind = if f.has_key("timestamp_header") { Always } else { Never };
+            signature(&mut f, kind, hmac::GenericHmac::from_config)
+        }
         Some(other) => {
             f.problem("provider", format!("unknown provider {other:?}; expected one of {}", PROVIDERS.join(", ")));
             f.skip_unknown_key_check();
@@ -290,6 +323,7 @@ pub fn build(
         _ if problems.is_empty() => Err(vec![ConfigProblem {
             key: String::new(),
             message: "signature configuration could not be built".into(),
+            span: None,
         }]),
         _ => Err(problems),
     }
@@ -306,8 +340,15 @@ pub const PROVIDERS: &[&str] = &[
     hmac::PROVIDER,
 ];
 
-fn arc<V: Verifier + 'static>(v: V) -> Arc<dyn Verifier> {
-    Arc::new(v)
+/// The common keys, validated for a provider of `kind`, then the provider's own.
+fn signature<V: Verifier + 'static>(
+    f: &mut config::Fields<'_>,
+    kind: config::Timestamped,
+    from_config: fn(&mut config::Fields<'_>) -> Option<V>,
+) -> Option<Arc<Signature>> {
+    let timing = f.timing(kind);
+    let verifier = from_config(f)?;
+    Some(Arc::new(Signature { verifier: Box::new(verifier), tolerance: timing.tolerance, replay: timing.replay }))
 }
 
 /// A secret (HMAC key, APIv3 key). Its `Debug` never shows the bytes. The HMAC-SHA256 key

@@ -11,13 +11,12 @@
 //! `crc32()`, i.e. IEEE CRC-32 as an unsigned decimal).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use super::config::{Fields, Timestamped, DEFAULT_TOLERANCE};
+use super::config::Fields;
 use super::encoding::decode_base64;
 use super::keys::{load_rsa, BareBase64, RsaKey};
 use super::time::parse_rfc3339;
-use super::{single_header, ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier};
+use super::{single_header, ReplayId, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "paypal";
 const ID: &str = "paypal-transmission-id";
@@ -30,14 +29,11 @@ const ALGO: &str = "paypal-auth-algo";
 pub struct Paypal {
     webhook_id: String,
     certs: HashMap<String, RsaKey>,
-    tolerance: Duration,
-    replay: ReplayPolicy,
 }
 
 impl Paypal {
     pub(crate) fn from_config(f: &mut Fields<'_>) -> Option<Self> {
         let before = f.problem_count();
-        let timing = f.timing(Timestamped::Always);
         let webhook_id = f.req_str("webhook_id").unwrap_or_default().to_string();
         if f.problem_count() == before && (webhook_id.is_empty() || webhook_id.contains('|')) {
             f.problem("webhook_id", "webhook_id must be the non-empty id shown in the PayPal dashboard");
@@ -65,12 +61,7 @@ impl Paypal {
                 }
             }
         }
-        (f.problem_count() == before).then_some(Self {
-            webhook_id,
-            certs,
-            tolerance: timing.tolerance.unwrap_or(DEFAULT_TOLERANCE),
-            replay: timing.replay,
-        })
+        (f.problem_count() == before).then_some(Self { webhook_id, certs })
     }
 }
 
@@ -98,14 +89,6 @@ impl Verifier for Paypal {
             return Err(SignatureError::Invalid);
         }
         Ok(Verified { key_id: url.to_string(), timestamp: Some(ts), replay: vec![ReplayId::of(&[id.as_bytes()])] })
-    }
-
-    fn tolerance(&self) -> Option<Duration> {
-        Some(self.tolerance)
-    }
-
-    fn replay_policy(&self) -> ReplayPolicy {
-        self.replay
     }
 }
 

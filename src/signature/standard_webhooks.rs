@@ -10,14 +10,10 @@
 //! The timestamp must be canonical decimal, so the signed text equals the integer the
 //! reference library formats back into the message.
 
-use std::time::Duration;
-
-use super::config::{Fields, Timestamped, DEFAULT_TOLERANCE};
+use super::config::Fields;
 use super::encoding::{ct_eq, decode_base64, decode_base64_array, hmac_parts, parse_unix_seconds};
 use super::keys::{load_whpk, Ed25519Key};
-use super::{
-    list_key_id, single_header, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest, Verified, Verifier,
-};
+use super::{list_key_id, single_header, ReplayId, Secret, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "standard-webhooks";
 
@@ -35,8 +31,6 @@ const SVIX: HeaderNames = HeaderNames { id: "svix-id", timestamp: "svix-timestam
 pub struct StandardWebhooks {
     secrets: Vec<Secret>,
     public_keys: Vec<Ed25519Key>,
-    tolerance: Duration,
-    replay: ReplayPolicy,
 }
 
 /// The signatures of a `webhook-signature` list that this verifier understands.
@@ -79,7 +73,6 @@ fn decode_secret(raw: &[u8]) -> Result<Secret, String> {
 impl StandardWebhooks {
     pub(crate) fn from_config(f: &mut Fields<'_>) -> Option<Self> {
         let before = f.problem_count();
-        let timing = f.timing(Timestamped::Always);
         let mut secrets = Vec::new();
         for (path, spec) in f.opt_str_list("secrets").unwrap_or_default() {
             if let Some(raw) = f.secret(&path, spec) {
@@ -103,12 +96,7 @@ impl StandardWebhooks {
         if f.problem_count() == before && secrets.is_empty() && public_keys.is_empty() {
             f.problem("secrets", "at least one of \"secrets\" or \"public_keys\" is required");
         }
-        (f.problem_count() == before).then_some(Self {
-            secrets,
-            public_keys,
-            tolerance: timing.tolerance.unwrap_or(DEFAULT_TOLERANCE),
-            replay: timing.replay,
-        })
+        (f.problem_count() == before).then_some(Self { secrets, public_keys })
     }
 }
 
@@ -160,14 +148,6 @@ impl Verifier for StandardWebhooks {
         }
         let key_id = key_id.ok_or(SignatureError::Invalid)?;
         Ok(Verified { key_id, timestamp: Some(ts), replay: vec![ReplayId::of(&[id.as_bytes(), ts_text.as_bytes()])] })
-    }
-
-    fn tolerance(&self) -> Option<Duration> {
-        Some(self.tolerance)
-    }
-
-    fn replay_policy(&self) -> ReplayPolicy {
-        self.replay
     }
 }
 

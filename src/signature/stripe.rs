@@ -9,13 +9,9 @@
 //! signed `t` text and the parsed integer agree), and a header without a well-formed `v1` is
 //! malformed.
 
-use std::time::Duration;
-
-use super::config::{Fields, Timestamped};
+use super::config::Fields;
 use super::encoding::{ct_eq, decode_lower_hex_array, hmac_parts, parse_unix_seconds};
-use super::{
-    list_key_id, single_header, ReplayId, ReplayPolicy, Secret, SignatureError, SignedRequest, Verified, Verifier,
-};
+use super::{list_key_id, single_header, ReplayId, Secret, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "stripe";
 const HEADER: &str = "stripe-signature";
@@ -23,8 +19,6 @@ const HEADER: &str = "stripe-signature";
 #[derive(Debug)]
 pub struct Stripe {
     secrets: Vec<Secret>,
-    tolerance: Duration,
-    replay: ReplayPolicy,
 }
 
 /// The parts of a `Stripe-Signature` header this verifier uses.
@@ -70,7 +64,6 @@ pub(crate) fn parse_header(value: &str) -> Result<StripeHeader<'_>, SignatureErr
 impl Stripe {
     pub(crate) fn from_config(f: &mut Fields<'_>) -> Option<Self> {
         let before = f.problem_count();
-        let timing = f.timing(Timestamped::Always);
         let mut secrets = Vec::new();
         match f.opt_str_list("secrets") {
             None => f.problem("secrets", "missing required key \"secrets\" (list of env:/file: secrets)"),
@@ -83,11 +76,7 @@ impl Stripe {
                 }
             }
         }
-        (f.problem_count() == before).then_some(Self {
-            secrets,
-            tolerance: timing.tolerance.unwrap_or(super::config::DEFAULT_TOLERANCE),
-            replay: timing.replay,
-        })
+        (f.problem_count() == before).then_some(Self { secrets })
     }
 }
 
@@ -117,14 +106,6 @@ impl Verifier for Stripe {
             // the sender's to spell.
             replay: vec![ReplayId::of(&[header.t.as_bytes(), b".", req.body])],
         })
-    }
-
-    fn tolerance(&self) -> Option<Duration> {
-        Some(self.tolerance)
-    }
-
-    fn replay_policy(&self) -> ReplayPolicy {
-        self.replay
     }
 }
 

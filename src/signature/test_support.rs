@@ -11,7 +11,10 @@ use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine as _;
 
-use super::{build, ConfigProblem, SecretResolver, SignedRequest, Verifier};
+pub(crate) use std::time::Duration;
+
+pub(crate) use super::Signature;
+use super::{build, ConfigProblem, SecretResolver, SignatureTable, SignedRequest};
 
 pub(crate) static POST: LazyLock<http::Method> = LazyLock::new(|| http::Method::POST);
 
@@ -105,12 +108,14 @@ impl SecretResolver for FakeResolver {
     }
 }
 
-pub(crate) fn build_from(toml_text: &str, resolver: &FakeResolver) -> Result<Arc<dyn Verifier>, Vec<ConfigProblem>> {
-    let table: toml::Table = toml::from_str(toml_text).unwrap();
+pub(crate) fn build_from(toml_text: &str, resolver: &FakeResolver) -> Result<Arc<Signature>, Vec<ConfigProblem>> {
+    // A wrong type is the rule file parser's error, as it would be in a rule file.
+    let table: SignatureTable = toml::from_str(toml_text)
+        .map_err(|e| vec![ConfigProblem { key: "(type)".into(), message: e.message().to_owned(), span: e.span() }])?;
     build(&table, Path::new("/nonexistent"), resolver)
 }
 
-pub(crate) fn must_build(toml_text: &str, resolver: &FakeResolver) -> Arc<dyn Verifier> {
+pub(crate) fn must_build(toml_text: &str, resolver: &FakeResolver) -> Arc<Signature> {
     match build_from(toml_text, resolver) {
         Ok(v) => v,
         Err(problems) => panic!("config problems: {problems:?}"),

@@ -18,14 +18,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
-use super::config::{Fields, Timestamped, DEFAULT_TOLERANCE};
+use super::config::Fields;
 use super::encoding::{decode_base64, parse_unix_seconds};
 use super::keys::{load_rsa, serial_hex, BareBase64, RsaKey};
-use super::{single_header, ReplayId, ReplayPolicy, SignatureError, SignedRequest, Verified, Verifier};
+use super::{single_header, ReplayId, SignatureError, SignedRequest, Verified, Verifier};
 
 pub const PROVIDER: &str = "wechatpay-v3";
 const TIMESTAMP: &str = "wechatpay-timestamp";
@@ -38,8 +37,6 @@ const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
 pub struct WechatPay {
     keys: HashMap<String, RsaKey>,
     apiv3: Option<ApiV3Key>,
-    tolerance: Duration,
-    replay: ReplayPolicy,
 }
 
 /// The APIv3 AES-256-GCM key; `Debug` never shows it.
@@ -84,7 +81,6 @@ impl ApiV3Key {
 impl WechatPay {
     pub(crate) fn from_config(f: &mut Fields<'_>) -> Option<Self> {
         let before = f.problem_count();
-        let timing = f.timing(Timestamped::Always);
         let mut keys = HashMap::new();
         match f.opt_str_map("public_keys") {
             None => f.problem("public_keys", "missing required key \"public_keys\" (serial -> PEM)"),
@@ -128,12 +124,7 @@ impl WechatPay {
                 }
             }
         });
-        (f.problem_count() == before).then_some(Self {
-            keys,
-            apiv3,
-            tolerance: timing.tolerance.unwrap_or(DEFAULT_TOLERANCE),
-            replay: timing.replay,
-        })
+        (f.problem_count() == before).then_some(Self { keys, apiv3 })
     }
 }
 
@@ -167,14 +158,6 @@ impl Verifier for WechatPay {
             timestamp: Some(ts),
             replay: vec![ReplayId::of(&[nonce.as_bytes()])],
         })
-    }
-
-    fn tolerance(&self) -> Option<Duration> {
-        Some(self.tolerance)
-    }
-
-    fn replay_policy(&self) -> ReplayPolicy {
-        self.replay
     }
 }
 

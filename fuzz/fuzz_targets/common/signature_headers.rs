@@ -30,7 +30,7 @@ use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Method};
-use payguard::signature::{build, SecretResolver, SignedRequest, Verifier};
+use payguard::signature::{build, SecretResolver, Signature, SignatureTable, SignedRequest};
 
 // ---------------------------------------------------------------------------------------
 // Fixed test material. These are throw-away values for fuzzing, not credentials.
@@ -136,7 +136,7 @@ enum Kind {
 }
 
 struct Fixture {
-    verifiers: Vec<(Kind, Arc<dyn Verifier>)>,
+    verifiers: Vec<(Kind, Arc<Signature>)>,
     rsa_a: Rsa,
     rsa_b: Rsa,
     ed: Ed25519KeyPair,
@@ -249,7 +249,7 @@ fn fixture() -> &'static Fixture {
         let verifiers = configs
             .into_iter()
             .map(|(kind, text, _names)| {
-                let table: toml::Table = toml::from_str(&text).expect("fixture toml");
+                let table: SignatureTable = toml::from_str(&text).expect("fixture toml");
                 match build(&table, Path::new("/nonexistent"), &FuzzSecrets) {
                     Ok(v) => (kind, v),
                     Err(p) => panic!("fixture verifier {kind:?} does not build: {p:?}"),
