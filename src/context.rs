@@ -33,7 +33,8 @@ pub struct ConnInfo {
     pub body_read_timeout: Option<std::time::Duration>,
 }
 
-/// What the edge learned about a request; read by the guards and the proxy.
+/// What the edge learned about a request: handed to the router with the request itself
+/// ([`Contextual`]), which makes it part of the request's `Exchange`.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
     /// When this layer saw the request head: the exchange's clock starts here.
@@ -47,6 +48,13 @@ impl RequestCtx {
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or("-")
     }
+}
+
+/// A request and its context, as the context layer hands it inward: the context travels as a
+/// value, so no later layer can miss it.
+pub struct Contextual {
+    pub ctx: RequestCtx,
+    pub req: Request<Body>,
 }
 
 /// Put on a response by the layer that matched a route, so the access line and metrics can
@@ -130,7 +138,7 @@ pub struct ContextService<S> {
 
 impl<S> Service<Request<Incoming>> for ContextService<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Contextual, Response = Response<Body>, Error = Infallible>,
 {
     type Response = Response<LoggedBody>;
     type Error = Infallible;
@@ -175,14 +183,14 @@ where
             path: parts.uri.path().to_string(),
             version: parts.version,
         };
-        parts.extensions.insert(RequestCtx { started: start, request_id, client, peer });
+        let ctx = RequestCtx { started: start, request_id, client, peer };
         let deadline = match body_timeout {
             Some(t) if !http_body::Body::is_end_stream(&body) => Some(tokio::time::Instant::from_std(start + t)),
             _ => None,
         };
         let req = Request::from_parts(parts, Body::request(body, deadline));
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: self.inner.call(Contextual { ctx, req }),
             record: Some(record),
             metrics: self.metrics.clone(),
             added: self.added.clone(),

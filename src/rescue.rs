@@ -50,30 +50,19 @@ pub struct Refusal<'a> {
 }
 
 impl<'a> Refusal<'a> {
-    /// A refusal of `req`, whose request id and client address the context layer recorded.
-    pub fn of<B>(
-        req: &'a http::Request<B>,
-        stage: Stage,
-        guard: &'static str,
-        reject: &'a Reject,
-        route: Option<&'a Arc<str>>,
-        mode: Mode,
-    ) -> Self {
-        let (request_id, client_ip) = req
-            .extensions()
-            .get::<RequestCtx>()
-            .map_or(("-", IpAddr::from([0, 0, 0, 0])), |c| (c.request_id(), c.client.ip));
+    /// A refusal of the request head, before any route was chosen: always enforced.
+    pub fn of_head(ctx: &'a RequestCtx, version: Version, guard: &'static str, reject: &'a Reject) -> Self {
         Refusal {
-            stage,
+            stage: Stage::Head,
             guard,
             reject,
-            request_id,
-            client_ip,
-            route,
-            mode,
-            version: req.version(),
+            request_id: ctx.request_id(),
+            client_ip: ctx.client.ip,
+            route: None,
+            mode: Mode::Enforce,
+            version,
             passed: None,
-            elapsed: None,
+            elapsed: Some(ctx.started.elapsed()),
         }
     }
 }

@@ -14,15 +14,15 @@ use http::{header, HeaderValue, Request, Response, Uri, Version};
 use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::context::RequestCtx;
+use crate::context::Contextual;
 use crate::exchange::Exchange;
 use crate::guard::head::HeadLimits;
 use crate::guard::layer::apply;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
-use crate::rescue::{rescue, Refusal, Stage};
+use crate::rescue::{rescue, Refusal};
 use crate::rules::active::SharedRules;
-use crate::rules::{DefaultAction, Mode, RouteLookup};
+use crate::rules::{DefaultAction, RouteLookup};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -157,7 +157,7 @@ pub struct RouteService<S> {
     limits: HeadLimits,
 }
 
-impl<S> Service<Request<Body>> for RouteService<S>
+impl<S> Service<Contextual> for RouteService<S>
 where
     S: Service<Exchange, Response = Response<Body>, Error = Infallible>,
 {
@@ -169,11 +169,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, Contextual { ctx, req }: Contextual) -> Self::Future {
         // Refusals of the head, before a route is known: always enforced, and the rescue point
         // closes an HTTP/1 connection after them.
         let refuse = |req: &Request<Body>, r: Reject, metrics: &Metrics| {
-            let refusal = Refusal::of(req, Stage::Head, "route", &r, None, Mode::Enforce);
+            let refusal = Refusal::of_head(&ctx, req.version(), "route", &r);
             rescue(&refusal, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
         };
         let (mut parts, body) = req.into_parts();
@@ -229,11 +229,6 @@ where
                 (None, Some(Reject::NoRoute))
             }
             RouteLookup::NoRoute => (None, None),
-        };
-        // The context layer, outermost, put it there; `stack::build` is the proof.
-        let Some(ctx) = req.extensions_mut().remove::<RequestCtx>() else {
-            tracing::error!(target: "payguard::stack", "request reached the router without its context");
-            return Either::Left(std::future::ready(Ok(Reject::StateUnavailable.to_response(None, "-"))));
         };
         let mut ex = Exchange {
             req,
