@@ -8,6 +8,11 @@
 # Prints "http1 <instructions/request>" and "http2 <instructions/request>"; the callgrind files
 # stay in the printed directory for callgrind_annotate.
 set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+log() { echo "[callgrind] $*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=common.sh
+source "$ROOT/benches/load/common.sh"
 bin=$(realpath "$1")
 N=${2:-3000}
 D=$(mktemp -d /tmp/payguard-callgrind.XXXXXX)
@@ -22,16 +27,7 @@ events { worker_connections 1024; }
 http { access_log off; server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"ok":true}'; } } }
 NG
 nginx -c "$D/nginx.conf"
-cat >"$D/rules/00-bench.toml" <<R
-[defaults]
-ip_allow = ["127.0.0.0/8"]
-rate_limit = { key = "ip", rate = "1000000/s", burst = 1000000 }
-[[route]]
-name = "bench"
-match = { path = "/*", methods = ["GET", "HEAD"] }
-[route.validate]
-required_headers = ["User-Agent"]
-R
+guard_rules >"$D/rules/00-bench.toml"
 cat >"$D/payguard.toml" <<C
 [server]
 listen = "127.0.0.1:$PORT"

@@ -321,12 +321,9 @@ start_payguard_base() {
     start_payguard_bin payguard_base "$PAYGUARD_BASE_BIN" "$PAYGUARD_BASE_PORT" "$PAYGUARD_BASE_ADMIN_PORT"
 }
 
-# start_payguard_bin NAME BINARY PORT ADMIN_PORT
-start_payguard_bin() {
-    local name=$1 bin=$2 port=$3 admin=$4
-    mkdir -p "$TMP/rules"
-    if [[ $GUARD == 1 ]]; then
-        cat >"$TMP/rules/00-bench.toml" <<EOF
+# The GUARD=1 rules for payguard: the same three checks the peers get, all passing.
+guard_rules() {
+    cat <<EOF
 [defaults]
 ip_allow = ["127.0.0.0/8"]
 rate_limit = { key = "ip", rate = "1000000/s", burst = 1000000 }
@@ -339,6 +336,14 @@ match = { path = "/*", methods = ["GET", "HEAD"] }
 [route.validate]
 required_headers = ["User-Agent"]
 EOF
+}
+
+# start_payguard_bin NAME BINARY PORT ADMIN_PORT
+start_payguard_bin() {
+    local name=$1 bin=$2 port=$3 admin=$4
+    mkdir -p "$TMP/rules"
+    if [[ $GUARD == 1 ]]; then
+        guard_rules >"$TMP/rules/00-bench.toml"
     fi
     cat >"$TMP/$name.toml" <<EOF
 [server]
