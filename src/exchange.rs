@@ -71,6 +71,14 @@ pub fn passed(trail: &[Step]) -> String {
     out
 }
 
+/// A verified signature: which provider (`x-payguard-verified`) and which configured key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBy {
+    pub provider: &'static str,
+    /// As in the audit line: `secrets[0]`, a serial, a certificate URL. Never key material.
+    pub key_id: String,
+}
+
 pub struct Exchange {
     pub req: Request<Body>,
     /// When the first layer saw the request head.
@@ -85,8 +93,8 @@ pub struct Exchange {
     pub active: Arc<ActiveRules>,
     /// `None`: no route matched (the `[defaults]` apply).
     pub route: Option<Arc<Route>>,
-    /// Set by the signature guard: the provider whose signature verified (`x-payguard-verified`).
-    pub verified: Option<&'static str>,
+    /// Set by the signature guard: who signed the request.
+    pub verified: Option<VerifiedBy>,
     /// Set by the signature guard: the replay keys to reserve.
     pub replay: Option<ReplayClaim>,
     /// Set by the replay guard: the keys it reserved, settled by the answer.

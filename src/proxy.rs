@@ -228,7 +228,7 @@ impl Service<Exchange> for Proxy {
                 // Enforced: the rescue point always answers.
                 Ok(rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-")))
             };
-            let req = match this.prepare(req, &client, verified) {
+            let req = match this.prepare(req, &client, verified.map(|v| v.provider)) {
                 Ok(r) => r,
                 Err(r) => return reject(r),
             };

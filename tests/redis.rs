@@ -116,6 +116,26 @@ async fn replay_store_contract_holds_for_memory_and_redis() {
 }
 
 #[tokio::test]
+async fn failure_store_contract_holds_for_memory_and_redis() {
+    failure_store_contract(Arc::new(payguard::state::memory::MemoryFailureStore::new(1000))).await;
+    let redis = RedisServer::start().await;
+    let store = Arc::new(RedisStore::new(&[redis.url()], false, Duration::from_millis(500)).unwrap());
+    failure_store_contract(store.clone()).await;
+    // One key's state sits in one hash slot, and everything left carries a TTL.
+    let mut c = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("payguard:fl:{*").query_async(&mut c).await.unwrap();
+    assert!(!keys.is_empty());
+    for k in keys {
+        assert!(k.contains('{') && k.contains('}'), "{k} has no hash tag");
+        let ttl: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut c).await.unwrap();
+        assert!(ttl > 0, "{k} has no TTL ({ttl})");
+    }
+    // Another instance sees the ban.
+    let other = RedisStore::new(&[redis.url()], false, Duration::from_millis(500)).unwrap();
+    assert!(payguard::state::FailureStore::banned(&other, 3, 3).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn gcra_on_redis_decides_like_the_memory_limiter() {
     let redis = RedisServer::start().await;
     let spec = payguard::rules::RateLimitSpec {
@@ -431,5 +451,8 @@ async fn redis_cluster_backend_shares_replay_keys_and_limits() {
         allowed += usize::from(s.check(0xa, 0, gcra).await.unwrap() == RateDecision::Allowed);
     }
     assert_eq!(allowed, 7);
+    // Failure counts and bans: one script over three keys, in one hash slot.
+    failure_store_contract(store.clone()).await;
+    assert!(payguard::state::FailureStore::banned(&other, 3, 3).await.unwrap().is_some());
     assert!(store.ping().await.is_ok());
 }

@@ -7,6 +7,7 @@
 //!   dropped by the sweep; at the cap a new key is refused (`StoreError::Full`, so the route's
 //!   `on_state_error.rate_limit` decides) while every existing bucket is still enforced.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,9 @@ use dashmap::DashMap;
 type Hasher = foldhash::quality::RandomState;
 type Map<K, V> = DashMap<K, V, Hasher>;
 
-use super::{Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture};
+use super::{
+    Ban, FailurePolicy, FailureStore, Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture,
+};
 
 pub struct MemoryNonceStore {
     keys: Map<Box<str>, Instant>,
@@ -211,6 +214,177 @@ impl RateStore for MemoryRateStore {
     }
 }
 
+/// Failed attempts and bans in this process. See the module documentation.
+pub struct MemoryFailureStore {
+    keys: Map<(u64, u128), FailureEntry>,
+    count: AtomicUsize,
+    max_keys: usize,
+    epoch: Instant,
+}
+
+struct FailureEntry {
+    /// Times of the failures within the window, oldest first (ns since `epoch`); at most
+    /// `threshold` of them.
+    recent: VecDeque<u64>,
+    /// 0: not banned.
+    banned_until: u64,
+    /// Bans so far, remembered until `strikes_until`.
+    strikes: u32,
+    strikes_until: u64,
+    /// The entry may go once this has passed: no ban, no strike, no failure in its window.
+    keep_until: u64,
+    label: Box<str>,
+}
+
+impl MemoryFailureStore {
+    pub fn new(max_keys: usize) -> Self {
+        MemoryFailureStore { keys: Map::default(), count: AtomicUsize::new(0), max_keys, epoch: Instant::now() }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn ns(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub fn banned_at(&self, scope: u64, key: u128, at: Instant) -> Option<Duration> {
+        let now = self.nanos(at);
+        let e = self.keys.get(&(scope, key))?;
+        (e.banned_until > now).then(|| Duration::from_nanos(e.banned_until - now))
+    }
+
+    pub fn fail_at(
+        &self,
+        scope: u64,
+        key: u128,
+        label: &str,
+        policy: FailurePolicy,
+        at: Instant,
+    ) -> Result<Option<Duration>, StoreError> {
+        let now = self.nanos(at);
+        let full = self.count.load(Ordering::Relaxed) >= self.max_keys;
+        let mut e = match self.keys.entry((scope, key)) {
+            Entry::Occupied(e) => e.into_ref(),
+            Entry::Vacant(_) if full => return Err(StoreError::Full),
+            Entry::Vacant(v) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                v.insert(FailureEntry {
+                    recent: VecDeque::new(),
+                    banned_until: 0,
+                    strikes: 0,
+                    strikes_until: 0,
+                    keep_until: 0,
+                    label: label.into(),
+                })
+            }
+        };
+        if e.banned_until > now {
+            return Ok(None);
+        }
+        if e.strikes_until <= now {
+            e.strikes = 0;
+        }
+        let window = Self::ns(policy.window);
+        while e.recent.front().is_some_and(|&t| t.saturating_add(window) <= now) {
+            e.recent.pop_front();
+        }
+        e.recent.push_back(now);
+        let threshold = usize::try_from(policy.threshold.max(1)).unwrap_or(usize::MAX);
+        while e.recent.len() > threshold {
+            e.recent.pop_front();
+        }
+        if e.recent.len() < threshold {
+            e.keep_until = e.keep_until.max(now.saturating_add(window));
+            return Ok(None);
+        }
+        e.recent.clear();
+        e.strikes = e.strikes.saturating_add(1);
+        let ban = policy.ban_for(e.strikes);
+        e.banned_until = now.saturating_add(Self::ns(ban));
+        e.strikes_until = e.banned_until.saturating_add(Self::ns(policy.max_ban));
+        e.keep_until = e.keep_until.max(e.strikes_until);
+        Ok(Some(ban))
+    }
+
+    /// Every ban in force at `at`, longest left first, at most `limit`.
+    pub fn bans_at(&self, limit: usize, at: Instant) -> Vec<Ban> {
+        let now = self.nanos(at);
+        let mut out: Vec<Ban> = self
+            .keys
+            .iter()
+            .filter(|e| e.banned_until > now)
+            .map(|e| Ban {
+                scope: e.key().0,
+                key: e.key().1,
+                label: e.label.to_string(),
+                left: Duration::from_nanos(e.banned_until - now),
+                strike: e.strikes,
+            })
+            .collect();
+        out.sort_by_key(|b| std::cmp::Reverse(b.left));
+        out.truncate(limit);
+        out
+    }
+
+    pub fn lift_at(&self, scope: u64, key: u128, at: Instant) -> bool {
+        let now = self.nanos(at);
+        match self.keys.remove(&(scope, key)) {
+            Some((_, e)) => {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                e.banned_until > now
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the entries with nothing left to remember; returns how many remain.
+    pub fn sweep(&self, at: Instant) -> usize {
+        let now = self.nanos(at);
+        self.keys.retain(|_, e| e.keep_until > now);
+        let n = self.keys.len();
+        self.count.store(n, Ordering::Relaxed);
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl FailureStore for MemoryFailureStore {
+    fn banned_now(&self, scope: u64, key: u128) -> Option<Result<Option<Duration>, StoreError>> {
+        Some(Ok(self.banned_at(scope, key, Instant::now())))
+    }
+
+    fn banned<'a>(&'a self, scope: u64, key: u128) -> StoreFuture<'a, Option<Duration>> {
+        Box::pin(std::future::ready(Ok(self.banned_at(scope, key, Instant::now()))))
+    }
+
+    fn fail<'a>(
+        &'a self,
+        scope: u64,
+        key: u128,
+        label: &'a str,
+        policy: FailurePolicy,
+    ) -> StoreFuture<'a, Option<Duration>> {
+        Box::pin(std::future::ready(self.fail_at(scope, key, label, policy, Instant::now())))
+    }
+
+    fn bans(&self, limit: usize) -> StoreFuture<'_, Vec<Ban>> {
+        Box::pin(std::future::ready(Ok(self.bans_at(limit, Instant::now()))))
+    }
+
+    fn lift(&self, scope: u64, key: u128) -> StoreFuture<'_, bool> {
+        Box::pin(std::future::ready(Ok(self.lift_at(scope, key, Instant::now()))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -328,5 +502,114 @@ mod tests {
         assert_eq!(s.len(), 501);
         assert_eq!(s.sweep(later), 501, "hour-long buckets are not full again");
         assert_eq!(s.sweep(t0 + Duration::from_secs(7_201)), 0);
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const POLICY: FailurePolicy = FailurePolicy {
+        threshold: 3,
+        window: Duration::from_secs(600),
+        ban: Duration::from_secs(900),
+        ban_factor: 2,
+        max_ban: Duration::from_secs(3600),
+    };
+
+    fn mins(m: u64) -> Duration {
+        Duration::from_secs(60 * m)
+    }
+
+    #[test]
+    fn threshold_in_the_window_bans_and_bans_grow() {
+        let s = MemoryFailureStore::new(100);
+        let t0 = Instant::now();
+        assert_eq!(s.fail_at(1, 7, "203.0.113.7", POLICY, t0), Ok(None));
+        assert_eq!(s.fail_at(1, 7, "203.0.113.7", POLICY, t0 + mins(4)), Ok(None));
+        assert_eq!(s.banned_at(1, 7, t0 + mins(4)), None);
+        // The first failure has left the 10-minute window by minute 11: no ban yet.
+        assert_eq!(s.fail_at(1, 7, "203.0.113.7", POLICY, t0 + mins(11)), Ok(None));
+        // Three within ten minutes (4, 11, 12): banned for 15 minutes.
+        let t1 = t0 + mins(12);
+        assert_eq!(s.fail_at(1, 7, "203.0.113.7", POLICY, t1), Ok(Some(mins(15))));
+        assert_eq!(s.banned_at(1, 7, t1 + mins(5)), Some(mins(10)));
+        // Other keys and scopes are their own.
+        assert_eq!(s.banned_at(1, 8, t1), None);
+        assert_eq!(s.banned_at(2, 7, t1), None);
+        // Failures that were in flight when the ban began count for nothing.
+        assert_eq!(s.fail_at(1, 7, "203.0.113.7", POLICY, t1 + mins(1)), Ok(None));
+        let bans = s.bans_at(10, t1 + mins(5));
+        assert_eq!(bans.len(), 1);
+        assert_eq!((bans[0].label.as_str(), bans[0].strike, bans[0].left), ("203.0.113.7", 1, mins(10)));
+        // Over: the next three failures ban for twice as long, then the cap.
+        let t2 = t1 + mins(15);
+        assert_eq!(s.banned_at(1, 7, t2), None);
+        for i in 0..2 {
+            assert_eq!(s.fail_at(1, 7, "x", POLICY, t2 + mins(i)), Ok(None));
+        }
+        assert_eq!(s.fail_at(1, 7, "x", POLICY, t2 + mins(2)), Ok(Some(mins(30))));
+        let t3 = t2 + mins(32);
+        for i in 0..2 {
+            assert_eq!(s.fail_at(1, 7, "x", POLICY, t3 + mins(i)), Ok(None));
+        }
+        assert_eq!(s.fail_at(1, 7, "x", POLICY, t3 + mins(2)), Ok(Some(mins(60))));
+        // A key that stays clean for max_ban after its ban is forgiven: back to the first ban.
+        let t4 = t3 + mins(2) + mins(60) + mins(60);
+        for i in 0..2 {
+            assert_eq!(s.fail_at(1, 7, "x", POLICY, t4 + mins(i)), Ok(None));
+        }
+        assert_eq!(s.fail_at(1, 7, "x", POLICY, t4 + mins(2)), Ok(Some(mins(15))));
+    }
+
+    #[test]
+    fn lifting_forgives_and_the_sweep_forgets() {
+        let s = MemoryFailureStore::new(100);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            s.fail_at(1, 7, "k", POLICY, t0).unwrap();
+        }
+        assert!(s.banned_at(1, 7, t0).is_some());
+        assert!(s.lift_at(1, 7, t0));
+        assert!(!s.lift_at(1, 7, t0), "nothing left to lift");
+        assert_eq!(s.banned_at(1, 7, t0), None);
+        for _ in 0..2 {
+            s.fail_at(1, 7, "k", POLICY, t0).unwrap();
+        }
+        assert_eq!(s.fail_at(1, 7, "k", POLICY, t0), Ok(Some(mins(15))), "strikes were forgotten");
+        s.fail_at(2, 1, "one failure", POLICY, t0).unwrap();
+        assert_eq!(s.sweep(t0 + mins(9)), 2);
+        assert_eq!(s.sweep(t0 + mins(10)), 1, "the lone failure left its window");
+        // The banned key is kept through its ban and the strike memory after it.
+        assert_eq!(s.sweep(t0 + mins(15) + mins(59)), 1);
+        assert_eq!(s.sweep(t0 + mins(15) + mins(60)), 0);
+    }
+
+    #[test]
+    fn full_store_refuses_new_keys_and_keeps_counting_known_ones() {
+        let s = MemoryFailureStore::new(2);
+        let t0 = Instant::now();
+        s.fail_at(1, 1, "a", POLICY, t0).unwrap();
+        s.fail_at(1, 2, "b", POLICY, t0).unwrap();
+        assert_eq!(s.fail_at(1, 3, "c", POLICY, t0), Err(StoreError::Full));
+        s.fail_at(1, 1, "a", POLICY, t0).unwrap();
+        assert_eq!(s.fail_at(1, 1, "a", POLICY, t0), Ok(Some(mins(15))));
+    }
+
+    #[test]
+    fn concurrent_failures_start_one_ban() {
+        let s = Arc::new(MemoryFailureStore::new(100));
+        let policy = FailurePolicy { threshold: 5, ..POLICY };
+        let bans: usize = std::thread::scope(|scope| {
+            let hs: Vec<_> = (0..20)
+                .map(|_| {
+                    let s = s.clone();
+                    scope.spawn(move || usize::from(s.fail_at(1, 1, "k", policy, Instant::now()).unwrap().is_some()))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(bans, 1);
     }
 }

@@ -1,6 +1,6 @@
-//! State that outlives a request: replay keys (nonces) and rate-limit buckets. One instance
-//! keeps them in memory ([`memory`]); several instances share them
-//! through Redis ([`redis`]).
+//! State that outlives a request: replay keys (nonces), rate-limit buckets, and the failure
+//! counts and bans of `[[route.failure_limit]]`. One instance keeps them in memory
+//! ([`memory`]); several instances share them through Redis ([`redis`]).
 
 pub mod memory;
 pub mod redis;
@@ -70,4 +70,98 @@ pub trait RateStore: Send + Sync + 'static {
 
     /// Takes one cell from the bucket if one is available.
     fn check<'a>(&'a self, scope: u64, key: u128, gcra: Gcra) -> StoreFuture<'a, RateDecision>;
+}
+
+/// `[[route.failure_limit]]` as a store applies it: `threshold` failures within `window` ban the
+/// key for `ban`; each further ban of the same key lasts `ban_factor` times longer, up to
+/// `max_ban`. A key's count of bans is forgotten `max_ban` after its last ban ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    pub threshold: u32,
+    pub window: Duration,
+    pub ban: Duration,
+    pub ban_factor: u32,
+    pub max_ban: Duration,
+}
+
+impl FailurePolicy {
+    /// How long the key's `strike`-th ban lasts (1: the first).
+    pub fn ban_for(&self, strike: u32) -> Duration {
+        let mut len = self.ban;
+        if self.ban_factor > 1 {
+            // 64 doublings of even 1 ns pass any cap: no need to count further.
+            for _ in 1..strike.min(64) {
+                if len >= self.max_ban {
+                    break;
+                }
+                len = len.saturating_mul(self.ban_factor);
+            }
+        }
+        len.min(self.max_ban)
+    }
+}
+
+/// One ban in force, as the admin listener lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// The route's failure-limit scope (a fingerprint, as for rate limits).
+    pub scope: u64,
+    /// The banned key's digest within the scope.
+    pub key: u128,
+    /// What the key is, as safe to show: an IP address, or a truncated digest of a header or
+    /// field value (never the value itself).
+    pub label: String,
+    /// Time left.
+    pub left: Duration,
+    /// Which ban of this key it is (1: the first).
+    pub strike: u32,
+}
+
+/// Failure counts and bans per (scope, key). Counting and banning are atomic: of many
+/// concurrent failures of one key, exactly one starts its ban.
+pub trait FailureStore: Send + Sync + 'static {
+    /// The time left of the key's ban, when the store can tell without waiting; `None`: ask
+    /// [`Self::banned`].
+    fn banned_now(&self, scope: u64, key: u128) -> Option<Result<Option<Duration>, StoreError>>;
+
+    /// The time left of the key's ban; `None` when it is not banned.
+    fn banned<'a>(&'a self, scope: u64, key: u128) -> StoreFuture<'a, Option<Duration>>;
+
+    /// Counts one failed attempt. Returns the ban it started when it reached the threshold. A
+    /// failure of a key already banned (an attempt that was in flight when the ban began)
+    /// counts for nothing.
+    fn fail<'a>(
+        &'a self,
+        scope: u64,
+        key: u128,
+        label: &'a str,
+        policy: FailurePolicy,
+    ) -> StoreFuture<'a, Option<Duration>>;
+
+    /// Every ban in force (at most `limit`), longest left first.
+    fn bans(&self, limit: usize) -> StoreFuture<'_, Vec<Ban>>;
+
+    /// Lifts the key's ban and forgets its failures and earlier bans; whether it was banned.
+    fn lift(&self, scope: u64, key: u128) -> StoreFuture<'_, bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bans_grow_by_the_factor_up_to_the_cap() {
+        let p = FailurePolicy {
+            threshold: 5,
+            window: Duration::from_secs(600),
+            ban: Duration::from_secs(900),
+            ban_factor: 2,
+            max_ban: Duration::from_secs(3 * 3600),
+        };
+        let lens: Vec<u64> = (1..=6).map(|n| p.ban_for(n).as_secs()).collect();
+        assert_eq!(lens, [900, 1800, 3600, 7200, 10800, 10800]);
+        assert_eq!(p.ban_for(u32::MAX), p.max_ban);
+        let flat = FailurePolicy { ban_factor: 1, ..p };
+        assert_eq!(flat.ban_for(u32::MAX), Duration::from_secs(900));
+    }
 }

@@ -28,13 +28,57 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script};
 
-use super::{Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture};
+use super::{
+    Ban, FailurePolicy, FailureStore, Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture,
+};
 pub use crate::config::redis_url::{check_url, redact};
 
 /// Namespace of replay keys.
 pub const REPLAY_PREFIX: &str = "payguard:replay:";
 /// Namespace of rate-limit buckets.
 pub const RATE_PREFIX: &str = "payguard:rl:";
+/// Namespace of failure counts and bans: `payguard:fl:{<scope>:<key>}:w|b|s`, one hash slot per
+/// key (the braces), so one script can update all three on a cluster.
+pub const FAIL_PREFIX: &str = "payguard:fl:";
+/// The index of bans in force, for listing: member `<scope>:<key>`, score the ban's end (unix ms).
+pub const BANS_INDEX: &str = "payguard:fl:bans";
+
+/// One failed attempt. `KEYS[1]`: the failures in the window (sorted set, score = ms on Redis'
+/// clock); `KEYS[2]`: the ban (value = label, expires with the ban); `KEYS[3]`: the count of
+/// bans so far. `ARGV`: threshold, window (ms), first ban (ms), ban factor, max ban (ms), label,
+/// a member unique to this call. Returns `{0}` (no ban started) or `{ban ms, strike, end ms}`.
+/// The same decisions as the memory store's.
+pub const FAIL_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+if redis.call('PTTL', KEYS[2]) > 0 then return {0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local threshold = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local ban = tonumber(ARGV[3])
+local factor = tonumber(ARGV[4])
+local max_ban = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[7])
+local n = redis.call('ZCARD', KEYS[1])
+if n < threshold then
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {0}
+end
+redis.call('DEL', KEYS[1])
+local strike = redis.call('INCR', KEYS[3])
+local len = ban
+if factor > 1 then
+  for i = 2, math.min(strike, 64) do
+    if len >= max_ban then break end
+    len = len * factor
+  end
+end
+if len > max_ban then len = max_ban end
+redis.call('SET', KEYS[2], ARGV[6], 'PX', len)
+redis.call('PEXPIRE', KEYS[3], len + max_ban)
+return {len, strike, now + len}
+";
 
 /// GCRA on one bucket. `KEYS[1]`: the bucket, whose value is its theoretical arrival time (TAT)
 /// in µs on Redis' clock. `ARGV[1]`: emission interval T (µs); `ARGV[2]`: tolerance
@@ -82,6 +126,7 @@ pub struct RedisStore {
     conn: Conn,
     timeout: Duration,
     gcra: Script,
+    fail: Script,
     target: String,
 }
 
@@ -155,7 +200,7 @@ impl RedisStore {
                 .map_err(|e| RedisSetupError::Url { url: redact(first), message: e.to_string() })?;
             Conn::Single(manager)
         };
-        Ok(RedisStore { conn, timeout, gcra: Script::new(GCRA_SCRIPT), target })
+        Ok(RedisStore { conn, timeout, gcra: Script::new(GCRA_SCRIPT), fail: Script::new(FAIL_SCRIPT), target })
     }
 
     /// The node URL(s), credentials redacted.
@@ -263,6 +308,115 @@ impl RateStore for RedisStore {
 
     fn check<'a>(&'a self, scope: u64, key: u128, gcra: Gcra) -> StoreFuture<'a, RateDecision> {
         Box::pin(async move { self.gcra(&format!("{scope:016x}:{key:032x}"), gcra).await })
+    }
+}
+
+fn fail_keys(scope: u64, key: u128) -> [String; 3] {
+    let base = format!("{FAIL_PREFIX}{{{scope:016x}:{key:032x}}}");
+    [format!("{base}:w"), format!("{base}:b"), format!("{base}:s")]
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl FailureStore for RedisStore {
+    fn banned_now(&self, _scope: u64, _key: u128) -> Option<Result<Option<Duration>, StoreError>> {
+        None
+    }
+
+    fn banned<'a>(&'a self, scope: u64, key: u128) -> StoreFuture<'a, Option<Duration>> {
+        Box::pin(async move {
+            let [_, ban, _] = fail_keys(scope, key);
+            let left: i64 = self.query(redis::cmd("PTTL").arg(ban)).await?;
+            Ok(u64::try_from(left).ok().filter(|&ms| ms > 0).map(Duration::from_millis))
+        })
+    }
+
+    fn fail<'a>(
+        &'a self,
+        scope: u64,
+        key: u128,
+        label: &'a str,
+        policy: FailurePolicy,
+    ) -> StoreFuture<'a, Option<Duration>> {
+        Box::pin(async move {
+            let [window, ban, strikes] = fail_keys(scope, key);
+            let mut invocation = self.fail.key(window);
+            invocation.key(ban).key(strikes);
+            invocation
+                .arg(policy.threshold.max(1))
+                .arg(ms(policy.window))
+                .arg(ms(policy.ban))
+                .arg(policy.ban_factor.max(1))
+                .arg(ms(policy.max_ban))
+                .arg(label)
+                .arg(format!("{:016x}", fastrand::u64(..)));
+            let call = async {
+                match self.conn.clone() {
+                    Conn::Single(mut c) => invocation.invoke_async::<Vec<u64>>(&mut c).await,
+                    Conn::Cluster(mut c) => invocation.invoke_async::<Vec<u64>>(&mut c).await,
+                }
+            };
+            let answer = self.bounded(tokio::time::timeout(self.timeout, call).await)?;
+            let (len, end) = match answer.as_slice() {
+                [len, _strike, end] if *len > 0 => (*len, *end),
+                _ => return Ok(None),
+            };
+            // The index only lists bans; a lost update costs a line in the admin listing,
+            // never a ban (the ban key itself is already set).
+            let mut index = redis::cmd("ZADD");
+            index.arg(BANS_INDEX).arg(end).arg(format!("{scope:016x}:{key:032x}"));
+            if let Err(e) = self.query::<i64>(&index).await {
+                tracing::warn!(target: "payguard::failure_limit", error = %e, "could not index a ban for listing");
+            }
+            Ok(Some(Duration::from_millis(len)))
+        })
+    }
+
+    fn bans(&self, limit: usize) -> StoreFuture<'_, Vec<Ban>> {
+        Box::pin(async move {
+            let mut expired = redis::cmd("ZREMRANGEBYSCORE");
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            expired.arg(BANS_INDEX).arg("-inf").arg(now_ms);
+            let _: i64 = self.query(&expired).await?;
+            let mut list = redis::cmd("ZREVRANGE");
+            list.arg(BANS_INDEX).arg(0).arg(limit.saturating_sub(1));
+            let members: Vec<String> = self.query(&list).await?;
+            let mut out = Vec::with_capacity(members.len());
+            for member in members {
+                let Some((scope, key)) = member
+                    .split_once(':')
+                    .and_then(|(s, k)| Some((u64::from_str_radix(s, 16).ok()?, u128::from_str_radix(k, 16).ok()?)))
+                else {
+                    continue;
+                };
+                let [_, ban, strikes] = fail_keys(scope, key);
+                let label: Option<String> = self.query(redis::cmd("GET").arg(&ban)).await?;
+                let left: i64 = self.query(redis::cmd("PTTL").arg(&ban)).await?;
+                let strike: Option<u32> = self.query(redis::cmd("GET").arg(&strikes)).await?;
+                if let (Some(label), Ok(left)) = (label, u64::try_from(left)) {
+                    if left > 0 {
+                        let left = Duration::from_millis(left);
+                        out.push(Ban { scope, key, label, left, strike: strike.unwrap_or(1) });
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn lift(&self, scope: u64, key: u128) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let [window, ban, strikes] = fail_keys(scope, key);
+            let left: i64 = self.query(redis::cmd("PTTL").arg(&ban)).await?;
+            // One hash slot: one DEL for the three, on a cluster too.
+            let _: i64 = self.query(redis::cmd("DEL").arg(&window).arg(&ban).arg(&strikes)).await?;
+            let _: i64 = self.query(redis::cmd("ZREM").arg(BANS_INDEX).arg(format!("{scope:016x}:{key:032x}"))).await?;
+            Ok(left > 0)
+        })
     }
 }
 

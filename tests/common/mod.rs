@@ -622,3 +622,72 @@ pub async fn nonce_store_contract(store: std::sync::Arc<dyn payguard::state::Non
     }
     assert_eq!(winners, 1);
 }
+
+/// What every failure store must do, whatever keeps the counts (memory or Redis): `threshold`
+/// failures ban the key, keys and scopes are independent, a ban ends by itself, the next ban
+/// of the same key is longer, bans are listed with their label and lifted (which forgives), and
+/// of concurrent failures exactly one starts the ban.
+pub async fn failure_store_contract(store: std::sync::Arc<dyn payguard::state::FailureStore>) {
+    use payguard::state::FailurePolicy;
+    let policy = FailurePolicy {
+        threshold: 3,
+        window: Duration::from_secs(60),
+        ban: Duration::from_secs(1),
+        ban_factor: 3,
+        max_ban: Duration::from_secs(10),
+    };
+    let fail = |scope: u64, key: u128| {
+        let store = store.clone();
+        async move { store.fail(scope, key, "203.0.113.7", policy).await.unwrap() }
+    };
+    assert_eq!(fail(1, 7).await, None);
+    assert_eq!(fail(1, 7).await, None);
+    assert_eq!(store.banned(1, 7).await.unwrap(), None);
+    let first = fail(1, 7).await.expect("the third failure bans");
+    assert_eq!(first, Duration::from_secs(1));
+    let left = store.banned(1, 7).await.unwrap().expect("banned");
+    assert!(left <= first && left > Duration::ZERO, "{left:?}");
+    assert_eq!(store.banned(1, 8).await.unwrap(), None, "keys are independent");
+    assert_eq!(store.banned(2, 7).await.unwrap(), None, "scopes are independent");
+    assert_eq!(fail(1, 7).await, None, "a failure while banned starts nothing");
+
+    let bans = store.bans(10).await.unwrap();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!((bans[0].scope, bans[0].key, bans[0].label.as_str(), bans[0].strike), (1, 7, "203.0.113.7", 1));
+
+    let over = eventually(Duration::from_secs(5), || {
+        let store = store.clone();
+        async move { store.banned(1, 7).await.unwrap().is_none() }
+    })
+    .await;
+    assert!(over, "a ban ends by itself");
+    assert!(store.bans(10).await.unwrap().is_empty());
+    // The second ban of the same key: ban_factor times longer.
+    assert_eq!(fail(1, 7).await, None);
+    assert_eq!(fail(1, 7).await, None);
+    assert_eq!(fail(1, 7).await, Some(Duration::from_secs(3)));
+    assert_eq!(store.bans(10).await.unwrap()[0].strike, 2);
+    // Lifted: not banned, and forgiven (the next ban is a first one again).
+    assert!(store.lift(1, 7).await.unwrap());
+    assert!(!store.lift(1, 7).await.unwrap());
+    assert_eq!(store.banned(1, 7).await.unwrap(), None);
+    assert!(store.bans(10).await.unwrap().is_empty());
+    for _ in 0..2 {
+        assert_eq!(fail(1, 7).await, None);
+    }
+    assert_eq!(fail(1, 7).await, Some(Duration::from_secs(1)));
+
+    // Twenty failures at once against a threshold of five: one ban.
+    let many = FailurePolicy { threshold: 5, ban: Duration::from_secs(5), ..policy };
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.fail(3, 3, "k", many).await.unwrap().is_some() })
+        })
+        .collect();
+    let mut started = 0;
+    for t in tasks {
+        started += usize::from(t.await.unwrap());
+    }
+    assert_eq!(started, 1);
+}
