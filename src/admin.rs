@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminAccess;
 use crate::metrics::Metrics;
+use crate::state::FailureStore;
 
 /// Process-wide health facts, written by the parts that know them.
 #[derive(Debug, Default)]
@@ -91,7 +92,7 @@ pub fn handle<B>(
         return refused;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only (DELETE for /bans/<id>)\n".into());
     }
     match req.uri().path() {
         "/metrics" => {
@@ -106,11 +107,81 @@ pub fn handle<B>(
     }
 }
 
+/// How many bans `GET /bans` lists at most.
+const MAX_LISTED_BANS: usize = 1_000;
+
+/// `GET /bans`: the failure-limit bans in force. `DELETE /bans/<id>`: lifts one (and forgives the
+/// key's earlier failures and bans). `None`: not a `/bans` request.
+async fn bans<B>(
+    req: &Request<B>,
+    peer: IpAddr,
+    access: &AdminAccess,
+    failures: &dyn FailureStore,
+) -> Option<Response<Full<Bytes>>> {
+    let path = req.uri().path();
+    if path != "/bans" && !path.starts_with("/bans/") {
+        return None;
+    }
+    if let Some(refused) = refusal(req, peer, access) {
+        return Some(refused);
+    }
+    let unavailable = |e: crate::state::StoreError| {
+        respond(StatusCode::SERVICE_UNAVAILABLE, "application/json", json_error(&e.to_string()))
+    };
+    Some(match (req.method(), path.strip_prefix("/bans/")) {
+        (&Method::GET, None) => match failures.bans(MAX_LISTED_BANS).await {
+            Ok(list) => {
+                let bans: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|b| {
+                        let (route, key) = b.label.split_once('|').unwrap_or(("", b.label.as_str()));
+                        serde_json::json!({
+                            "id": format!("{:016x}:{:032x}", b.scope, b.key),
+                            "route": route,
+                            "key": key,
+                            "seconds_left": b.left.as_secs() + u64::from(b.left.subsec_nanos() > 0),
+                            "strike": b.strike,
+                        })
+                    })
+                    .collect();
+                respond(StatusCode::OK, "application/json", serde_json::json!({ "bans": bans }).to_string())
+            }
+            Err(e) => unavailable(e),
+        },
+        (&Method::DELETE, Some(id)) => {
+            let parsed = id
+                .split_once(':')
+                .and_then(|(s, k)| Some((u64::from_str_radix(s, 16).ok()?, u128::from_str_radix(k, 16).ok()?)));
+            match parsed {
+                None => respond(
+                    StatusCode::BAD_REQUEST,
+                    "application/json",
+                    json_error("a ban id is <scope>:<key> as GET /bans lists it"),
+                ),
+                Some((scope, key)) => match failures.lift(scope, key).await {
+                    Ok(lifted) => {
+                        tracing::info!(target: "payguard::admin", %peer, id, lifted, "ban lifted by an operator");
+                        let status = if lifted { StatusCode::OK } else { StatusCode::NOT_FOUND };
+                        respond(status, "application/json", serde_json::json!({ "lifted": lifted }).to_string())
+                    }
+                    Err(e) => unavailable(e),
+                },
+            }
+        }
+        _ => respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET /bans, DELETE /bans/<id>\n".into()),
+    })
+}
+
+fn json_error(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
 pub async fn serve(
     listener: TcpListener,
     access: Arc<AdminAccess>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    failures: Arc<dyn FailureStore>,
     shutdown: CancellationToken,
 ) {
     if let Ok(addr) = listener.local_addr() {
@@ -123,11 +194,18 @@ pub async fn serve(
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             () = shutdown.cancelled() => return,
         };
-        let (access, health, metrics) = (access.clone(), health.clone(), metrics.clone());
+        let (access, health, metrics, failures) = (access.clone(), health.clone(), metrics.clone(), failures.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let res = handle(&req, peer.ip(), &access, &health, &metrics);
-                async move { Ok::<_, Infallible>(res) }
+                let (access, health, metrics, failures) =
+                    (access.clone(), health.clone(), metrics.clone(), failures.clone());
+                async move {
+                    let res = match bans(&req, peer.ip(), &access, &*failures).await {
+                        Some(res) => res,
+                        None => handle(&req, peer.ip(), &access, &health, &metrics),
+                    };
+                    Ok::<_, Infallible>(res)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .http1_only()

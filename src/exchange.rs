@@ -71,6 +71,15 @@ pub fn passed(trail: &[Step]) -> String {
     out
 }
 
+/// One `[[route.failure_limit]]` key of this request: the rule (by position in the route),
+/// the key's digest in the store, and what the key is, as safe to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedKey {
+    pub rule: usize,
+    pub key: u128,
+    pub label: String,
+}
+
 /// A verified signature: which provider (`x-payguard-verified`) and which configured key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedBy {
@@ -99,6 +108,8 @@ pub struct Exchange {
     pub replay: Option<ReplayClaim>,
     /// Set by the replay guard: the keys it reserved, settled by the answer.
     pub reserved: Option<ReplayClaim>,
+    /// Set by the failure-limit guard: whose failures the answer may count.
+    pub failure_keys: Vec<CountedKey>,
 }
 
 impl Exchange {
@@ -165,6 +176,7 @@ impl Exchange {
             verified: None,
             replay: None,
             reserved: None,
+            failure_keys: Vec::new(),
         }
     }
 }

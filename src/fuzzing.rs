@@ -66,9 +66,8 @@ impl Stack {
         let rule_set = crate::rules::load_sources(rule_files).map_err(StackError::Rules)?;
         let rules: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(rule_set, 1)));
         let metrics = Arc::new(Metrics::new());
-        let nonces = Arc::new(crate::state::memory::MemoryNonceStore::new(config.state.max_replay_keys));
-        let buckets = Arc::new(crate::state::memory::MemoryRateStore::new(config.state.max_rate_keys));
-        let service = crate::stack::from_config(&config, rules, metrics.clone(), nonces, buckets);
+        let stores = crate::state::Stores::memory(&config.state);
+        let service = crate::stack::from_config(&config, rules, metrics.clone(), stores);
         Ok(Stack {
             service: BoxCloneSyncService::new(service),
             server: config.server,

@@ -122,7 +122,7 @@ async fn state_stores(
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
     stopped: &CancellationToken,
-) -> Result<(Arc<dyn state::NonceStore>, Arc<dyn state::RateStore>), StartError> {
+) -> Result<state::Stores, StartError> {
     match &config.backend {
         config::StateBackend::Memory => {
             let _ = health.state_backend.set("memory");
@@ -130,25 +130,32 @@ async fn state_stores(
             metrics.state_store_up.set(1);
             let nonces = Arc::new(state::memory::MemoryNonceStore::new(config.max_replay_keys));
             let buckets = Arc::new(state::memory::MemoryRateStore::new(config.max_rate_keys));
+            let failures = Arc::new(state::memory::MemoryFailureStore::new(config.max_failure_keys));
             spawn_until(stopped.clone(), {
-                let (nonces, buckets) = (nonces.clone(), buckets.clone());
+                let (nonces, buckets, failures) = (nonces.clone(), buckets.clone(), failures.clone());
+                let metrics = metrics.clone();
                 async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(10));
                     loop {
                         tick.tick().await;
                         // A pass over a million keys takes tens of milliseconds: not on a
                         // runtime thread.
-                        let (nonces, buckets) = (nonces.clone(), buckets.clone());
-                        let _ = tokio::task::spawn_blocking(move || {
+                        let (nonces, buckets, failures) = (nonces.clone(), buckets.clone(), failures.clone());
+                        let swept = tokio::task::spawn_blocking(move || {
                             let now = std::time::Instant::now();
                             nonces.sweep(now);
                             buckets.sweep(now);
+                            failures.sweep(now);
+                            failures.bans_at(usize::MAX, now).len()
                         })
                         .await;
+                        if let Ok(active) = swept {
+                            metrics.bans_active.set(i64::try_from(active).unwrap_or(i64::MAX));
+                        }
                     }
                 }
             });
-            Ok((nonces, buckets))
+            Ok(state::Stores { nonces, buckets, failures })
         }
         config::StateBackend::Redis { urls, cluster } => {
             let password = config.redis_password.as_ref().map(|p| p.0.as_str());
@@ -161,7 +168,7 @@ async fn state_stores(
                 tracing::info!(target: "payguard::state", redis = %store.target(), cluster = *cluster, "state store connected");
             }
             spawn_until(stopped.clone(), watch_state_store(store.clone(), health.clone(), metrics.clone(), up));
-            Ok((store.clone(), store))
+            Ok(state::Stores { nonces: store.clone(), buckets: store.clone(), failures: store })
         }
     }
 }
@@ -192,9 +199,14 @@ async fn watch_state_store(store: Arc<state::redis::RedisStore>, health: Arc<Hea
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    loop {
+    for n in 1u64.. {
         tick.tick().await;
         up = report_state(&store, &health, &metrics, Some(up)).await;
+        if up && n % 10 == 0 {
+            if let Ok(active) = store.active_bans().await {
+                metrics.bans_active.set(i64::try_from(active).unwrap_or(i64::MAX));
+            }
+        }
     }
 }
 
@@ -237,19 +249,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let listener = bind_client_listener(config.server.listen, config.server.send_buffer)?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
+    let stores = state_stores(&config.state, &health, &metrics, &stopped).await?;
     let admin_addr = match config.server.admin_listen {
         Some(a) => {
             let l = bind(a).await?;
             let local = l.local_addr().map_err(|source| StartError::Bind { addr: a, source })?;
             let access = Arc::new(config.server.admin.clone());
-            tokio::spawn(admin::serve(l, access, health.clone(), metrics.clone(), stopped.clone()));
+            tokio::spawn(admin::serve(
+                l,
+                access,
+                health.clone(),
+                metrics.clone(),
+                stores.failures.clone(),
+                stopped.clone(),
+            ));
             Some(local)
         }
         None => None,
     };
 
-    let (nonces, buckets) = state_stores(&config.state, &health, &metrics, &stopped).await?;
-    let service = stack::from_config(&config, shared.clone(), metrics.clone(), nonces, buckets);
+    let service = stack::from_config(&config, shared.clone(), metrics.clone(), stores.clone());
 
     let server = server::Server {
         listener,

@@ -96,6 +96,10 @@ pub struct Metrics {
     pub response_bytes: Counter<u64, AtomicU64>,
     /// 1 while the state store answers (always 1 for the memory backend), else 0.
     pub state_store_up: Gauge,
+    /// `[[route.failure_limit]]`: failed attempts counted, bans started, bans in force.
+    pub failures: Family<RouteLabels, Counter>,
+    pub bans: Family<RouteLabels, Counter>,
+    pub bans_active: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +135,9 @@ impl Metrics {
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
             state_store_up: Gauge::default(),
+            failures: Family::default(),
+            bans: Family::default(),
+            bans_active: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("requests", "Requests answered, by route and status", m.requests.clone());
@@ -166,6 +173,9 @@ impl Metrics {
         r.register("certificate_reloads", "Certificate reload attempts, by result", m.cert_reloads.clone());
         r.register("rule_reloads", "Rule reload attempts, by result", m.rule_reloads.clone());
         r.register("decisions", "Guard decisions, by route, guard and decision", m.decisions.clone());
+        r.register("failures", "Failed attempts counted by failure limits, by route", m.failures.clone());
+        r.register("bans", "Bans started by failure limits, by route", m.bans.clone());
+        r.register("bans_active", "Failure-limit bans in force", m.bans_active.clone());
         r.register(
             "signature_clock_skew_seconds",
             "Absolute clock skew of verified signatures",
@@ -226,6 +236,15 @@ impl Metrics {
         self.signature_skew
             .get_or_create(&RouteLabels { route: route.clone() })
             .observe(skew_secs.unsigned_abs() as f64);
+    }
+
+    /// A failed attempt counted by a failure limit; `banned`: it started a ban.
+    pub fn failure(&self, route: &RouteLabel, banned: bool) {
+        let labels = RouteLabels { route: route.clone() };
+        self.failures.get_or_create(&labels).inc();
+        if banned {
+            self.bans.get_or_create(&labels).inc();
+        }
     }
 
     pub fn decision(&self, route: &RouteLabel, guard: &'static str, decision: &'static str) {

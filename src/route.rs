@@ -242,6 +242,7 @@ where
             verified: None,
             replay: None,
             reserved: None,
+            failure_keys: Vec::new(),
         };
         if let Some(r) = refused {
             if let Some(res) = apply("route", &r, &mut ex, &self.metrics) {

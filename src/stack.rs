@@ -9,6 +9,7 @@ use tower::ServiceBuilder;
 use crate::client_ip::TrustedProxies;
 use crate::context::ContextLayer;
 use crate::guard::body::BufferGuard;
+use crate::guard::failure_limit::FailureLimitGuard;
 use crate::guard::head::HeadLimits;
 use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
@@ -28,6 +29,7 @@ pub struct StackParts {
     pub nonces: Arc<dyn crate::state::NonceStore>,
     /// In memory, or on the shared store (`[state] backend = "redis"`).
     pub rate_limit: RateLimitGuard,
+    pub failure_limit: FailureLimitGuard,
     pub proxy: Proxy,
     /// `[server] max_uri_len` and `max_header_size`, enforced by the route layer.
     pub head_limits: HeadLimits,
@@ -56,8 +58,7 @@ pub fn from_config(
     config: &crate::config::Config,
     rules: SharedRules,
     metrics: Arc<Metrics>,
-    nonces: Arc<dyn crate::state::NonceStore>,
-    buckets: Arc<dyn crate::state::RateStore>,
+    stores: crate::state::Stores,
 ) -> impl tower::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<crate::context::LoggedBody>,
@@ -70,10 +71,11 @@ pub fn from_config(
     build(StackParts {
         trusted: Arc::new(TrustedProxies::new(config.client_ip.trusted_proxies.clone())),
         proxy: Proxy::new(&config.upstream, metrics.clone()),
-        rate_limit: RateLimitGuard::new(buckets, metrics.clone()),
+        rate_limit: RateLimitGuard::new(stores.buckets, metrics.clone()),
+        failure_limit: FailureLimitGuard::new(stores.failures, metrics.clone()),
         metrics,
         rules,
-        nonces,
+        nonces: stores.nonces,
         head_limits: HeadLimits {
             max_uri_len: config.server.max_uri_len,
             max_header_size: config.server.max_header_size,
@@ -110,6 +112,10 @@ pub fn build(
         .layer(GuardLayer::new(HeaderGuard, m.clone()))
         // Read the body only now, and only for routes that need it; cap it either way.
         .layer(GuardLayer::new(BufferGuard, m.clone()))
+        // A key banned for repeated failures is refused before any verification work (its key
+        // may be a body field, hence after the buffer); the answer is classified on the way
+        // back and its failures counted.
+        .layer(GuardLayer::new(parts.failure_limit, m.clone()))
         // Who sent it, proven on the exact raw bytes; refuses before any state is touched.
         .layer(GuardLayer::new(SignatureGuard::new(m.clone()), m.clone()))
         // Only authenticated requests may reserve a replay key (no store flooding by forgers);

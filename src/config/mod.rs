@@ -192,6 +192,10 @@ pub struct StateConfig {
     /// new client's request gets the route's `on_state_error.rate_limit`; known clients are
     /// still limited.
     pub max_rate_keys: usize,
+    /// Keys the memory backend tracks for `[[route.failure_limit]]` at most (about 150 bytes
+    /// each). At the cap a new key's failure gets the route's `on_state_error.failure_limit`;
+    /// known keys are still counted and banned.
+    pub max_failure_keys: usize,
     /// Overrides any password in `redis_url`, so none need be written into the file.
     pub redis_password: Option<RedisPassword>,
 }
@@ -199,6 +203,7 @@ pub struct StateConfig {
 pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
 pub const DEFAULT_MAX_REPLAY_KEYS: usize = 10_000_000;
 pub const DEFAULT_MAX_RATE_KEYS: usize = 10_000_000;
+pub const DEFAULT_MAX_FAILURE_KEYS: usize = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -549,6 +554,8 @@ impl Checker<'_> {
         let max_replay_keys =
             self.count(st.max_replay_keys, DEFAULT_MAX_REPLAY_KEYS, 1_000, 1_000_000_000, "max_replay_keys");
         let max_rate_keys = self.count(st.max_rate_keys, DEFAULT_MAX_RATE_KEYS, 1_000, 1_000_000_000, "max_rate_keys");
+        let max_failure_keys =
+            self.count(st.max_failure_keys, DEFAULT_MAX_FAILURE_KEYS, 1_000, 1_000_000_000, "max_failure_keys");
         let redis_password = st.redis_password.and_then(|v| {
             match crate::files::resolve_secret(v.get_ref(), self.base).map(String::from_utf8) {
                 Ok(Ok(p)) if !p.is_empty() => Some(RedisPassword(p)),
@@ -573,7 +580,7 @@ impl Checker<'_> {
                 }
             },
         };
-        StateConfig { backend, timeout, max_replay_keys, max_rate_keys, redis_password }
+        StateConfig { backend, timeout, max_replay_keys, max_rate_keys, max_failure_keys, redis_password }
     }
 
     fn log(&mut self, l: RawLog) -> LogConfig {

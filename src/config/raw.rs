@@ -79,6 +79,7 @@ pub struct RawState {
     pub timeout: Option<Spanned<String>>,
     pub max_replay_keys: Option<Spanned<i64>>,
     pub max_rate_keys: Option<Spanned<i64>>,
+    pub max_failure_keys: Option<Spanned<i64>>,
     pub redis_password: Option<Spanned<String>>,
 }
 

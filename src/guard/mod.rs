@@ -4,6 +4,7 @@
 //! table is pinned by a unit test because providers, shops and dashboards depend on it.
 
 pub mod body;
+pub mod failure_limit;
 pub mod head;
 pub mod ip;
 pub mod layer;
@@ -52,6 +53,9 @@ pub enum Reject {
     Replay,
     #[error("rate limit exceeded")]
     RateLimited { limit: u64, reset: Duration },
+    /// `[[route.failure_limit]]`: the key failed too often and is banned for `left`.
+    #[error("too many failed attempts; try again later")]
+    TooManyFailures { left: Duration },
     #[error("the shop backend is unavailable")]
     UpstreamUnavailable,
     #[error("the shop backend did not answer in time")]
@@ -75,7 +79,7 @@ impl Reject {
             Reject::SignatureInvalid { .. } | Reject::StaleTimestamp { .. } | Reject::Replay => {
                 StatusCode::UNAUTHORIZED
             }
-            Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::RateLimited { .. } | Reject::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -98,6 +102,7 @@ impl Reject {
             Reject::StaleTimestamp { .. } => "stale_timestamp",
             Reject::Replay => "replay",
             Reject::RateLimited { .. } => "rate_limited",
+            Reject::TooManyFailures { .. } => "too_many_failures",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::StateUnavailable => "state_unavailable",
@@ -144,6 +149,10 @@ impl Reject {
                 h.insert("ratelimit-remaining", HeaderValue::from(0u64));
                 h.insert("ratelimit-reset", HeaderValue::from(secs.max(1)));
             }
+            Reject::TooManyFailures { left } => {
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
             _ => {}
         }
         res
@@ -183,6 +192,7 @@ mod tests {
             (Reject::StaleTimestamp { skew_secs: 1 }, 401, "stale_timestamp"),
             (Reject::Replay, 401, "replay"),
             (Reject::RateLimited { limit: 1, reset: Duration::from_secs(1) }, 429, "rate_limited"),
+            (Reject::TooManyFailures { left: Duration::from_secs(1) }, 429, "too_many_failures"),
             (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Reject::UpstreamTimeout, 504, "upstream_timeout"),
             (Reject::StateUnavailable, 503, "state_unavailable"),
@@ -212,12 +222,13 @@ mod tests {
                 Reject::UpstreamUnavailable => 14,
                 Reject::UpstreamTimeout => 15,
                 Reject::StateUnavailable => 16,
+                Reject::TooManyFailures { .. } => 17,
             }
         }
         let mut covered: Vec<usize> = table.iter().map(|(r, _, _)| index(r)).collect();
         covered.sort_unstable();
         covered.dedup();
-        assert_eq!(covered, (0..=16).collect::<Vec<_>>(), "every Reject has a row");
+        assert_eq!(covered, (0..=17).collect::<Vec<_>>(), "every Reject has a row");
     }
 
     #[tokio::test]
@@ -251,5 +262,7 @@ mod tests {
         assert_eq!(res.headers()["ratelimit-limit"], "10");
         assert_eq!(res.headers()["ratelimit-remaining"], "0");
         assert_eq!(res.headers()["ratelimit-reset"], "2");
+        let res = Reject::TooManyFailures { left: Duration::from_millis(90_500) }.to_response(Some("r"), "id");
+        assert_eq!((res.status().as_u16(), &res.headers()[header::RETRY_AFTER]), (429, &HeaderValue::from(91u64)));
     }
 }

@@ -29,13 +29,13 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 const STANDARD_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     src: &'a Source,
     diags: &'a mut Vec<Diag>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
         self.diags.push(self.src.diag(span, message));
     }
 }
@@ -246,6 +246,10 @@ fn compile_route(
         Some(None) => return None,
         None => (None, None),
     };
+    let failure_limits = r
+        .failure_limit
+        .map(|list| super::failure_limit::compile(cx, &name, methods.as_deref(), list))
+        .unwrap_or_default();
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
         name: Arc::from(name),
@@ -260,6 +264,7 @@ fn compile_route(
         validate,
         signature,
         verifier,
+        failure_limits,
         fingerprint,
         methods,
         allow: None,
@@ -433,6 +438,7 @@ fn on_state_error(cx: &mut Ctx<'_>, o: RawOnStateError) -> OnStateError {
     let mut out = OnStateError::default();
     fail_mode(cx, o.replay.as_ref(), &mut out.replay);
     fail_mode(cx, o.rate_limit.as_ref(), &mut out.rate_limit);
+    fail_mode(cx, o.failure_limit.as_ref(), &mut out.failure_limit);
     out
 }
 
@@ -657,7 +663,7 @@ fn field(cx: &mut Ctx<'_>, f: Spanned<RawField>) -> Option<FieldRule> {
 }
 
 /// RFC 6901: `~` only as `~0` or `~1`.
-fn valid_pointer(p: &str) -> bool {
+pub(super) fn valid_pointer(p: &str) -> bool {
     let b = p.as_bytes();
     b.iter().enumerate().all(|(i, &c)| c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
 }
@@ -934,7 +940,10 @@ max_body = "64KiB"
         assert_eq!(i.rate_limit, d.rate_limit);
         assert_eq!(i.rate_limit.as_ref().unwrap().burst, 100);
         assert_eq!(i.mode, Mode::Enforce);
-        assert_eq!(i.on_state_error, OnStateError { replay: FailMode::Closed, rate_limit: FailMode::Open });
+        assert_eq!(
+            i.on_state_error,
+            OnStateError { replay: FailMode::Closed, rate_limit: FailMode::Open, ..Default::default() }
+        );
         assert_eq!(o.max_body, 1000);
         assert!(o.ip_deny.is_empty());
         assert!(!o.ip_allow.as_ref().unwrap().contains("8.8.8.8".parse().unwrap()));
@@ -942,7 +951,10 @@ max_body = "64KiB"
         assert_eq!(rl.key, RateKey::Header(HeaderName::from_static("x-api-key")));
         assert_eq!(rl.rate.per, Duration::from_secs(60));
         assert_eq!(rl.burst, 600, "burst defaults to the rate's count");
-        assert_eq!(o.on_state_error, OnStateError { replay: FailMode::Open, rate_limit: FailMode::Closed });
+        assert_eq!(
+            o.on_state_error,
+            OnStateError { replay: FailMode::Open, rate_limit: FailMode::Closed, ..Default::default() }
+        );
         assert_eq!(o.mode, Mode::Monitor);
         assert_eq!(v.max_body, 64 * 1024);
         assert!(!v.needs_body());

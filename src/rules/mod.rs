@@ -15,6 +15,7 @@
 pub mod active;
 pub mod compile;
 pub mod diag;
+pub mod failure_limit;
 pub mod ipmatch;
 pub mod raw;
 pub mod router;
@@ -22,6 +23,7 @@ pub mod validate;
 pub mod watch;
 
 pub use diag::Diagnostic;
+pub use failure_limit::{FailureKey, FailureLimit, JsonMatch, StatusMatch};
 pub use ipmatch::IpMatcher;
 pub use validate::{Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
 
@@ -69,11 +71,13 @@ pub struct OnStateError {
     pub replay: FailMode,
     /// Rate-limit store unreachable; default [`FailMode::Open`].
     pub rate_limit: FailMode,
+    /// Failure-limit store unreachable or full; default [`FailMode::Open`].
+    pub failure_limit: FailMode,
 }
 
 impl Default for OnStateError {
     fn default() -> Self {
-        OnStateError { replay: FailMode::Closed, rate_limit: FailMode::Open }
+        OnStateError { replay: FailMode::Closed, rate_limit: FailMode::Open, failure_limit: FailMode::Open }
     }
 }
 
@@ -224,6 +228,8 @@ pub struct Route {
     pub signature: Option<RawSignature>,
     /// The compiled verifier for `signature` (keys loaded at rule load).
     pub verifier: Option<Arc<crate::signature::Signature>>,
+    /// `[[route.failure_limit]]`, in file order.
+    pub failure_limits: Vec<FailureLimit>,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,
@@ -256,9 +262,12 @@ impl Route {
         HeaderValue::from_str(&joined).ok()
     }
 
-    /// Whether the body must be buffered: body validation (schema or fields) or a signature.
+    /// Whether the body must be buffered: body validation (schema or fields), a signature, or
+    /// a failure limit keyed by a body field.
     pub fn needs_body(&self) -> bool {
-        self.signature.is_some() || self.validate.as_ref().is_some_and(Validate::needs_body)
+        self.signature.is_some()
+            || self.validate.as_ref().is_some_and(Validate::needs_body)
+            || self.failure_limits.iter().any(|f| f.key.needs_body())
     }
 }
 

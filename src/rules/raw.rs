@@ -78,6 +78,50 @@ pub struct RawRoute {
     pub validate: Option<Spanned<RawValidate>>,
     /// `[route.signature]`: every provider's keys, typed, with spans.
     pub signature: Option<Spanned<crate::signature::SignatureTable>>,
+    /// `[[route.failure_limit]]`.
+    pub failure_limit: Option<Spanned<Vec<Spanned<RawFailureLimit>>>>,
+}
+
+/// One `[[route.failure_limit]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailureLimit {
+    /// `"ip"` (default), `"header:<name>"`, `"json:<pointer>"`, `"form:<field>"`.
+    pub key: Option<Spanned<String>>,
+    /// What makes an answer a failed attempt.
+    pub failure: Spanned<RawFailure>,
+    /// Failures within `window` that ban the key.
+    pub threshold: Spanned<i64>,
+    /// The sliding window.
+    pub window: Spanned<String>,
+    /// The first ban.
+    pub ban: Spanned<String>,
+    /// Each further ban is this many times longer (default 2).
+    pub ban_factor: Option<Spanned<i64>>,
+    /// The longest ban (default 24h).
+    pub max_ban: Option<Spanned<String>>,
+}
+
+/// `failure = { status, json }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailure {
+    /// `"402"` or a class such as `"4xx"`.
+    pub status: Option<SpannedList>,
+    /// A field of the backend's JSON answer.
+    pub json: Option<Spanned<RawJsonMatch>>,
+}
+
+/// `json = { at, equals | not }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonMatch {
+    /// JSON pointer into the answer.
+    pub at: Spanned<String>,
+    /// A failure when the field equals this.
+    pub equals: Option<Spanned<toml::Value>>,
+    /// A failure when the field is present and differs from this.
+    pub not: Option<Spanned<toml::Value>>,
 }
 
 /// `match = { … }`.
@@ -100,6 +144,8 @@ pub struct RawOnStateError {
     pub replay: Option<Spanned<String>>,
     /// `"fail_open"` (default) or `"fail_closed"`.
     pub rate_limit: Option<Spanned<String>>,
+    /// `"fail_open"` (default) or `"fail_closed"`.
+    pub failure_limit: Option<Spanned<String>>,
 }
 
 /// `[route.validate]`.

@@ -9,6 +9,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// The stores the guards share, chosen once at start from `[state]`.
+#[derive(Clone)]
+pub struct Stores {
+    pub nonces: std::sync::Arc<dyn NonceStore>,
+    pub buckets: std::sync::Arc<dyn RateStore>,
+    pub failures: std::sync::Arc<dyn FailureStore>,
+}
+
+impl Stores {
+    /// Memory stores with the given caps and no upkeep (tests, fuzzing).
+    pub fn memory(config: &crate::config::StateConfig) -> Stores {
+        Stores {
+            nonces: std::sync::Arc::new(memory::MemoryNonceStore::new(config.max_replay_keys)),
+            buckets: std::sync::Arc::new(memory::MemoryRateStore::new(config.max_rate_keys)),
+            failures: std::sync::Arc::new(memory::MemoryFailureStore::new(config.max_failure_keys)),
+        }
+    }
+}
+
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

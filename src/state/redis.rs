@@ -226,6 +226,11 @@ impl RedisStore {
         self.bounded(tokio::time::timeout(self.timeout, call).await)
     }
 
+    /// Failure-limit bans in force, by the listing index (for the gauge).
+    pub async fn active_bans(&self) -> Result<u64, StoreError> {
+        self.query(redis::cmd("ZCOUNT").arg(BANS_INDEX).arg(unix_ms()).arg("+inf")).await
+    }
+
     /// One round trip: does the store answer?
     pub async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
@@ -316,6 +321,12 @@ fn fail_keys(scope: u64, key: u128) -> [String; 3] {
     [format!("{base}:w"), format!("{base}:b"), format!("{base}:s")]
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -377,10 +388,7 @@ impl FailureStore for RedisStore {
     fn bans(&self, limit: usize) -> StoreFuture<'_, Vec<Ban>> {
         Box::pin(async move {
             let mut expired = redis::cmd("ZREMRANGEBYSCORE");
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            expired.arg(BANS_INDEX).arg("-inf").arg(now_ms);
+            expired.arg(BANS_INDEX).arg("-inf").arg(unix_ms());
             let _: i64 = self.query(&expired).await?;
             let mut list = redis::cmd("ZREVRANGE");
             list.arg(BANS_INDEX).arg(0).arg(limit.saturating_sub(1));

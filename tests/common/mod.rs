@@ -44,7 +44,8 @@ impl Seen {
 ///
 /// Paths (anywhere below a prefix): `…/status/NNN` answers NNN; `…/gate` answers only after [`Backend::open_gate`]; `…/hang` never answers;
 /// `/download?bytes=N` streams N bytes (first chunk at once, the rest after the gate opens when
-/// `gated=1`); anything else answers 200 `{"ok":true}` after reading the whole body.
+/// `gated=1`); `…/echo` answers 200 with the request's body (as JSON); anything else answers 200
+/// `{"ok":true}` after reading the whole body.
 #[derive(Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
@@ -125,7 +126,7 @@ impl Backend {
             headers: parts.headers.clone(),
             body_len: len,
             body_sha256: hex::encode(hasher.finalize()),
-            body: kept,
+            body: kept.clone(),
         });
         if path == "/download" {
             let total: u64 = query.get("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -136,7 +137,8 @@ impl Backend {
             res.headers_mut().insert("content-type", "application/octet-stream".parse().unwrap());
             return res;
         }
-        let mut res = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
+        let answer = if path.ends_with("/echo") { Bytes::from(kept) } else { Bytes::from_static(b"{\"ok\":true}") };
+        let mut res = Response::new(Full::new(answer).boxed());
         // `/status/NNN...` answers NNN: for tests of what payguard does with backend failures.
         *res.status_mut() = path
             .split_once("/status/")
@@ -359,14 +361,16 @@ pub async fn json(res: reqwest::Response) -> serde_json::Value {
 
 /// GET on the plain-HTTP admin listener.
 pub async fn admin_get(admin: SocketAddr, path: &str) -> reqwest::Response {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(rustls_client(&[], &[]))
-        .build()
-        .unwrap()
-        .get(format!("http://{admin}{path}"))
-        .send()
-        .await
-        .unwrap()
+    admin_client().get(format!("http://{admin}{path}")).send().await.unwrap()
+}
+
+/// DELETE on the plain-HTTP admin listener.
+pub async fn admin_delete(admin: SocketAddr, path: &str) -> reqwest::Response {
+    admin_client().delete(format!("http://{admin}{path}")).send().await.unwrap()
+}
+
+fn admin_client() -> reqwest::Client {
+    reqwest::Client::builder().use_preconfigured_tls(rustls_client(&[], &[])).build().unwrap()
 }
 
 /// A real `redis-server` on 127.0.0.1 (no persistence), started by the test and killed when

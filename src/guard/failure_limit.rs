@@ -1,0 +1,391 @@
+//! `[[route.failure_limit]]`: a key (client IP, a header, a field of the request) that failed
+//! too often is banned. The request phase refuses a banned key before anything is forwarded
+//! (429 `too_many_failures`, `Retry-After`); the response phase classifies the backend's answer
+//! (by status, or by a field of its JSON body) and counts the failures, which may start a ban.
+//! Counts and bans live in the `FailureStore` (memory, or Redis shared by every instance).
+//!
+//! A key the request does not carry (no such header or field) is not counted: there is nobody to
+//! ban. Keys are stored as digests; logs show the IP, or the key's kind with 8 hex digits of its
+//! digest, never a header or field value.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Response};
+use http_body_util::BodyExt as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::body::Body;
+use crate::exchange::{CountedKey, Exchange};
+use crate::guard::layer::{Guard, Responded, Verdict};
+use crate::guard::Reject;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::rules::{FailMode, FailureKey, FailureLimit, Route};
+use crate::state::{FailurePolicy, FailureStore, StoreError};
+
+const NAME: &str = "failure_limit";
+
+/// The largest answer read to classify it by a JSON field (by its declared Content-Length).
+pub const MAX_CLASSIFIED_ANSWER: u64 = 64 * 1024;
+
+#[derive(Clone)]
+pub struct FailureLimitGuard {
+    store: Arc<dyn FailureStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl FailureLimitGuard {
+    pub fn new(store: Arc<dyn FailureStore>, metrics: Arc<Metrics>) -> Self {
+        FailureLimitGuard { store, metrics }
+    }
+}
+
+/// The store's view of a rule.
+pub fn policy(rule: &FailureLimit) -> FailurePolicy {
+    FailurePolicy {
+        threshold: rule.threshold,
+        window: rule.window,
+        ban: rule.ban,
+        ban_factor: rule.ban_factor,
+        max_ban: rule.max_ban,
+    }
+}
+
+/// The request's key for `key`, with its label; `None` when the request does not carry it.
+pub fn counted_key(
+    key: &FailureKey,
+    client: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<(u128, String)> {
+    let value: Vec<u8> = match key {
+        FailureKey::Ip => return Some((super::rate_limit::ip_key(client), client.to_string())),
+        FailureKey::Header(name) => {
+            let mut values = headers.get_all(name).iter().peekable();
+            values.peek()?;
+            let mut framed = Vec::new();
+            for v in values {
+                framed.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                framed.extend_from_slice(v.as_bytes());
+            }
+            framed
+        }
+        FailureKey::Json(pointer) => {
+            let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+            match doc.pointer(pointer)? {
+                serde_json::Value::String(s) if !s.is_empty() => s.clone().into_bytes(),
+                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string().into_bytes(),
+                _ => return None,
+            }
+        }
+        FailureKey::Form(field) => {
+            let (_, v) = form_urlencoded::parse(body).find(|(k, _)| k == field.as_str())?;
+            if v.is_empty() {
+                return None;
+            }
+            v.into_owned().into_bytes()
+        }
+    };
+    let spec = key.spec();
+    let digest = Sha256::new().chain_update(spec.as_bytes()).chain_update([0xff]).chain_update(&value).finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    Some((u128::from_be_bytes(first), format!("{spec}#{}", hex::encode(&digest[..4]))))
+}
+
+type Checked = (Exchange, Result<(), Reject>);
+
+/// What the request phase decides from the bans it found.
+struct Decide {
+    fail_mode: FailMode,
+    label: RouteLabel,
+    metrics: Arc<Metrics>,
+}
+
+impl Decide {
+    fn outcome(&self, answers: impl IntoIterator<Item = Result<Option<Duration>, StoreError>>) -> Result<(), Reject> {
+        let mut longest: Option<Duration> = None;
+        for answer in answers {
+            match answer {
+                Ok(Some(left)) => longest = Some(longest.map_or(left, |l| l.max(left))),
+                Ok(None) => {}
+                Err(e) if self.fail_mode == FailMode::Open => {
+                    tracing::debug!(target: "payguard::failure_limit", error = %e, "failure-limit store unavailable; failing open");
+                    self.metrics.decision(&self.label, NAME, "fail_open");
+                }
+                Err(e) => {
+                    tracing::debug!(target: "payguard::failure_limit", error = %e, "failure-limit store unavailable; failing closed");
+                    return Err(Reject::StateUnavailable);
+                }
+            }
+        }
+        longest.map_or(Ok(()), |left| Err(Reject::TooManyFailures { left }))
+    }
+}
+
+/// What the response phase needs: the route's rules and this request's keys.
+pub struct Held {
+    route: Arc<Route>,
+    keys: Vec<CountedKey>,
+    request_id: String,
+    client_ip: std::net::IpAddr,
+}
+
+impl Guard for FailureLimitGuard {
+    const NAME: &'static str = NAME;
+    const RESPONDS: bool = true;
+    type Future = Pin<Box<dyn Future<Output = Checked> + Send>>;
+    type Hold = Held;
+    type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+    fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
+        let Some(route) = ex.route.clone().filter(|r| !r.failure_limits.is_empty()) else {
+            return Verdict::Now(ex, Ok(()));
+        };
+        let body = ex.req.body().buffered().unwrap_or_default();
+        let keys: Vec<CountedKey> = route
+            .failure_limits
+            .iter()
+            .enumerate()
+            .filter_map(|(rule, limit)| {
+                let (key, label) = counted_key(&limit.key, ex.client.ip, ex.req.headers(), body)?;
+                Some(CountedKey { rule, key, label })
+            })
+            .collect();
+        let decide = Decide {
+            fail_mode: route.on_state_error.failure_limit,
+            label: RouteLabel(route.name.clone()),
+            metrics: self.metrics.clone(),
+        };
+        let scope = |k: &CountedKey| route.failure_limits.get(k.rule).map_or(0, |r| r.scope);
+        let now: Option<Vec<_>> = keys.iter().map(|k| self.store.banned_now(scope(k), k.key)).collect();
+        if let Some(answers) = now {
+            let outcome = decide.outcome(answers);
+            ex.failure_keys = keys;
+            return Verdict::Now(ex, outcome);
+        }
+        let store = self.store.clone();
+        let scopes: Vec<(u64, u128)> = keys.iter().map(|k| (scope(k), k.key)).collect();
+        ex.failure_keys = keys;
+        Verdict::Later(Box::pin(async move {
+            let mut answers = Vec::with_capacity(scopes.len());
+            for (scope, key) in scopes {
+                answers.push(store.banned(scope, key).await);
+            }
+            let outcome = decide.outcome(answers);
+            (ex, outcome)
+        }))
+    }
+
+    fn hold(&self, ex: &mut Exchange) -> Option<Held> {
+        if ex.failure_keys.is_empty() {
+            return None;
+        }
+        Some(Held {
+            route: ex.route.clone()?,
+            keys: std::mem::take(&mut ex.failure_keys),
+            request_id: ex.request_id().to_owned(),
+            client_ip: ex.client.ip,
+        })
+    }
+
+    fn respond(&self, held: Held, res: Response<Body>) -> Responded<Self::Respond> {
+        let status = res.status().as_u16();
+        let by_status: Vec<bool> = held.route.failure_limits.iter().map(|r| r.status_fails(status)).collect();
+        let needs_body = held.route.failure_limits.iter().zip(&by_status).any(|(r, s)| !s && r.json.is_some())
+            && readable_json(res.headers());
+        if !needs_body && !by_status.contains(&true) {
+            return Responded::Now(res);
+        }
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        Responded::Later(Box::pin(async move {
+            let (parts, body) = res.into_parts();
+            let (res, doc) = if needs_body {
+                match body.collect().await {
+                    Ok(collected) => {
+                        let bytes: Bytes = collected.to_bytes();
+                        let doc = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+                        (Response::from_parts(parts, Body::full(bytes)), doc)
+                    }
+                    Err(_) => {
+                        // The backend broke off its answer: nothing to classify, nothing to send.
+                        metrics.upstream_error("body");
+                        let name = held.route.name.clone();
+                        return Reject::UpstreamUnavailable.to_response(Some(&name), &held.request_id);
+                    }
+                }
+            } else {
+                (Response::from_parts(parts, body), None)
+            };
+            for k in &held.keys {
+                let Some(rule) = held.route.failure_limits.get(k.rule) else { continue };
+                let failed = by_status.get(k.rule).copied().unwrap_or(false)
+                    || doc.as_ref().zip(rule.json.as_ref()).is_some_and(|(d, j)| j.matches(d));
+                if failed {
+                    record(&*store, &metrics, &held, k, rule).await;
+                }
+            }
+            res
+        }))
+    }
+}
+
+/// Counts one failure; a ban it starts gets its audit line.
+async fn record(store: &dyn FailureStore, metrics: &Metrics, held: &Held, k: &CountedKey, rule: &FailureLimit) {
+    let label = RouteLabel(held.route.name.clone());
+    // The route travels with the key's label, so a ban lists as `route|key`.
+    let stored = format!("{}|{}", held.route.name, k.label);
+    match store.fail(rule.scope, k.key, &stored, policy(rule)).await {
+        Ok(ban) => {
+            metrics.failure(&label, ban.is_some());
+            if let Some(ban) = ban {
+                tracing::info!(
+                    target: "payguard::audit",
+                    request_id = %held.request_id,
+                    route = %held.route.name,
+                    client_ip = %held.client_ip,
+                    guard = NAME,
+                    decision = "ban",
+                    reason = "too_many_failures",
+                    key = %k.label,
+                    ban_secs = ban.as_secs(),
+                    detail = %format!("{} failures within {:?}", rule.threshold, rule.window),
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(target: "payguard::failure_limit", error = %e, key = %k.label, "could not count a failed attempt");
+            metrics.decision(&label, NAME, "fail_open");
+        }
+    }
+}
+
+/// A JSON answer small enough to read: `application/json` or `+json`, with a Content-Length
+/// up to [`MAX_CLASSIFIED_ANSWER`].
+fn readable_json(headers: &HeaderMap) -> bool {
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        media == "application/json" || media.ends_with("+json")
+    });
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= MAX_CLASSIFIED_ANSWER);
+    json && small
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::path::PathBuf;
+
+    use http::{HeaderValue, Request, StatusCode};
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+    use crate::guard::layer::GuardLayer;
+    use crate::rules::active::ActiveRules;
+    use crate::state::memory::MemoryFailureStore;
+
+    #[test]
+    fn keys_are_digests_with_safe_labels() {
+        let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-user", HeaderValue::from_static("alice"));
+        let (k, label) = counted_key(&FailureKey::Ip, ip, &h, b"").unwrap();
+        assert_eq!((k, label.as_str()), (super::super::rate_limit::ip_key(ip), "203.0.113.7"));
+        let header = FailureKey::Header(http::HeaderName::from_static("x-user"));
+        let (a, label) = counted_key(&header, ip, &h, b"").unwrap();
+        assert!(label.starts_with("header:x-user#") && !label.contains("alice"), "{label}");
+        assert_eq!(counted_key(&header, ip, &HeaderMap::new(), b""), None, "no header, no key");
+        let json = FailureKey::Json("/user/id".into());
+        let (b, label) = counted_key(&json, ip, &h, br#"{"user":{"id":"alice"}}"#).unwrap();
+        assert!(label.starts_with("json:/user/id#"), "{label}");
+        assert_ne!(a, b, "the same value under another key is another key");
+        // A number is keyed by its text: user 42 is user "42".
+        let number = counted_key(&json, ip, &h, br#"{"user":{"id":42}}"#).unwrap().0;
+        assert_eq!(Some(number), counted_key(&json, ip, &h, br#"{"user":{"id":"42"}}"#).map(|k| k.0));
+        assert_eq!(counted_key(&json, ip, &h, br#"{"user":{}}"#), None);
+        assert_eq!(counted_key(&json, ip, &h, b"not json"), None);
+        let form = FailureKey::Form("card_bin".into());
+        let (c, _) = counted_key(&form, ip, &h, b"amount=1&card_bin=411111").unwrap();
+        let (d, _) = counted_key(&form, ip, &h, b"card_bin=411111&amount=2").unwrap();
+        assert_eq!(c, d);
+        assert_eq!(counted_key(&form, ip, &h, b"card_bin="), None);
+    }
+
+    #[test]
+    fn only_small_json_answers_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("20"));
+        assert!(readable_json(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(MAX_CLASSIFIED_ANSWER + 1));
+        assert!(!readable_json(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("20"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        assert!(!readable_json(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        assert!(readable_json(&h));
+    }
+
+    /// The guard over a backend answering `status` with `body`, for a client at 192.0.2.1.
+    async fn through(
+        store: Arc<MemoryFailureStore>,
+        active: Arc<ActiveRules>,
+        status: u16,
+        body: &'static str,
+    ) -> (u16, String) {
+        let backend = tower::service_fn(move |_ex: Exchange| {
+            let res = Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(Body::full(body))
+                .unwrap();
+            std::future::ready(Ok::<_, std::convert::Infallible>(res))
+        });
+        let m = Arc::new(Metrics::new());
+        let svc = GuardLayer::new(FailureLimitGuard::new(store, m.clone()), m).layer(backend);
+        let mut ex = Exchange::for_test(Request::post("/pay").body(Body::full("{}")).unwrap());
+        ex.route = active.rules.routes().first().cloned();
+        ex.active = active;
+        let res = svc.oneshot(ex).await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn failures_by_status_or_json_ban_and_the_answer_passes_unchanged() {
+        let rules = "[[route]]\nname = \"pay\"\nmatch = { path = \"/pay\" }\n\
+                     [[route.failure_limit]]\nfailure = { status = [\"402\"], json = { at = \"/code\", equals = \"FAIL\" } }\n\
+                     threshold = 3\nwindow = \"10m\"\nban = \"15m\"\n";
+        let set = crate::rules::load_sources(&[(PathBuf::from("r.toml"), rules.to_owned())]).unwrap();
+        let active = Arc::new(ActiveRules::new(set, 1));
+        let store = Arc::new(MemoryFailureStore::new(100));
+        // Successes are not counted; a 402 and a 200 whose JSON says FAIL are, and the client
+        // gets each answer byte for byte.
+        assert_eq!(through(store.clone(), active.clone(), 200, r#"{"code":"SUCCESS"}"#).await.0, 200);
+        assert_eq!(
+            through(store.clone(), active.clone(), 402, r#"{"declined":true}"#).await,
+            (402, r#"{"declined":true}"#.into())
+        );
+        assert_eq!(
+            through(store.clone(), active.clone(), 200, r#"{"code":"FAIL"}"#).await,
+            (200, r#"{"code":"FAIL"}"#.into())
+        );
+        assert!(store.bans_at(10, std::time::Instant::now()).is_empty());
+        assert_eq!(through(store.clone(), active.clone(), 402, "{}").await.0, 402);
+        let bans = store.bans_at(10, std::time::Instant::now());
+        assert_eq!((bans.len(), bans[0].label.as_str()), (1, "pay|192.0.2.1"));
+        // Banned: refused before the backend, with the time left.
+        let (status, body) = through(store.clone(), active.clone(), 200, "{}").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS.as_u16());
+        assert!(body.contains("too_many_failures"), "{body}");
+    }
+}
