@@ -1,6 +1,8 @@
 //! `[[route.failure_limit]]` through the real proxy: real TLS, a real hyper backend that fails
 //! payments on request, the admin listener, and a real `redis-server` shared by two instances.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

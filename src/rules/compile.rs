@@ -1,12 +1,12 @@
 //! Raw mirrors → [`RuleSet`]: every value checked and reported at its span, `@set`s expanded,
 //! defaults folded into each route so the request path never merges anything.
 
-use super::diag::{self, Diag, Source};
+use super::diag::{self, Ctx, Diag, Source};
 use super::raw::{
     RawDefaults, RawField, RawMatch, RawNumber, RawOnStateError, RawRateLimit, RawRoute, RawRuleFile, RawValidate,
     SpannedList,
 };
-use super::validate::{Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
+use super::validate::{valid_pointer, Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
 use super::{
     DefaultAction, Defaults, Diagnostic, FailMode, IpMatcher, Mode, OnStateError, PathPattern, RateKey, RateLimitSpec,
     RawSignature, Route, RuleSet, DEFAULT_MAX_BODY,
@@ -16,7 +16,6 @@ use crate::units::{de::SizeValue, parse_rate};
 use http::{HeaderName, Method};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
@@ -28,17 +27,6 @@ const MAX_SCHEMA_BYTES: u64 = 4 << 20;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 const STANDARD_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
-
-pub(super) struct Ctx<'a> {
-    src: &'a Source,
-    diags: &'a mut Vec<Diag>,
-}
-
-impl Ctx<'_> {
-    pub(super) fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        self.diags.push(self.src.diag(span, message));
-    }
-}
 
 /// A named `[ip_sets]` entry.
 struct IpSet {
@@ -660,12 +648,6 @@ fn field(cx: &mut Ctx<'_>, f: Spanned<RawField>) -> Option<FieldRule> {
         out
     });
     ok.then_some(FieldRule { at, ty, min, max, pattern, max_len, one_of })
-}
-
-/// RFC 6901: `~` only as `~0` or `~1`.
-pub(super) fn valid_pointer(p: &str) -> bool {
-    let b = p.as_bytes();
-    b.iter().enumerate().all(|(i, &c)| c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
 }
 
 fn regex_error_summary(e: &regex::Error) -> String {

@@ -6,6 +6,18 @@ use std::path::{Path, PathBuf};
 pub use crate::diag::Diagnostic;
 use crate::diag::LineIndex;
 
+/// Where a file's compile problems go: every check reports at a byte span of its source.
+pub(super) struct Ctx<'a> {
+    pub(super) src: &'a Source,
+    pub(super) diags: &'a mut Vec<Diag>,
+}
+
+impl Ctx<'_> {
+    pub(super) fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        self.diags.push(self.src.diag(span, message));
+    }
+}
+
 /// One source file being loaded: path as given, text, line index.
 #[derive(Debug)]
 pub(crate) struct Source {

@@ -6,8 +6,9 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use toml::Spanned;
 
-use super::compile::{valid_pointer, Ctx};
+use super::diag::Ctx;
 use super::raw::{RawFailure, RawFailureLimit, RawJsonMatch};
+use super::validate::valid_pointer;
 
 /// The most failures one rule may count before banning: the memory store keeps that many
 /// times per key.

@@ -149,3 +149,9 @@ pub struct FieldRule {
     /// Allowed values.
     pub one_of: Option<Vec<Literal>>,
 }
+
+/// RFC 6901: a JSON pointer escapes `~` only as `~0` or `~1`.
+pub(crate) fn valid_pointer(p: &str) -> bool {
+    let b = p.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
+}
