@@ -62,8 +62,9 @@ pub struct Contextual {
 #[derive(Debug, Clone)]
 pub struct MatchedRoute(pub Arc<str>);
 
-/// Put on a forwarded request's response by the proxy: the time from the request head to
-/// forwarding it, i.e. what the guards took. The access line records it as `guards_ms`.
+/// Put on the backend's answer by the proxy (and on nothing else, so it also tells a backend
+/// answer from a refusal): the time from the request head to forwarding the request, i.e. what
+/// the guards took. The access line records it as `guards_ms`.
 #[derive(Debug, Clone, Copy)]
 pub struct GuardTime(pub std::time::Duration);
 

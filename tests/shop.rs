@@ -131,6 +131,32 @@ async fn shipped_rules_guard_the_example_shop() {
     assert_eq!(res.status(), 200);
     assert_eq!(json(res).await["status"], "paid");
 
+    // Card testing from one address: the shop declines three cards (402), then payguard bans
+    // the address before a fourth attempt reaches the shop, whatever card it carries. The
+    // refusals above (400, payguard's own) were not counted as attempts.
+    let tester = "198.51.100.7";
+    let checkout = |body: String| {
+        c.post(proxy.url("/api/checkout"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", tester)
+            .body(body)
+            .send()
+    };
+    for _ in 0..3 {
+        let res = checkout(card("4000000000000002", "")).await.unwrap();
+        assert_eq!(res.status(), 402);
+        assert_eq!(json(res).await["error"], "card_declined");
+    }
+    let before = count().await;
+    let res = checkout(card("4111111111111111", "")).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(json(res).await["error"], "too_many_failures");
+    assert_eq!(count().await, before, "a banned client reached the shop");
+    let bans = json(admin_get(proxy.admin, "/bans").await).await;
+    assert_eq!(bans["bans"][0]["key"], tester, "{bans}");
+    assert_eq!(bans["bans"][0]["route"], "checkout");
+
     // Callbacks: only from the providers' networks (here via a trusted proxy hop).
     let notify = format!(r#"{{"out_trade_no":"{order_id}","trade_state":"SUCCESS"}}"#);
     let res = c

@@ -8,6 +8,7 @@
 const crypto = require('node:crypto');
 const express = require('express');
 
+const DECLINED_TEST_CARD = '4000000000000002';
 const HOST = '127.0.0.1';
 const PORT = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
 const DEMO_USER = process.env.SHOP_USER || 'demo';
@@ -141,7 +142,12 @@ app.post('/api/checkout', (req, res) => {
   const body = parseBody(req);
   const order = body && typeof body === 'object' ? orders.get(body.order_id) : undefined;
   if (!order) return res.status(404).json({ error: 'order_not_found' });
-  // Fake payment: the card is accepted as is and never logged or stored.
+  // Fake payment: the card is never logged or stored. The well-known declined test card
+  // (4000 0000 0000 0002) is declined, so that card testing can be tried against the shop.
+  if (body.card && body.card.number === DECLINED_TEST_CARD) {
+    log(`checkout ${order.order_id} declined`);
+    return res.status(402).json({ error: 'card_declined', order_id: order.order_id });
+  }
   order.status = 'paid';
   log(`checkout ${order.order_id} paid`);
   res.json({ order_id: order.order_id, status: order.status });

@@ -4,6 +4,9 @@
 //! (by status, or by a field of its JSON body) and counts the failures, which may start a ban.
 //! Counts and bans live in the `FailureStore` (memory, or Redis shared by every instance).
 //!
+//! Only the backend's answers count: a refusal by a guard further in (a malformed body) or
+//! payguard's own 502/504 is not an attempt.
+//!
 //! A key the request does not carry (no such header or field) is not counted: there is nobody to
 //! ban. Keys are stored as digests; logs show the IP, or the key's kind with 8 hex digits of its
 //! digest, never a header or field value.
@@ -19,6 +22,7 @@ use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::body::Body;
+use crate::context::GuardTime;
 use crate::exchange::{CountedKey, Exchange};
 use crate::guard::layer::{Guard, Responded, Verdict};
 use crate::guard::Reject;
@@ -193,6 +197,11 @@ impl Guard for FailureLimitGuard {
     }
 
     fn respond(&self, held: Held, res: Response<Body>) -> Responded<Self::Respond> {
+        // Only the backend's answers are attempts: a refusal by a guard further in, or payguard's
+        // own 502/504, says nothing about the payment.
+        if res.extensions().get::<GuardTime>().is_none() {
+            return Responded::Now(res);
+        }
         let status = res.status().as_u16();
         let by_status: Vec<bool> = held.route.failure_limits.iter().map(|r| r.status_fails(status)).collect();
         let needs_body = held.route.failure_limits.iter().zip(&by_status).any(|(r, s)| !s && r.json.is_some())
@@ -341,12 +350,14 @@ mod tests {
         body: &'static str,
     ) -> (u16, String) {
         let backend = tower::service_fn(move |_ex: Exchange| {
-            let res = Response::builder()
+            let mut res = Response::builder()
                 .status(status)
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CONTENT_LENGTH, body.len())
                 .body(Body::full(body))
                 .unwrap();
+            // As the proxy marks the backend's answers.
+            res.extensions_mut().insert(GuardTime(Duration::ZERO));
             std::future::ready(Ok::<_, std::convert::Infallible>(res))
         });
         let m = Arc::new(Metrics::new());
