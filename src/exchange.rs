@@ -71,13 +71,12 @@ pub fn passed(trail: &[Step]) -> String {
     out
 }
 
-/// One `[[route.failure_limit]]` key of this request: the rule (by position in the route),
-/// the key's digest in the store, and what the key is, as safe to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `[[route.failure_limit]]` key of this request: the rule (by position in the route) and
+/// the key's digest in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CountedKey {
     pub rule: usize,
     pub key: u128,
-    pub label: String,
 }
 
 /// A verified signature: which provider (`x-payguard-verified`) and which configured key.

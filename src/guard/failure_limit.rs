@@ -58,15 +58,11 @@ pub fn policy(rule: &FailureLimit) -> FailurePolicy {
     }
 }
 
-/// The request's key for `key`, with its label; `None` when the request does not carry it.
-pub fn counted_key(
-    key: &FailureKey,
-    client: std::net::IpAddr,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Option<(u128, String)> {
+/// The request's key for `key`; `None` when the request does not carry it. An IP is its own
+/// key; any other value is keyed by a SHA-256 digest of the key's spec and the value.
+pub fn counted_key(key: &FailureKey, client: std::net::IpAddr, headers: &HeaderMap, body: &[u8]) -> Option<u128> {
     let value: Vec<u8> = match key {
-        FailureKey::Ip => return Some((super::rate_limit::ip_key(client), client.to_string())),
+        FailureKey::Ip => return Some(super::rate_limit::ip_key(client)),
         FailureKey::Header(name) => {
             let mut values = headers.get_all(name).iter().peekable();
             values.peek()?;
@@ -93,11 +89,19 @@ pub fn counted_key(
             v.into_owned().into_bytes()
         }
     };
-    let spec = key.spec();
-    let digest = Sha256::new().chain_update(spec.as_bytes()).chain_update([0xff]).chain_update(&value).finalize();
+    let digest = Sha256::new().chain_update(key.spec().as_bytes()).chain_update([0xff]).chain_update(&value).finalize();
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
-    Some((u128::from_be_bytes(first), format!("{spec}#{}", hex::encode(&digest[..4]))))
+    Some(u128::from_be_bytes(first))
+}
+
+/// What a key is, as safe to log and list: the IP, or the key's kind with the first 8 hex digits
+/// of its digest (`header:x-account#1a2b3c4d`), never the value.
+pub fn key_label(key: &FailureKey, counted: u128, client: std::net::IpAddr) -> String {
+    match key {
+        FailureKey::Ip => client.to_string(),
+        other => format!("{}#{:08x}", other.spec(), counted >> 96),
+    }
 }
 
 type Checked = (Exchange, Result<(), Reject>);
@@ -134,7 +138,7 @@ impl Decide {
 pub struct Held {
     route: Arc<Route>,
     keys: Vec<CountedKey>,
-    request_id: String,
+    request_id: http::HeaderValue,
     client_ip: std::net::IpAddr,
 }
 
@@ -155,8 +159,8 @@ impl Guard for FailureLimitGuard {
             .iter()
             .enumerate()
             .filter_map(|(rule, limit)| {
-                let (key, label) = counted_key(&limit.key, ex.client.ip, ex.req.headers(), body)?;
-                Some(CountedKey { rule, key, label })
+                let key = counted_key(&limit.key, ex.client.ip, ex.req.headers(), body)?;
+                Some(CountedKey { rule, key })
             })
             .collect();
         let decide = Decide {
@@ -191,7 +195,7 @@ impl Guard for FailureLimitGuard {
         Some(Held {
             route: ex.route.clone()?,
             keys: std::mem::take(&mut ex.failure_keys),
-            request_id: ex.request_id().to_owned(),
+            request_id: ex.request_id.clone(),
             client_ip: ex.client.ip,
         })
     }
@@ -223,7 +227,8 @@ impl Guard for FailureLimitGuard {
                         // The backend broke off its answer: nothing to classify, nothing to send.
                         metrics.upstream_error("body");
                         let name = held.route.name.clone();
-                        return Reject::UpstreamUnavailable.to_response(Some(&name), &held.request_id);
+                        return Reject::UpstreamUnavailable
+                            .to_response(Some(&name), held.request_id.to_str().unwrap_or("-"));
                     }
                 }
             } else {
@@ -246,27 +251,28 @@ impl Guard for FailureLimitGuard {
 async fn record(store: &dyn FailureStore, metrics: &Metrics, held: &Held, k: &CountedKey, rule: &FailureLimit) {
     let label = RouteLabel(held.route.name.clone());
     // The route travels with the key's label, so a ban lists as `route|key`.
-    let stored = format!("{}|{}", held.route.name, k.label);
+    let key = key_label(&rule.key, k.key, held.client_ip);
+    let stored = format!("{}|{key}", held.route.name);
     match store.fail(rule.scope, k.key, &stored, policy(rule)).await {
         Ok(ban) => {
             metrics.failure(&label, ban.is_some());
             if let Some(ban) = ban {
                 tracing::info!(
                     target: "payguard::audit",
-                    request_id = %held.request_id,
+                    request_id = held.request_id.to_str().unwrap_or("-"),
                     route = %held.route.name,
                     client_ip = %held.client_ip,
                     guard = NAME,
                     decision = "ban",
                     reason = "too_many_failures",
-                    key = %k.label,
+                    key = %key,
                     ban_secs = ban.as_secs(),
                     detail = %format!("{} failures within {:?}", rule.threshold, rule.window),
                 );
             }
         }
         Err(e) => {
-            tracing::warn!(target: "payguard::failure_limit", error = %e, key = %k.label, "could not count a failed attempt");
+            tracing::warn!(target: "payguard::failure_limit", error = %e, %key, "could not count a failed attempt");
             metrics.decision(&label, NAME, "fail_open");
         }
     }
@@ -305,25 +311,28 @@ mod tests {
         let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_static("alice"));
-        let (k, label) = counted_key(&FailureKey::Ip, ip, &h, b"").unwrap();
-        assert_eq!((k, label.as_str()), (super::super::rate_limit::ip_key(ip), "203.0.113.7"));
+        let k = counted_key(&FailureKey::Ip, ip, &h, b"").unwrap();
+        assert_eq!(k, super::super::rate_limit::ip_key(ip));
+        assert_eq!(key_label(&FailureKey::Ip, k, ip), "203.0.113.7");
         let header = FailureKey::Header(http::HeaderName::from_static("x-user"));
-        let (a, label) = counted_key(&header, ip, &h, b"").unwrap();
-        assert!(label.starts_with("header:x-user#") && !label.contains("alice"), "{label}");
+        let a = counted_key(&header, ip, &h, b"").unwrap();
+        let label = key_label(&header, a, ip);
+        assert!(label.starts_with("header:x-user#") && label.len() == "header:x-user#".len() + 8, "{label}");
+        assert!(!label.contains("alice"));
         assert_eq!(counted_key(&header, ip, &HeaderMap::new(), b""), None, "no header, no key");
         let json = FailureKey::Json("/user/id".into());
-        let (b, label) = counted_key(&json, ip, &h, br#"{"user":{"id":"alice"}}"#).unwrap();
-        assert!(label.starts_with("json:/user/id#"), "{label}");
+        let b = counted_key(&json, ip, &h, br#"{"user":{"id":"alice"}}"#).unwrap();
         assert_ne!(a, b, "the same value under another key is another key");
         // A number is keyed by its text: user 42 is user "42".
-        let number = counted_key(&json, ip, &h, br#"{"user":{"id":42}}"#).unwrap().0;
-        assert_eq!(Some(number), counted_key(&json, ip, &h, br#"{"user":{"id":"42"}}"#).map(|k| k.0));
+        assert_eq!(
+            counted_key(&json, ip, &h, br#"{"user":{"id":42}}"#),
+            counted_key(&json, ip, &h, br#"{"user":{"id":"42"}}"#)
+        );
         assert_eq!(counted_key(&json, ip, &h, br#"{"user":{}}"#), None);
         assert_eq!(counted_key(&json, ip, &h, b"not json"), None);
         let form = FailureKey::Form("card_bin".into());
-        let (c, _) = counted_key(&form, ip, &h, b"amount=1&card_bin=411111").unwrap();
-        let (d, _) = counted_key(&form, ip, &h, b"card_bin=411111&amount=2").unwrap();
-        assert_eq!(c, d);
+        let c = counted_key(&form, ip, &h, b"amount=1&card_bin=411111").unwrap();
+        assert_eq!(Some(c), counted_key(&form, ip, &h, b"card_bin=411111&amount=2"));
         assert_eq!(counted_key(&form, ip, &h, b"card_bin="), None);
     }
 
