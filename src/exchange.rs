@@ -87,7 +87,35 @@ pub struct VerifiedBy {
     pub key_id: String,
 }
 
-pub struct Exchange {
+/// The request's value, boxed: it travels through every layer by value, and a pointer moves
+/// where the whole value would be copied at each of them. Its fields are [`Parts`]'.
+pub struct Exchange(Box<Parts>);
+
+impl std::ops::Deref for Exchange {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Exchange {
+    fn deref_mut(&mut self) -> &mut Parts {
+        &mut self.0
+    }
+}
+
+impl Exchange {
+    pub fn new(parts: Parts) -> Exchange {
+        Exchange(Box::new(parts))
+    }
+
+    pub fn into_parts(self) -> Parts {
+        *self.0
+    }
+}
+
+/// What an [`Exchange`] holds.
+pub struct Parts {
     pub req: Request<Body>,
     /// When the first layer saw the request head.
     pub started: Instant,
@@ -111,7 +139,7 @@ pub struct Exchange {
     pub failure_keys: Vec<CountedKey>,
 }
 
-impl Exchange {
+impl Parts {
     /// Records a guard's decision, stamped with the time since the request started.
     pub fn record(&mut self, guard: &'static str, outcome: Outcome) {
         let at = self.started.elapsed();
@@ -163,7 +191,7 @@ impl Exchange {
         let ip = std::net::IpAddr::from([192, 0, 2, 1]);
         let header = crate::client_ip::ip_header(ip);
         let rules = crate::rules::load_sources(&[]).expect("an empty rule set loads");
-        Exchange {
+        Exchange::new(Parts {
             req,
             started: Instant::now(),
             trail: Vec::new(),
@@ -176,6 +204,6 @@ impl Exchange {
             replay: None,
             reserved: None,
             failure_keys: Vec::new(),
-        }
+        })
     }
 }

@@ -17,7 +17,7 @@ use crate::body::{self, Body};
 use crate::client_ip::ClientIp;
 use crate::config::UpstreamConfig;
 use crate::context::{GuardTime, MatchedRoute};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Parts};
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::pool::{ConnectError, Pool};
@@ -207,7 +207,7 @@ impl Service<Exchange> for Proxy {
     fn call(&mut self, ex: Exchange) -> Self::Future {
         let this = self.inner.clone();
         Box::pin(async move {
-            let Exchange { req, started, trail, request_id, client, route, verified, .. } = ex;
+            let Parts { req, started, trail, request_id, client, route, verified, .. } = ex.into_parts();
             let client_ip = client.ip;
             let route = route.map(|r| MatchedRoute(r.name.clone()));
             let version = req.version();

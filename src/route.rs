@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::context::Contextual;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Parts};
 use crate::guard::head::HeadLimits;
 use crate::guard::layer::apply;
 use crate::guard::Reject;
@@ -230,7 +230,7 @@ where
             }
             RouteLookup::NoRoute => (None, None),
         };
-        let mut ex = Exchange {
+        let mut ex = Exchange::new(Parts {
             req,
             started: ctx.started,
             trail: Vec::new(),
@@ -243,7 +243,7 @@ where
             replay: None,
             reserved: None,
             failure_keys: Vec::new(),
-        };
+        });
         if let Some(r) = refused {
             if let Some(res) = apply("route", &r, &mut ex, &self.metrics) {
                 return Either::Left(std::future::ready(Ok(res)));

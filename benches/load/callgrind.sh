@@ -3,6 +3,8 @@
 # valgrind's callgrind: a count, not a time, so two builds compare exactly on a noisy machine.
 #
 #   benches/load/callgrind.sh target/release/payguard [N]
+#   RULES=my-rules.toml benches/load/callgrind.sh target/release/payguard   # other rules: the
+#       cost of one guard is the difference between two runs (see BENCHMARKS.md)
 #
 # Needs valgrind, nginx (the backend), h2load (nghttp2-client), openssl, curl. Loopback only.
 # Prints "http1 <instructions/request>" and "http2 <instructions/request>"; the callgrind files
@@ -27,7 +29,7 @@ events { worker_connections 1024; }
 http { access_log off; server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"ok":true}'; } } }
 NG
 nginx -c "$D/nginx.conf"
-guard_rules >"$D/rules/00-bench.toml"
+if [[ -n ${RULES:-} ]]; then cp "$RULES" "$D/rules/00-bench.toml"; else guard_rules >"$D/rules/00-bench.toml"; fi
 cat >"$D/payguard.toml" <<C
 [server]
 listen = "127.0.0.1:$PORT"

@@ -78,8 +78,10 @@ pub trait Check: Clone + Send + Sync + 'static {
 
 impl<C: Check> Guard for C {
     const NAME: &'static str = C::NAME;
-    // Never built: a check always answers `Verdict::Now`.
-    type Future = Ready<(Exchange, Result<(), Reject>)>;
+    // Never built: a check always answers `Verdict::Now`. `Pending` holds nothing, so the
+    // layer's future is not an `Exchange` larger for it (every layer's future holds the inner
+    // one: sizes add up, and so does the copying when the chain is built).
+    type Future = std::future::Pending<(Exchange, Result<(), Reject>)>;
     type Hold = NoHold;
     type Respond = NoRespond;
     fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {

@@ -114,7 +114,7 @@ mod tests {
         let mut ex = exchange(Some(format!("t={t},v1={sig}")), body);
         guard.check(&mut ex).unwrap();
         assert_eq!(ex.verified, Some(VerifiedBy { provider: "stripe", key_id: "secrets[0]".into() }));
-        let claim = ex.replay.expect("a replay claim");
+        let claim = ex.replay.take().expect("a replay claim");
         assert_eq!(claim.keys.len(), 1);
         assert!(claim.keys[0].starts_with("cb|stripe|"), "{:?}", claim.keys);
 
