@@ -192,7 +192,7 @@ pub struct StateConfig {
     /// new client's request gets the route's `on_state_error.rate_limit`; known clients are
     /// still limited.
     pub max_rate_keys: usize,
-    /// Keys the memory backend tracks for `[[route.failure_limit]]` at most (about 100 bytes
+    /// Keys the memory backend tracks for `[[route.failure_limit]]` at most (about 300 bytes
     /// each). At the cap a new key's failures are not counted (logged, and counted as
     /// `fail_open`); known keys are still counted and banned.
     pub max_failure_keys: usize,

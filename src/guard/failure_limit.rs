@@ -272,7 +272,9 @@ async fn record(store: &dyn FailureStore, metrics: &Metrics, held: &Held, k: &Co
             }
         }
         Err(e) => {
-            tracing::warn!(target: "payguard::failure_limit", error = %e, %key, "could not count a failed attempt");
+            // Per failure at debug only: a full store warns once a second, an unreachable Redis
+            // is reported by the health loop, and each miss is counted below.
+            tracing::debug!(target: "payguard::failure_limit", error = %e, %key, "could not count a failed attempt");
             metrics.decision(&label, NAME, "fail_open");
         }
     }

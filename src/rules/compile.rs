@@ -2,6 +2,7 @@
 //! defaults folded into each route so the request path never merges anything.
 
 use super::diag::{self, Ctx, Diag, Source};
+use super::fnv::Fnv;
 use super::raw::{
     RawDefaults, RawField, RawMatch, RawNumber, RawOnStateError, RawRateLimit, RawRoute, RawRuleFile, RawValidate,
     SpannedList,
@@ -702,7 +703,7 @@ pub(crate) const DEFAULTS_SCOPE: &str = "[defaults]";
 /// FNV-1a over the route name and its effective rate-limit config: stable across processes
 /// and Rust versions.
 pub(crate) fn fingerprint(name: &str, rl: Option<&RateLimitSpec>) -> u64 {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = Fnv::new();
     h.bytes(name.as_bytes());
     h.bytes(&[0xff]);
     match rl {
@@ -723,17 +724,6 @@ pub(crate) fn fingerprint(name: &str, rl: Option<&RateLimitSpec>) -> u64 {
         }
     }
     h.0
-}
-
-struct Fnv(u64);
-
-impl Fnv {
-    fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 ^= u64::from(x);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
 }
 
 #[cfg(test)]

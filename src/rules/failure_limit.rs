@@ -7,6 +7,7 @@ use http::{HeaderName, Method};
 use toml::Spanned;
 
 use super::diag::Ctx;
+use super::fnv::Fnv;
 use super::raw::{RawFailure, RawFailureLimit, RawJsonMatch};
 use super::validate::valid_pointer;
 
@@ -299,19 +300,13 @@ fn positive_duration(cx: &mut Ctx<'_>, v: &Spanned<String>, name: &str) -> Optio
 
 /// FNV-1a over the route name, the rule's position and its key: stable across processes.
 fn scope(route: &str, index: usize, key: &FailureKey) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    feed(b"failure_limit\xff");
-    feed(route.as_bytes());
-    feed(&[0xff]);
-    feed(&(index as u64).to_le_bytes());
-    feed(key.spec().as_bytes());
-    h
+    let mut h = Fnv::new();
+    h.bytes(b"failure_limit\xff");
+    h.bytes(route.as_bytes());
+    h.bytes(&[0xff]);
+    h.bytes(&(index as u64).to_le_bytes());
+    h.bytes(key.spec().as_bytes());
+    h.0
 }
 
 #[cfg(test)]

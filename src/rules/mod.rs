@@ -16,6 +16,7 @@ pub mod active;
 pub mod compile;
 pub mod diag;
 pub mod failure_limit;
+mod fnv;
 pub mod ipmatch;
 pub mod raw;
 pub mod router;

@@ -220,6 +220,8 @@ pub struct MemoryFailureStore {
     count: AtomicUsize,
     max_keys: usize,
     epoch: Instant,
+    /// When a failure last swept because the store was full (ns since `epoch`).
+    last_full_sweep: AtomicU64,
 }
 
 struct FailureEntry {
@@ -233,12 +235,20 @@ struct FailureEntry {
     strikes_until: u64,
     /// The entry may go once this has passed: no ban, no strike, no failure in its window.
     keep_until: u64,
-    label: Box<str>,
+    /// Set when a ban starts (only bans are listed): a key that only ever failed now and then
+    /// carries no string.
+    label: Option<Box<str>>,
 }
 
 impl MemoryFailureStore {
     pub fn new(max_keys: usize) -> Self {
-        MemoryFailureStore { keys: Map::default(), count: AtomicUsize::new(0), max_keys, epoch: Instant::now() }
+        MemoryFailureStore {
+            keys: Map::default(),
+            count: AtomicUsize::new(0),
+            max_keys,
+            epoch: Instant::now(),
+            last_full_sweep: AtomicU64::new(0),
+        }
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -264,6 +274,9 @@ impl MemoryFailureStore {
         at: Instant,
     ) -> Result<Option<Duration>, StoreError> {
         let now = self.nanos(at);
+        if self.count.load(Ordering::Relaxed) >= self.max_keys {
+            self.sweep_when_full(at, now);
+        }
         let full = self.count.load(Ordering::Relaxed) >= self.max_keys;
         let mut e = match self.keys.entry((scope, key)) {
             Entry::Occupied(e) => e.into_ref(),
@@ -276,7 +289,7 @@ impl MemoryFailureStore {
                     strikes: 0,
                     strikes_until: 0,
                     keep_until: 0,
-                    label: label.into(),
+                    label: None,
                 })
             }
         };
@@ -300,12 +313,27 @@ impl MemoryFailureStore {
             return Ok(None);
         }
         e.recent.clear();
+        e.label = Some(label.into());
         e.strikes = e.strikes.saturating_add(1);
         let ban = policy.ban_for(e.strikes);
         e.banned_until = now.saturating_add(Self::ns(ban));
         e.strikes_until = e.banned_until.saturating_add(Self::ns(policy.max_ban));
         e.keep_until = e.keep_until.max(e.strikes_until);
         Ok(Some(ban))
+    }
+
+    /// At the cap, one failure a second sweeps first (and says so when the store stays full).
+    fn sweep_when_full(&self, at: Instant, now: u64) {
+        let last = self.last_full_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1_000_000_000
+            || self.last_full_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let left = self.sweep(at);
+        if left >= self.max_keys {
+            tracing::warn!(target: "payguard::failure_limit", keys = left, "failure-limit store is full: failures of new keys are not counted");
+        }
     }
 
     /// Every ban in force at `at`, longest left first, at most `limit`.
@@ -318,7 +346,7 @@ impl MemoryFailureStore {
             .map(|e| Ban {
                 scope: e.key().0,
                 key: e.key().1,
-                label: e.label.to_string(),
+                label: e.label.as_deref().unwrap_or_default().to_owned(),
                 left: Duration::from_nanos(e.banned_until - now),
                 strike: e.strikes,
             })
