@@ -27,7 +27,8 @@ use crate::exchange::{CountedKey, Exchange};
 use crate::guard::layer::{Guard, Responded, Verdict};
 use crate::guard::Reject;
 use crate::metrics::{Metrics, RouteLabel};
-use crate::rules::{FailMode, FailureKey, FailureLimit, Route};
+use crate::rescue::{rescue, Refusal, Stage};
+use crate::rules::{FailMode, FailureKey, FailureLimit, Mode, Route};
 use crate::state::{FailurePolicy, FailureStore, StoreError};
 
 const NAME: &str = "failure_limit";
@@ -150,7 +151,8 @@ impl Guard for FailureLimitGuard {
     type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
     fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
-        let Some(route) = ex.route.clone().filter(|r| !r.failure_limits.is_empty()) else {
+        // Most routes have no failure limit: decided without touching the route's refcount.
+        let Some(route) = ex.route.as_ref().filter(|r| !r.failure_limits.is_empty()).cloned() else {
             return Verdict::Now(ex, Ok(()));
         };
         let body = ex.req.body().buffered().unwrap_or_default();
@@ -225,10 +227,22 @@ impl Guard for FailureLimitGuard {
                     }
                     Err(_) => {
                         // The backend broke off its answer: nothing to classify, nothing to send.
+                        // A refusal like the proxy's own, through the rescue point.
                         metrics.upstream_error("body");
-                        let name = held.route.name.clone();
-                        return Reject::UpstreamUnavailable
-                            .to_response(Some(&name), held.request_id.to_str().unwrap_or("-"));
+                        let reject = Reject::UpstreamUnavailable;
+                        let refusal = Refusal {
+                            stage: Stage::Proxy,
+                            guard: "proxy",
+                            reject: &reject,
+                            request_id: held.request_id.to_str().unwrap_or("-"),
+                            client_ip: held.client_ip,
+                            route: Some(&held.route.name),
+                            mode: Mode::Enforce,
+                            version: http::Version::HTTP_11,
+                            passed: None,
+                            elapsed: None,
+                        };
+                        return rescue(&refusal, &metrics).unwrap_or_else(|| reject.to_response(None, "-"));
                     }
                 }
             } else {
