@@ -116,6 +116,27 @@ async fn replay_store_contract_holds_for_memory_and_redis() {
 }
 
 #[tokio::test]
+async fn idempotency_store_contract_holds_for_memory_and_redis() {
+    let memory = payguard::state::memory::MemoryIdempotencyStore::new(1000, 1 << 20);
+    idempotency_store_contract(Arc::new(memory), "memory").await;
+    let redis = RedisServer::start().await;
+    let store = Arc::new(RedisStore::new(&[redis.url()], false, Duration::from_millis(500)).unwrap());
+    idempotency_store_contract(store.clone(), "redis").await;
+    // Namespaced, and everything left carries a TTL.
+    let mut c = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    assert!(!keys.is_empty() && keys.iter().all(|k| k.starts_with("payguard:idem:redis|")), "{keys:?}");
+    for k in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut c).await.unwrap();
+        assert!(ttl > 0, "{k} has no TTL ({ttl})");
+    }
+    // Another instance sees the answered key.
+    let other = RedisStore::new(&[redis.url()], false, Duration::from_millis(500)).unwrap();
+    let seen = payguard::state::IdempotencyStore::begin(&other, "redis|a", [0xa; 32], Duration::from_secs(60)).await;
+    assert!(matches!(seen, Ok(payguard::state::Begin::Done(_))), "{seen:?}");
+}
+
+#[tokio::test]
 async fn failure_store_contract_holds_for_memory_and_redis() {
     failure_store_contract(Arc::new(payguard::state::memory::MemoryFailureStore::new(1000))).await;
     let redis = RedisServer::start().await;
@@ -453,6 +474,8 @@ async fn redis_cluster_backend_shares_replay_keys_and_limits() {
     assert_eq!(allowed, 7);
     // Failure counts and bans: one script over three keys, in one hash slot.
     failure_store_contract(store.clone()).await;
+    // Idempotency keys: one script over one key.
+    idempotency_store_contract(store.clone(), "cluster").await;
     assert!(payguard::state::FailureStore::banned(&other, 3, 3).await.unwrap().is_some());
     assert!(store.ping().await.is_ok());
 }

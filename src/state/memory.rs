@@ -6,6 +6,12 @@
 //!   same algorithm as the Redis script. A bucket whose TAT has passed is full again and is
 //!   dropped by the sweep; at the cap a new key is refused (`StoreError::Full`, so the route's
 //!   `on_state_error.rate_limit` decides) while every existing bucket is still enforced.
+//! - [`MemoryFailureStore`]: failed attempts and bans of `[[route.failure_limit]]`. The window
+//!   is exact: the times of the last `threshold` failures are kept, not a count per slot. At the
+//!   cap a new key's failures are not counted; a banned key is never forgotten early.
+//! - [`MemoryIdempotencyStore`]: idempotency keys with their state (in flight, answered,
+//!   indeterminate) and stored answers, capped by keys and by stored bytes; at either cap a new
+//!   key is refused (`StoreError::Full`) and every held key keeps its state.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,7 +27,8 @@ type Hasher = foldhash::quality::RandomState;
 type Map<K, V> = DashMap<K, V, Hasher>;
 
 use super::{
-    Ban, FailurePolicy, FailureStore, Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture,
+    Ban, Begin, FailurePolicy, FailureStore, Gcra, IdempotencyStore, NonceStore, RateDecision, RateStore, Reservation,
+    StoreError, StoreFuture, StoredAnswer,
 };
 
 pub struct MemoryNonceStore {
@@ -211,6 +218,180 @@ impl RateStore for MemoryRateStore {
 
     fn check<'a>(&'a self, scope: u64, key: u128, gcra: Gcra) -> StoreFuture<'a, RateDecision> {
         Box::pin(std::future::ready(self.check_at(scope, key, gcra, Instant::now())))
+    }
+}
+
+/// Idempotency keys in this process. See the module documentation.
+pub struct MemoryIdempotencyStore {
+    keys: Map<Box<str>, IdemEntry>,
+    count: AtomicUsize,
+    /// Body bytes of the stored answers.
+    bytes: AtomicUsize,
+    max_keys: usize,
+    max_bytes: usize,
+}
+
+struct IdemEntry {
+    fingerprint: [u8; 32],
+    state: IdemState,
+    expires: Instant,
+}
+
+enum IdemState {
+    InFlight,
+    Done(StoredAnswer),
+    Indeterminate,
+}
+
+impl MemoryIdempotencyStore {
+    pub fn new(max_keys: usize, max_bytes: usize) -> Self {
+        MemoryIdempotencyStore {
+            keys: Map::default(),
+            count: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_keys,
+            max_bytes,
+        }
+    }
+
+    pub fn begin_at(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        lease: Duration,
+        now: Instant,
+    ) -> Result<Begin, StoreError> {
+        let full = self.count.load(Ordering::Relaxed) >= self.max_keys;
+        let fresh = IdemEntry { fingerprint, state: IdemState::InFlight, expires: now + lease };
+        match self.keys.entry(key.into()) {
+            Entry::Occupied(mut e) if e.get().expires <= now => {
+                self.forget_body(&e.get().state);
+                e.insert(fresh);
+                Ok(Begin::Started)
+            }
+            Entry::Occupied(e) => {
+                let held = e.get();
+                if held.fingerprint != fingerprint {
+                    return Ok(Begin::Mismatch);
+                }
+                Ok(match &held.state {
+                    IdemState::InFlight => Begin::InFlight,
+                    IdemState::Done(answer) => Begin::Done(answer.clone()),
+                    IdemState::Indeterminate => Begin::Indeterminate,
+                })
+            }
+            Entry::Vacant(_) if full => Err(StoreError::Full),
+            Entry::Vacant(v) => {
+                v.insert(fresh);
+                self.count.fetch_add(1, Ordering::Relaxed);
+                Ok(Begin::Started)
+            }
+        }
+    }
+
+    fn forget_body(&self, state: &IdemState) {
+        if let IdemState::Done(answer) = state {
+            self.bytes.fetch_sub(answer.body.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the state of `key`'s attempt with `fingerprint`, if it is still in flight.
+    fn settle(&self, key: &str, fingerprint: [u8; 32], state: IdemState, until: Instant) -> Result<(), StoreError> {
+        let Some(mut e) = self.keys.get_mut(key) else { return Ok(()) };
+        if e.fingerprint != fingerprint || !matches!(e.state, IdemState::InFlight) {
+            return Ok(());
+        }
+        if let IdemState::Done(answer) = &state {
+            let stored = self.bytes.fetch_add(answer.body.len(), Ordering::Relaxed) + answer.body.len();
+            if stored > self.max_bytes {
+                // No room for the answer: the key is held without one (later attempts get 409)
+                // rather than forgotten, which would let a second charge through.
+                self.bytes.fetch_sub(answer.body.len(), Ordering::Relaxed);
+                e.state = IdemState::Indeterminate;
+                e.expires = until;
+                return Err(StoreError::Full);
+            }
+        }
+        e.state = state;
+        e.expires = until;
+        Ok(())
+    }
+
+    pub fn complete_at(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        answer: &StoredAnswer,
+        retention: Duration,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        self.settle(key, fingerprint, IdemState::Done(answer.clone()), now + retention)
+    }
+
+    pub fn hold_at(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        retention: Duration,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        self.settle(key, fingerprint, IdemState::Indeterminate, now + retention)
+    }
+
+    pub fn release_key(&self, key: &str, fingerprint: [u8; 32]) {
+        let removed =
+            self.keys.remove_if(key, |_, e| e.fingerprint == fingerprint && matches!(e.state, IdemState::InFlight));
+        if removed.is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops expired keys (and their answers); returns how many remain.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let mut freed = 0;
+        self.keys.retain(|_, e| {
+            let keep = e.expires > now;
+            if !keep {
+                if let IdemState::Done(answer) = &e.state {
+                    freed += answer.body.len();
+                }
+            }
+            keep
+        });
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        let n = self.keys.len();
+        self.count.store(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Body bytes of the stored answers.
+    pub fn stored_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl IdempotencyStore for MemoryIdempotencyStore {
+    fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin> {
+        Box::pin(std::future::ready(self.begin_at(key, fingerprint, lease, Instant::now())))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: [u8; 32],
+        answer: &'a StoredAnswer,
+        retention: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.complete_at(key, fingerprint, answer, retention, Instant::now())))
+    }
+
+    fn hold<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.hold_at(key, fingerprint, retention, Instant::now())))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, fingerprint: [u8; 32]) -> StoreFuture<'a, ()> {
+        self.release_key(key, fingerprint);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -639,5 +820,89 @@ mod failure_tests {
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(bans, 1);
+    }
+}
+
+#[cfg(test)]
+mod idempotency_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const A: [u8; 32] = [1; 32];
+    const B: [u8; 32] = [2; 32];
+    const LEASE: Duration = Duration::from_secs(60);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn answer(status: u16, body: &'static str) -> StoredAnswer {
+        StoredAnswer {
+            status,
+            content_type: Some("application/json".into()),
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn first_attempt_starts_then_in_flight_done_and_mismatch() {
+        let s = MemoryIdempotencyStore::new(100, 1 << 20);
+        let t0 = Instant::now();
+        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::InFlight));
+        assert_eq!(s.begin_at("k", B, LEASE, t0), Ok(Begin::Mismatch));
+        // Another request's answer never settles this attempt.
+        s.complete_at("k", B, &answer(200, "{}"), DAY, t0).unwrap();
+        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::InFlight));
+        s.complete_at("k", A, &answer(500, r#"{"e":1}"#), DAY, t0).unwrap();
+        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::Done(answer(500, r#"{"e":1}"#))));
+        assert_eq!(s.begin_at("k", B, LEASE, t0), Ok(Begin::Mismatch));
+        assert_eq!(s.stored_bytes(), 7);
+        // Retention over: the key is free, its answer's bytes are given back.
+        assert_eq!(s.begin_at("k", B, LEASE, t0 + DAY), Ok(Begin::Started));
+        assert_eq!(s.stored_bytes(), 0);
+    }
+
+    #[test]
+    fn release_frees_hold_keeps_and_a_lease_runs_out() {
+        let s = MemoryIdempotencyStore::new(100, 1 << 20);
+        let t0 = Instant::now();
+        assert_eq!(s.begin_at("r", A, LEASE, t0), Ok(Begin::Started));
+        s.release_key("r", B);
+        assert_eq!(s.begin_at("r", A, LEASE, t0), Ok(Begin::InFlight), "only the attempt itself releases");
+        s.release_key("r", A);
+        assert_eq!(s.begin_at("r", A, LEASE, t0), Ok(Begin::Started));
+        s.hold_at("r", A, DAY, t0).unwrap();
+        assert_eq!(s.begin_at("r", A, LEASE, t0 + LEASE), Ok(Begin::Indeterminate));
+        // An attempt in flight holds the key for its lease only (a crashed instance's hold).
+        assert_eq!(s.begin_at("x", A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at("x", A, LEASE, t0 + LEASE), Ok(Begin::Started));
+    }
+
+    #[test]
+    fn caps_refuse_new_keys_and_never_forget_a_held_one() {
+        let s = MemoryIdempotencyStore::new(2, 10);
+        let t0 = Instant::now();
+        assert_eq!(s.begin_at("a", A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at("b", A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at("c", A, LEASE, t0), Err(StoreError::Full));
+        // An answer over the byte cap is not stored: the key stays held, as indeterminate.
+        assert_eq!(s.complete_at("a", A, &answer(200, "0123456789ab"), DAY, t0), Err(StoreError::Full));
+        assert_eq!(s.begin_at("a", A, LEASE, t0), Ok(Begin::Indeterminate));
+        s.complete_at("b", A, &answer(200, "0123"), DAY, t0).unwrap();
+        assert_eq!(s.sweep(t0 + DAY), 0);
+        assert_eq!((s.stored_bytes(), s.begin_at("c", A, LEASE, t0 + DAY)), (0, Ok(Begin::Started)));
+    }
+
+    #[test]
+    fn concurrent_first_attempts_have_one_winner() {
+        let s = Arc::new(MemoryIdempotencyStore::new(100, 1 << 20));
+        let started: usize = std::thread::scope(|scope| {
+            let hs: Vec<_> = (0..16)
+                .map(|_| {
+                    let s = s.clone();
+                    scope.spawn(move || usize::from(s.begin_at("k", A, LEASE, Instant::now()) == Ok(Begin::Started)))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(started, 1);
     }
 }

@@ -164,6 +164,54 @@ pub trait FailureStore: Send + Sync + 'static {
     fn lift(&self, scope: u64, key: u128) -> StoreFuture<'_, bool>;
 }
 
+/// An answer kept for replay by `[route.idempotency]`: status, `content-type` and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+/// What the store says when an attempt with an idempotency key begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The key was free: it is held for this attempt until its lease runs out.
+    Started,
+    /// An attempt with the same fingerprint holds the key right now.
+    InFlight,
+    /// An attempt with the same fingerprint finished: its answer.
+    Done(StoredAnswer),
+    /// The key is held, or was answered, for a different request.
+    Mismatch,
+    /// An attempt with the same fingerprint timed out at the backend, which may have acted on it.
+    Indeterminate,
+}
+
+/// Idempotency keys (`[route.idempotency]`). `begin` is atomic: of concurrent attempts with one
+/// key, exactly one gets [`Begin::Started`]. Every other call acts only on the key's attempt
+/// with `fingerprint`, so a late answer never overwrites another request's state.
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Starts an attempt, or says why not. `lease`: how long an attempt in flight holds the key
+    /// at most (a crashed instance's hold runs out).
+    fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin>;
+
+    /// The attempt finished with `answer`: replayed for `retention`.
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: [u8; 32],
+        answer: &'a StoredAnswer,
+        retention: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The attempt's outcome is unknown (the backend timed out): held as indeterminate for
+    /// `retention`.
+    fn hold<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'a, ()>;
+
+    /// Nothing was done: the key is free again.
+    fn release<'a>(&'a self, key: &'a str, fingerprint: [u8; 32]) -> StoreFuture<'a, ()>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script};
 
 use super::{
-    Ban, FailurePolicy, FailureStore, Gcra, NonceStore, RateDecision, RateStore, Reservation, StoreError, StoreFuture,
+    Ban, Begin, FailurePolicy, FailureStore, Gcra, IdempotencyStore, NonceStore, RateDecision, RateStore, Reservation,
+    StoreError, StoreFuture, StoredAnswer,
 };
 pub use crate::config::redis_url::{check_url, redact};
 
@@ -42,6 +43,46 @@ pub const RATE_PREFIX: &str = "payguard:rl:";
 pub const FAIL_PREFIX: &str = "payguard:fl:";
 /// The index of bans in force, for listing: member `<scope>:<key>`, score the ban's end (unix ms).
 pub const BANS_INDEX: &str = "payguard:fl:bans";
+
+/// Namespace of idempotency keys: one hash per key (`state`, `fp`, and for a stored answer
+/// `status`, `ct`, `body`).
+pub const IDEM_PREFIX: &str = "payguard:idem:";
+
+/// The start of an attempt. `KEYS[1]`: the key's hash; `ARGV`: fingerprint, lease (ms).
+/// Returns `{"started"}`, `{"in_flight"}`, `{"mismatch"}`, `{"indeterminate"}` or
+/// `{"done", status, content type, body}`. An attempt in flight expires with its lease.
+pub const IDEM_BEGIN_SCRIPT: &str = r"
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  redis.call('HSET', KEYS[1], 'state', 'I', 'fp', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'started'}
+end
+if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then return {'mismatch'} end
+if state == 'I' then return {'in_flight'} end
+if state == 'X' then return {'indeterminate'} end
+local a = redis.call('HMGET', KEYS[1], 'status', 'ct', 'body')
+return {'done', a[1], a[2] or '', a[3] or ''}
+";
+
+/// Settles the attempt with fingerprint `ARGV[1]` if it is still in flight. `ARGV[2]`: the new
+/// state (`D` answered, `X` indeterminate, `-` released); `ARGV[3]`: retention (ms); for `D`,
+/// `ARGV[4..6]`: status, content type, body.
+pub const IDEM_SETTLE_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'state') ~= 'I' or redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '-' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+if ARGV[2] == 'D' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ct', ARGV[5], 'body', ARGV[6])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
 
 /// One failed attempt. `KEYS[1]`: the failures in the window (sorted set, score = ms on Redis'
 /// clock); `KEYS[2]`: the ban (value = label, expires with the ban); `KEYS[3]`: the count of
@@ -127,6 +168,8 @@ pub struct RedisStore {
     timeout: Duration,
     gcra: Script,
     fail: Script,
+    idem_begin: Script,
+    idem_settle: Script,
     target: String,
 }
 
@@ -200,7 +243,15 @@ impl RedisStore {
                 .map_err(|e| RedisSetupError::Url { url: redact(first), message: e.to_string() })?;
             Conn::Single(manager)
         };
-        Ok(RedisStore { conn, timeout, gcra: Script::new(GCRA_SCRIPT), fail: Script::new(FAIL_SCRIPT), target })
+        Ok(RedisStore {
+            conn,
+            timeout,
+            gcra: Script::new(GCRA_SCRIPT),
+            fail: Script::new(FAIL_SCRIPT),
+            idem_begin: Script::new(IDEM_BEGIN_SCRIPT),
+            idem_settle: Script::new(IDEM_SETTLE_SCRIPT),
+            target,
+        })
     }
 
     /// The node URL(s), credentials redacted.
@@ -245,13 +296,7 @@ impl RedisStore {
         let (interval, tau) = gcra_args(gcra);
         let mut invocation = self.gcra.key(format!("{RATE_PREFIX}{key}"));
         invocation.arg(interval).arg(tau);
-        let call = async {
-            match self.conn.clone() {
-                Conn::Single(mut c) => invocation.invoke_async::<u64>(&mut c).await,
-                Conn::Cluster(mut c) => invocation.invoke_async::<u64>(&mut c).await,
-            }
-        };
-        let wait_us = self.bounded(tokio::time::timeout(self.timeout, call).await)?;
+        let wait_us: u64 = self.invoke(&invocation).await?;
         Ok(if wait_us == 0 {
             RateDecision::Allowed
         } else {
@@ -316,6 +361,78 @@ impl RateStore for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Runs `script` on one key, bounded by the store's timeout.
+    async fn invoke<T: FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
+        let call = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => invocation.invoke_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async::<T>(&mut c).await,
+            }
+        };
+        self.bounded(tokio::time::timeout(self.timeout, call).await)
+    }
+
+    async fn idem_settle(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        state: &str,
+        retention: Duration,
+        answer: Option<&StoredAnswer>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.idem_settle.key(format!("{IDEM_PREFIX}{key}"));
+        invocation.arg(hex::encode(fingerprint)).arg(state).arg(ms(retention));
+        if let Some(a) = answer {
+            invocation.arg(a.status).arg(a.content_type.as_deref().unwrap_or("")).arg(a.body.as_ref());
+        }
+        let _: i64 = self.invoke(&invocation).await?;
+        Ok(())
+    }
+}
+
+impl IdempotencyStore for RedisStore {
+    fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin> {
+        Box::pin(async move {
+            let mut invocation = self.idem_begin.key(format!("{IDEM_PREFIX}{key}"));
+            invocation.arg(hex::encode(fingerprint)).arg(ms(lease));
+            let answer: Vec<Vec<u8>> = self.invoke(&invocation).await?;
+            let malformed = || StoreError::Unavailable("unexpected idempotency script answer".into());
+            Ok(match answer.first().map(Vec::as_slice) {
+                Some(b"started") => Begin::Started,
+                Some(b"in_flight") => Begin::InFlight,
+                Some(b"mismatch") => Begin::Mismatch,
+                Some(b"indeterminate") => Begin::Indeterminate,
+                Some(b"done") => {
+                    let [_, status, ct, body] = answer.as_slice() else { return Err(malformed()) };
+                    let status = std::str::from_utf8(status).ok().and_then(|s| s.parse().ok()).ok_or_else(malformed)?;
+                    let content_type = (!ct.is_empty()).then(|| String::from_utf8_lossy(ct).into_owned());
+                    Begin::Done(StoredAnswer { status, content_type, body: bytes::Bytes::copy_from_slice(body) })
+                }
+                _ => return Err(malformed()),
+            })
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: [u8; 32],
+        answer: &'a StoredAnswer,
+        retention: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.idem_settle(key, fingerprint, "D", retention, Some(answer)))
+    }
+
+    fn hold<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(self.idem_settle(key, fingerprint, "X", retention, None))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, fingerprint: [u8; 32]) -> StoreFuture<'a, ()> {
+        Box::pin(self.idem_settle(key, fingerprint, "-", Duration::from_millis(1), None))
+    }
+}
+
 fn fail_keys(scope: u64, key: u128) -> [String; 3] {
     let base = format!("{FAIL_PREFIX}{{{scope:016x}:{key:032x}}}");
     [format!("{base}:w"), format!("{base}:b"), format!("{base}:s")]
@@ -363,13 +480,7 @@ impl FailureStore for RedisStore {
                 .arg(ms(policy.max_ban))
                 .arg(label)
                 .arg(format!("{:016x}", fastrand::u64(..)));
-            let call = async {
-                match self.conn.clone() {
-                    Conn::Single(mut c) => invocation.invoke_async::<Vec<u64>>(&mut c).await,
-                    Conn::Cluster(mut c) => invocation.invoke_async::<Vec<u64>>(&mut c).await,
-                }
-            };
-            let answer = self.bounded(tokio::time::timeout(self.timeout, call).await)?;
+            let answer: Vec<u64> = self.invoke(&invocation).await?;
             let (len, end) = match answer.as_slice() {
                 [len, _strike, end] if *len > 0 => (*len, *end),
                 _ => return Ok(None),

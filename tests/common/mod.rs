@@ -695,3 +695,66 @@ pub async fn failure_store_contract(store: std::sync::Arc<dyn payguard::state::F
     }
     assert_eq!(started, 1);
 }
+
+/// What every idempotency store must do, whatever keeps the keys (memory or Redis): one first
+/// attempt per key, in flight until settled, the stored answer replayed byte for byte, another
+/// request under the key a mismatch, release and hold acting only on the attempt itself, a
+/// lease that runs out, and exactly one winner among concurrent first attempts.
+pub async fn idempotency_store_contract(store: std::sync::Arc<dyn payguard::state::IdempotencyStore>, prefix: &str) {
+    use payguard::state::{Begin, StoredAnswer};
+    const A: [u8; 32] = [0xa; 32];
+    const B: [u8; 32] = [0xb; 32];
+    let lease = Duration::from_secs(60);
+    let day = Duration::from_secs(86_400);
+    let k = |s: &str| format!("{prefix}|{s}");
+    let answer = StoredAnswer {
+        status: 500,
+        content_type: Some("application/json; charset=utf-8".into()),
+        // Not UTF-8, with a NUL: stored byte for byte.
+        body: bytes::Bytes::from_static(b"{\"error\":\"boom\"}\x00\xff"),
+    };
+
+    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::Started));
+    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::InFlight));
+    assert_eq!(store.begin(&k("a"), B, lease).await, Ok(Begin::Mismatch));
+    // Another request's settlement does nothing to this attempt.
+    store.complete(&k("a"), B, &answer, day).await.unwrap();
+    store.release(&k("a"), B).await.unwrap();
+    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::InFlight));
+    store.complete(&k("a"), A, &answer, day).await.unwrap();
+    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::Done(answer.clone())));
+    assert_eq!(store.begin(&k("a"), B, lease).await, Ok(Begin::Mismatch));
+    // A settled attempt is not released.
+    store.release(&k("a"), A).await.unwrap();
+    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::Done(answer.clone())));
+
+    assert_eq!(store.begin(&k("r"), A, lease).await, Ok(Begin::Started));
+    store.release(&k("r"), A).await.unwrap();
+    assert_eq!(store.begin(&k("r"), B, lease).await, Ok(Begin::Started), "a released key is free for anyone");
+    store.hold(&k("r"), B, day).await.unwrap();
+    assert_eq!(store.begin(&k("r"), B, lease).await, Ok(Begin::Indeterminate));
+
+    // An attempt in flight holds the key for its lease only.
+    let short = Duration::from_millis(100);
+    assert_eq!(store.begin(&k("lease"), A, short).await, Ok(Begin::Started));
+    let freed = eventually(Duration::from_secs(5), || {
+        let store = store.clone();
+        let key = k("lease");
+        async move { store.begin(&key, A, short).await == Ok(Begin::Started) }
+    })
+    .await;
+    assert!(freed, "an expired lease frees the key");
+
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let key = k("race");
+            tokio::spawn(async move { store.begin(&key, A, lease).await == Ok(Begin::Started) })
+        })
+        .collect();
+    let mut started = 0;
+    for t in tasks {
+        started += usize::from(t.await.unwrap());
+    }
+    assert_eq!(started, 1);
+}
