@@ -31,6 +31,14 @@ use super::{
     StoreError, StoreFuture, StoredAnswer,
 };
 
+/// Whether this caller is the first in a second (by `now`, ns) to claim `last`: a full store's
+/// sweep runs once a second however many requests find it full.
+fn first_this_second(last: &AtomicU64, now: u64) -> bool {
+    let seen = last.load(Ordering::Relaxed);
+    now.saturating_sub(seen) >= 1_000_000_000
+        && last.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 pub struct MemoryNonceStore {
     keys: Map<Box<str>, Instant>,
     /// `keys.len()` without visiting every shard on each reservation.
@@ -168,10 +176,7 @@ impl MemoryRateStore {
 
     /// At the cap, one check a second sweeps before refusing: full buckets may have refilled.
     fn sweep_when_full(&self, at: Instant, now: u64) {
-        let last = self.last_full_sweep.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1_000_000_000
-            || self.last_full_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
-        {
+        if !first_this_second(&self.last_full_sweep, now) {
             return;
         }
         let left = self.sweep(at);
@@ -505,10 +510,7 @@ impl MemoryFailureStore {
 
     /// At the cap, one failure a second sweeps first (and says so when the store stays full).
     fn sweep_when_full(&self, at: Instant, now: u64) {
-        let last = self.last_full_sweep.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1_000_000_000
-            || self.last_full_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
-        {
+        if !first_this_second(&self.last_full_sweep, now) {
             return;
         }
         let left = self.sweep(at);
