@@ -28,7 +28,7 @@ use crate::guard::layer::{Guard, Responded, Verdict};
 use crate::guard::Reject;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::rescue::{rescue, Refusal, Stage};
-use crate::rules::{FailMode, FailureKey, FailureLimit, Mode, Route};
+use crate::rules::{FailureKey, FailureLimit, Mode, Route};
 use crate::state::{FailurePolicy, FailureStore, StoreError};
 
 const NAME: &str = "failure_limit";
@@ -62,23 +62,23 @@ pub fn policy(rule: &FailureLimit) -> FailurePolicy {
 /// The request's key for `key`; `None` when the request does not carry it. An IP is its own
 /// key; any other value is keyed by a SHA-256 digest of the key's spec and the value.
 pub fn counted_key(key: &FailureKey, client: std::net::IpAddr, headers: &HeaderMap, body: &[u8]) -> Option<u128> {
-    let value: Vec<u8> = match key {
+    let (kind, name) = key.spec_parts();
+    let mut h = Sha256::new().chain_update(kind).chain_update(name).chain_update([0xff]);
+    match key {
         FailureKey::Ip => return Some(super::rate_limit::ip_key(client)),
-        FailureKey::Header(name) => {
-            let mut values = headers.get_all(name).iter().peekable();
+        FailureKey::Header(header) => {
+            let mut values = headers.get_all(header).iter().peekable();
             values.peek()?;
-            let mut framed = Vec::new();
             for v in values {
-                framed.extend_from_slice(&(v.len() as u64).to_be_bytes());
-                framed.extend_from_slice(v.as_bytes());
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(v.as_bytes());
             }
-            framed
         }
         FailureKey::Json(pointer) => {
             let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
             match doc.pointer(pointer)? {
-                serde_json::Value::String(s) if !s.is_empty() => s.clone().into_bytes(),
-                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string().into_bytes(),
+                serde_json::Value::String(s) if !s.is_empty() => h.update(s.as_bytes()),
+                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => h.update(v.to_string()),
                 _ => return None,
             }
         }
@@ -87,10 +87,10 @@ pub fn counted_key(key: &FailureKey, client: std::net::IpAddr, headers: &HeaderM
             if v.is_empty() {
                 return None;
             }
-            v.into_owned().into_bytes()
+            h.update(v.as_bytes());
         }
-    };
-    let digest = Sha256::new().chain_update(key.spec().as_bytes()).chain_update([0xff]).chain_update(&value).finalize();
+    }
+    let digest = h.finalize();
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
     Some(u128::from_be_bytes(first))
@@ -107,32 +107,25 @@ pub fn key_label(key: &FailureKey, counted: u128, client: std::net::IpAddr) -> S
 
 type Checked = (Exchange, Result<(), Reject>);
 
-/// What the request phase decides from the bans it found.
-struct Decide {
-    fail_mode: FailMode,
-    label: RouteLabel,
-    metrics: Arc<Metrics>,
-}
-
-impl Decide {
-    fn outcome(&self, answers: impl IntoIterator<Item = Result<Option<Duration>, StoreError>>) -> Result<(), Reject> {
-        let mut longest: Option<Duration> = None;
-        for answer in answers {
-            match answer {
-                Ok(Some(left)) => longest = Some(longest.map_or(left, |l| l.max(left))),
-                Ok(None) => {}
-                Err(e) if self.fail_mode == FailMode::Open => {
-                    tracing::debug!(target: "payguard::failure_limit", error = %e, "failure-limit store unavailable; failing open");
-                    self.metrics.decision(&self.label, NAME, "fail_open");
-                }
-                Err(e) => {
-                    tracing::debug!(target: "payguard::failure_limit", error = %e, "failure-limit store unavailable; failing closed");
-                    return Err(Reject::StateUnavailable);
-                }
+/// What the request phase decides from the store's answers: the longest ban found, or the
+/// route's `on_state_error` when the store could not answer.
+fn outcome(
+    answers: impl IntoIterator<Item = Result<Option<Duration>, StoreError>>,
+    route: &Route,
+    metrics: &Metrics,
+) -> Result<(), Reject> {
+    let mut longest: Option<Duration> = None;
+    for answer in answers {
+        match answer {
+            Ok(Some(left)) => longest = Some(longest.map_or(left, |l| l.max(left))),
+            Ok(None) => {}
+            Err(e) => {
+                let label = RouteLabel(route.name.clone());
+                super::store_unavailable(NAME, route.on_state_error.failure_limit, &e, metrics, &label)?;
             }
         }
-        longest.map_or(Ok(()), |left| Err(Reject::TooManyFailures { left }))
     }
+    longest.map_or(Ok(()), |left| Err(Reject::TooManyFailures { left }))
 }
 
 /// What the response phase needs: the route's rules and this request's keys.
@@ -165,19 +158,14 @@ impl Guard for FailureLimitGuard {
                 Some(CountedKey { rule, key })
             })
             .collect();
-        let decide = Decide {
-            fail_mode: route.on_state_error.failure_limit,
-            label: RouteLabel(route.name.clone()),
-            metrics: self.metrics.clone(),
-        };
         let scope = |k: &CountedKey| route.failure_limits.get(k.rule).map_or(0, |r| r.scope);
         let now: Option<Vec<_>> = keys.iter().map(|k| self.store.banned_now(scope(k), k.key)).collect();
         if let Some(answers) = now {
-            let outcome = decide.outcome(answers);
+            let outcome = outcome(answers, &route, &self.metrics);
             ex.failure_keys = keys;
             return Verdict::Now(ex, outcome);
         }
-        let store = self.store.clone();
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
         let scopes: Vec<(u64, u128)> = keys.iter().map(|k| (scope(k), k.key)).collect();
         ex.failure_keys = keys;
         Verdict::Later(Box::pin(async move {
@@ -185,7 +173,7 @@ impl Guard for FailureLimitGuard {
             for (scope, key) in scopes {
                 answers.push(store.banned(scope, key).await);
             }
-            let outcome = decide.outcome(answers);
+            let outcome = outcome(answers, &route, &metrics);
             (ex, outcome)
         }))
     }
@@ -209,10 +197,10 @@ impl Guard for FailureLimitGuard {
             return Responded::Now(res);
         }
         let status = res.status().as_u16();
-        let by_status: Vec<bool> = held.route.failure_limits.iter().map(|r| r.status_fails(status)).collect();
-        let needs_body = held.route.failure_limits.iter().zip(&by_status).any(|(r, s)| !s && r.json.is_some())
-            && readable_json(res.headers());
-        if !needs_body && !by_status.contains(&true) {
+        let rules = &held.route.failure_limits;
+        let needs_body =
+            rules.iter().any(|r| !r.status_fails(status) && r.json.is_some()) && readable_json(res.headers());
+        if !needs_body && !rules.iter().any(|r| r.status_fails(status)) {
             return Responded::Now(res);
         }
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
@@ -250,7 +238,7 @@ impl Guard for FailureLimitGuard {
             };
             for k in &held.keys {
                 let Some(rule) = held.route.failure_limits.get(k.rule) else { continue };
-                let failed = by_status.get(k.rule).copied().unwrap_or(false)
+                let failed = rule.status_fails(status)
                     || doc.as_ref().zip(rule.json.as_ref()).is_some_and(|(d, j)| j.matches(d));
                 if failed {
                     record(&*store, &metrics, &held, k, rule).await;

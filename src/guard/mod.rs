@@ -168,6 +168,27 @@ impl From<crate::signature::SignatureError> for Reject {
     }
 }
 
+/// A state store could not answer a guard: the route's `on_state_error` for that guard decides.
+/// `fail_open` lets the request go on and counts `decision="fail_open"`; `fail_closed` refuses
+/// with 503 `state_unavailable`. Logged per request at debug only: the health loop (or a full
+/// store) reports the outage once.
+pub(crate) fn store_unavailable(
+    guard: &'static str,
+    fail_mode: crate::rules::FailMode,
+    error: &crate::state::StoreError,
+    metrics: &crate::metrics::Metrics,
+    route: &crate::metrics::RouteLabel,
+) -> Result<(), Reject> {
+    tracing::debug!(target: "payguard::state", guard, %error, ?fail_mode, "state store unavailable");
+    match fail_mode {
+        crate::rules::FailMode::Open => {
+            metrics.decision(route, guard, "fail_open");
+            Ok(())
+        }
+        crate::rules::FailMode::Closed => Err(Reject::StateUnavailable),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

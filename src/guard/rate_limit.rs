@@ -104,16 +104,7 @@ impl Decide {
             Ok(RateDecision::Limited { retry_after }) => {
                 Err(Reject::RateLimited { limit: self.limit, reset: retry_after })
             }
-            Err(e) if self.fail_mode == FailMode::Open => {
-                // Per request at debug only: the health loop (or the full store) reports it once.
-                tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing open");
-                self.metrics.decision(&self.label, NAME, "fail_open");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::debug!(target: "payguard::rate_limit", error = %e, "rate-limit store unavailable; failing closed");
-                Err(Reject::StateUnavailable)
-            }
+            Err(e) => super::store_unavailable(NAME, self.fail_mode, &e, &self.metrics, &self.label),
         }
     }
 }

@@ -62,12 +62,7 @@ impl Guard for ReplayGuard {
                 Ok(Reservation::Taken) => Err(Reject::Replay),
                 Err(e) => {
                     tracing::warn!(target: "payguard::replay", error = %e, "replay store unavailable");
-                    if fail_mode == FailMode::Open {
-                        metrics.decision(&label, NAME, "fail_open");
-                        Ok(())
-                    } else {
-                        Err(Reject::StateUnavailable)
-                    }
+                    super::store_unavailable(NAME, fail_mode, &e, &metrics, &label)
                 }
             };
             (ex, outcome)

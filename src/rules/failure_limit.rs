@@ -38,14 +38,21 @@ impl FailureKey {
         matches!(self, FailureKey::Json(_) | FailureKey::Form(_))
     }
 
+    /// As written in the rule file, in two parts (`("json:", "/user_id")`): hashed per request
+    /// without building the string.
+    pub fn spec_parts(&self) -> (&'static str, &str) {
+        match self {
+            FailureKey::Ip => ("ip", ""),
+            FailureKey::Header(h) => ("header:", h.as_str()),
+            FailureKey::Json(p) => ("json:", p),
+            FailureKey::Form(f) => ("form:", f),
+        }
+    }
+
     /// As written in the rule file (`json:/user_id`), for labels and logs.
     pub fn spec(&self) -> String {
-        match self {
-            FailureKey::Ip => "ip".into(),
-            FailureKey::Header(h) => format!("header:{h}"),
-            FailureKey::Json(p) => format!("json:{p}"),
-            FailureKey::Form(f) => format!("form:{f}"),
-        }
+        let (kind, name) = self.spec_parts();
+        format!("{kind}{name}")
     }
 }
 
