@@ -82,6 +82,8 @@ pin_project_lite::pin_project! {
         Chain { head: Option<Bytes>, #[pin] tail: Incoming, deadline: Option<BodyDeadline> },
         // A backend response: its connection goes back to the pool once the body has ended.
         Upstream { #[pin] inner: Incoming, conn: Option<crate::pool::Pooled<Body>> },
+        // What a response phase read of an answer before deciding not to keep it, then the rest.
+        Resumed { head: Option<Bytes>, tail: Pin<Box<Body>> },
     }
 }
 
@@ -104,7 +106,7 @@ impl Body {
         match self {
             Body::Empty => Some(&[]),
             Body::Full { data } => Some(data.as_deref().unwrap_or(&[])),
-            Body::Incoming { .. } | Body::Chain { .. } | Body::Upstream { .. } => None,
+            Body::Incoming { .. } | Body::Chain { .. } | Body::Upstream { .. } | Body::Resumed { .. } => None,
         }
     }
 
@@ -123,6 +125,11 @@ impl Body {
     /// A client's request body that fails with [`BodyTimedOut`] if it has not ended by `deadline`.
     pub fn request(inner: Incoming, deadline: Option<Instant>) -> Self {
         Body::Incoming { inner, limit: u64::MAX, seen: 0, deadline: deadline.map(BodyDeadline::new) }
+    }
+
+    /// `head`, read from `tail` already, followed by the rest of `tail`.
+    pub fn resumed(head: Bytes, tail: Body) -> Self {
+        Body::Resumed { head: (!head.is_empty()).then_some(head), tail: Box::pin(tail) }
     }
 
     /// A backend response body that returns `conn` to its pool when it has been read to the end.
@@ -164,6 +171,10 @@ impl http_body::Body for Body {
                 Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
                 None => poll_before(tail, deadline, cx),
             },
+            BodyProj::Resumed { head, tail } => match head.take() {
+                Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
+                None => tail.as_mut().poll_frame(cx),
+            },
             BodyProj::Upstream { mut inner, conn } => {
                 let polled = inner.as_mut().poll_frame(cx);
                 let ended = match &polled {
@@ -190,6 +201,7 @@ impl http_body::Body for Body {
             Body::Incoming { inner, .. } => inner.is_end_stream(),
             Body::Chain { head, tail, .. } => head.is_none() && tail.is_end_stream(),
             Body::Upstream { inner, .. } => inner.is_end_stream(),
+            Body::Resumed { head, tail } => head.is_none() && tail.is_end_stream(),
         }
     }
 
@@ -198,18 +210,21 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming { inner, .. } | Body::Upstream { inner, .. } => inner.size_hint(),
-            Body::Chain { head, tail, .. } => {
-                let head = head.as_ref().map_or(0, |h| h.len() as u64);
-                let tail = tail.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(tail.lower().saturating_add(head));
-                if let Some(u) = tail.upper() {
-                    hint.set_upper(u.saturating_add(head));
-                }
-                hint
-            }
+            Body::Chain { head, tail, .. } => prefixed(head.as_ref(), tail.size_hint()),
+            Body::Resumed { head, tail } => prefixed(head.as_ref(), tail.size_hint()),
         }
     }
+}
+
+/// The size of a body that is `head`, then a body of size `tail`.
+fn prefixed(head: Option<&Bytes>, tail: SizeHint) -> SizeHint {
+    let head = head.map_or(0, |h| h.len() as u64);
+    let mut hint = SizeHint::new();
+    hint.set_lower(tail.lower().saturating_add(head));
+    if let Some(u) = tail.upper() {
+        hint.set_upper(u.saturating_add(head));
+    }
+    hint
 }
 
 /// True when `err` (or anything in its source chain) is a [`BodyTooLarge`].

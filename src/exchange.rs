@@ -137,6 +137,20 @@ pub struct Parts {
     pub reserved: Option<ReplayClaim>,
     /// Set by the failure-limit guard: whose failures the answer may count.
     pub failure_keys: Vec<CountedKey>,
+    /// Set by the idempotency guard when this request is the first attempt with its key: the
+    /// answer settles it.
+    pub attempt: Option<Attempt>,
+}
+
+/// An attempt holding an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The key as stored: a digest of route, scope and key (hex), never the key itself.
+    pub key: String,
+    /// SHA-256 over method, path and query, and body.
+    pub fingerprint: [u8; 32],
+    /// When the key was taken: the lease runs from here.
+    pub since: Instant,
 }
 
 impl Parts {
@@ -204,6 +218,7 @@ impl Exchange {
             replay: None,
             reserved: None,
             failure_keys: Vec::new(),
+            attempt: None,
         })
     }
 }

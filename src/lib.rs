@@ -131,8 +131,13 @@ async fn state_stores(
             let nonces = Arc::new(state::memory::MemoryNonceStore::new(config.max_replay_keys));
             let buckets = Arc::new(state::memory::MemoryRateStore::new(config.max_rate_keys));
             let failures = Arc::new(state::memory::MemoryFailureStore::new(config.max_failure_keys));
+            let idempotency = Arc::new(state::memory::MemoryIdempotencyStore::new(
+                config.max_idempotency_keys,
+                config.max_idempotency_bytes,
+            ));
             spawn_until(stopped.clone(), {
                 let (nonces, buckets, failures) = (nonces.clone(), buckets.clone(), failures.clone());
+                let idempotency = idempotency.clone();
                 let metrics = metrics.clone();
                 async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -141,11 +146,13 @@ async fn state_stores(
                         // A pass over a million keys takes tens of milliseconds: not on a
                         // runtime thread.
                         let (nonces, buckets, failures) = (nonces.clone(), buckets.clone(), failures.clone());
+                        let idempotency = idempotency.clone();
                         let swept = tokio::task::spawn_blocking(move || {
                             let now = std::time::Instant::now();
                             nonces.sweep(now);
                             buckets.sweep(now);
                             failures.sweep(now);
+                            idempotency.sweep(now);
                             failures.bans_at(usize::MAX, now).len()
                         })
                         .await;
@@ -155,7 +162,7 @@ async fn state_stores(
                     }
                 }
             });
-            Ok(state::Stores { nonces, buckets, failures })
+            Ok(state::Stores { nonces, buckets, failures, idempotency })
         }
         config::StateBackend::Redis { urls, cluster } => {
             let password = config.redis_password.as_ref().map(|p| p.0.as_str());
@@ -168,7 +175,12 @@ async fn state_stores(
                 tracing::info!(target: "payguard::state", redis = %store.target(), cluster = *cluster, "state store connected");
             }
             spawn_until(stopped.clone(), watch_state_store(store.clone(), health.clone(), metrics.clone(), up));
-            Ok(state::Stores { nonces: store.clone(), buckets: store.clone(), failures: store })
+            Ok(state::Stores {
+                nonces: store.clone(),
+                buckets: store.clone(),
+                failures: store.clone(),
+                idempotency: store,
+            })
         }
     }
 }
@@ -219,7 +231,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let stopped = CancellationToken::new();
 
     // Rules first: a proxy that cannot say what it enforces must not start.
-    let rule_set = rules::load_dir(&config.rules.dir).map_err(StartError::Rules)?;
+    let rule_set = rules::load_dir(&config.rules.dir, &rules::Env::of(&config)).map_err(StartError::Rules)?;
     let shared: rules::active::SharedRules =
         Arc::new(arc_swap::ArcSwap::from_pointee(rules::active::ActiveRules::new(rule_set, 1)));
     health.rules_version.store(1, Ordering::Relaxed);
@@ -227,6 +239,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if config.rules.watch {
         let watcher = rules::watch::watch(
             config.rules.dir.clone(),
+            rules::Env::of(&config),
             shared.clone(),
             metrics.clone(),
             Duration::from_millis(500),
@@ -301,7 +314,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 pub fn check(path: Option<&std::path::Path>) -> Result<String, Vec<diag::Diagnostic>> {
     let config = Config::load(path)?;
     let mut problems = Vec::new();
-    let rule_count = match rules::load_dir(&config.rules.dir) {
+    let rule_count = match rules::load_dir(&config.rules.dir, &rules::Env::of(&config)) {
         Ok(set) => set.routes().len(),
         Err(mut p) => {
             problems.append(&mut p);

@@ -34,6 +34,12 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub route: RouteLabel,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -100,6 +106,7 @@ pub struct Metrics {
     pub failures: Family<RouteLabels, Counter>,
     pub bans: Family<RouteLabels, Counter>,
     pub bans_active: Gauge,
+    pub idempotency: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +145,7 @@ impl Metrics {
             failures: Family::default(),
             bans: Family::default(),
             bans_active: Gauge::default(),
+            idempotency: Family::default(),
         };
         let r = &mut m.registry;
         r.register("requests", "Requests answered, by route and status", m.requests.clone());
@@ -176,6 +184,11 @@ impl Metrics {
         r.register("failures", "Failed attempts counted by failure limits, by route", m.failures.clone());
         r.register("bans", "Bans started by failure limits, by route", m.bans.clone());
         r.register("bans_active", "Failure-limit bans in force", m.bans_active.clone());
+        r.register(
+            "idempotency",
+            "Idempotency decisions, by route and outcome (first, replayed, in_flight, mismatch, indeterminate, key_missing, stored, released, held, not_stored, store_error)",
+            m.idempotency.clone(),
+        );
         r.register(
             "signature_clock_skew_seconds",
             "Absolute clock skew of verified signatures",
@@ -245,6 +258,10 @@ impl Metrics {
         if banned {
             self.bans.get_or_create(&labels).inc();
         }
+    }
+
+    pub fn idempotency(&self, route: &RouteLabel, outcome: &'static str) {
+        self.idempotency.get_or_create(&OutcomeLabels { route: route.clone(), outcome }).inc();
     }
 
     pub fn decision(&self, route: &RouteLabel, guard: &'static str, decision: &'static str) {

@@ -71,7 +71,7 @@ impl<'a> Refusal<'a> {
 /// `None` when the route is in monitor mode and the request must go on.
 pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
     let monitor = r.mode == Mode::Monitor && r.stage != Stage::Head;
-    let decision = if monitor { "would_block" } else { "block" };
+    let decision = if monitor { "would_block" } else { r.reject.decision() };
     let route_name = r.route.map(|n| &**n);
     let detail = r.reject.detail();
     telemetry::audit(&telemetry::Decision {
@@ -100,6 +100,31 @@ pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
         res.extensions_mut().insert(MatchedRoute(name.clone()));
     }
     Some(res)
+}
+
+/// The backend broke off an answer a response phase was reading (to classify or store it):
+/// nothing usable to send. A refusal like the proxy's own 502, through this rescue point.
+pub fn broken_answer(
+    route: &Arc<str>,
+    request_id: &HeaderValue,
+    client_ip: IpAddr,
+    metrics: &Metrics,
+) -> Response<Body> {
+    metrics.upstream_error("body");
+    let reject = Reject::UpstreamUnavailable;
+    let refusal = Refusal {
+        stage: Stage::Proxy,
+        guard: "proxy",
+        reject: &reject,
+        request_id: request_id.to_str().unwrap_or("-"),
+        client_ip,
+        route: Some(route),
+        mode: Mode::Enforce,
+        version: Version::HTTP_11,
+        passed: None,
+        elapsed: None,
+    };
+    rescue(&refusal, metrics).unwrap_or_else(|| reject.to_response(None, "-"))
 }
 
 /// Whether the connection may not carry another request after this refusal.

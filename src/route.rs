@@ -243,6 +243,7 @@ where
             replay: None,
             reserved: None,
             failure_keys: Vec::new(),
+            attempt: None,
         });
         if let Some(r) = refused {
             if let Some(res) = apply("route", &r, &mut ex, &self.metrics) {

@@ -11,6 +11,7 @@ use crate::context::ContextLayer;
 use crate::guard::body::BufferGuard;
 use crate::guard::failure_limit::FailureLimitGuard;
 use crate::guard::head::HeadLimits;
+use crate::guard::idempotency::IdempotencyGuard;
 use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
 use crate::guard::rate_limit::RateLimitGuard;
@@ -30,6 +31,7 @@ pub struct StackParts {
     /// In memory, or on the shared store (`[state] backend = "redis"`).
     pub rate_limit: RateLimitGuard,
     pub failure_limit: FailureLimitGuard,
+    pub idempotency: IdempotencyGuard,
     pub proxy: Proxy,
     /// `[server] max_uri_len` and `max_header_size`, enforced by the route layer.
     pub head_limits: HeadLimits,
@@ -73,6 +75,7 @@ pub fn from_config(
         proxy: Proxy::new(&config.upstream, metrics.clone()),
         rate_limit: RateLimitGuard::new(stores.buckets, metrics.clone()),
         failure_limit: FailureLimitGuard::new(stores.failures, metrics.clone()),
+        idempotency: IdempotencyGuard::new(stores.idempotency, metrics.clone()),
         metrics,
         rules,
         nonces: stores.nonces,
@@ -121,8 +124,11 @@ pub fn build(
         // Only authenticated requests may reserve a replay key (no store flooding by forgers);
         // the reservation is settled by the backend's answer, so this wraps the rest.
         .layer(GuardLayer::new(ReplayGuard::new(parts.nonces, m.clone()), m.clone()))
-        // Schema and field rules last: parsing untrusted JSON only for authentic requests.
-        .layer(GuardLayer::new(BodyGuard, m))
+        // Schema and field rules: parsing untrusted JSON only for authentic requests.
+        .layer(GuardLayer::new(BodyGuard, m.clone()))
+        // Last: only a request every other guard let through may take an order's key, and the
+        // answer it settles on is the backend's (or the proxy's own 502/504), nothing else.
+        .layer(GuardLayer::new(parts.idempotency, m))
         // Forward what every guard let through.
         .service(parts.proxy)
 }

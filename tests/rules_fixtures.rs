@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn fixtures() -> RuleSet {
-    load_dir(Path::new("tests/fixtures/rules"))
+    load_dir(Path::new("tests/fixtures/rules"), &Default::default())
         .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
         .unwrap()
 }
@@ -158,8 +158,11 @@ fn shop_routes_hosts_modes_and_forms() {
 
 #[test]
 fn invalid_set_reports_every_problem_with_paths_as_given() {
-    let errors: Vec<String> =
-        load_dir(Path::new("tests/fixtures/invalid")).unwrap_err().iter().map(ToString::to_string).collect();
+    let errors: Vec<String> = load_dir(Path::new("tests/fixtures/invalid"), &Default::default())
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let expect = [
         "tests/fixtures/invalid/a-syntax.toml:1:",
         "tests/fixtures/invalid/b-semantic.toml:4:13: unknown ip set \"@nowhere\"",

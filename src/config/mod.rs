@@ -196,6 +196,13 @@ pub struct StateConfig {
     /// each). At the cap a new key's failures are not counted (logged, and counted as
     /// `fail_open`); known keys are still counted and banned.
     pub max_failure_keys: usize,
+    /// Idempotency keys the memory backend holds at most (about 250 bytes each, besides the
+    /// stored answer). Past it, or past `max_idempotency_bytes`, a new key gets the route's
+    /// `on_state_error.idempotency`.
+    pub max_idempotency_keys: usize,
+    /// Body bytes of stored answers the memory backend holds at most. An answer that does not
+    /// fit is not stored: its key is held without one (later attempts get 409).
+    pub max_idempotency_bytes: usize,
     /// Overrides any password in `redis_url`, so none need be written into the file.
     pub redis_password: Option<RedisPassword>,
 }
@@ -204,6 +211,8 @@ pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(250);
 pub const DEFAULT_MAX_REPLAY_KEYS: usize = 10_000_000;
 pub const DEFAULT_MAX_RATE_KEYS: usize = 10_000_000;
 pub const DEFAULT_MAX_FAILURE_KEYS: usize = 1_000_000;
+pub const DEFAULT_MAX_IDEMPOTENCY_KEYS: usize = 1_000_000;
+pub const DEFAULT_MAX_IDEMPOTENCY_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -556,6 +565,19 @@ impl Checker<'_> {
         let max_rate_keys = self.count(st.max_rate_keys, DEFAULT_MAX_RATE_KEYS, 1_000, 1_000_000_000, "max_rate_keys");
         let max_failure_keys =
             self.count(st.max_failure_keys, DEFAULT_MAX_FAILURE_KEYS, 1_000, 1_000_000_000, "max_failure_keys");
+        let max_idempotency_keys = self.count(
+            st.max_idempotency_keys,
+            DEFAULT_MAX_IDEMPOTENCY_KEYS,
+            1_000,
+            1_000_000_000,
+            "max_idempotency_keys",
+        );
+        let max_idempotency_bytes = self.size(
+            st.max_idempotency_bytes.as_ref(),
+            DEFAULT_MAX_IDEMPOTENCY_BYTES,
+            (1 << 20, 1 << 40, "1MiB and 1TiB"),
+            "max_idempotency_bytes",
+        );
         let redis_password = st.redis_password.and_then(|v| {
             match crate::files::resolve_secret(v.get_ref(), self.base).map(String::from_utf8) {
                 Ok(Ok(p)) if !p.is_empty() => Some(RedisPassword(p)),
@@ -580,7 +602,16 @@ impl Checker<'_> {
                 }
             },
         };
-        StateConfig { backend, timeout, max_replay_keys, max_rate_keys, max_failure_keys, redis_password }
+        StateConfig {
+            backend,
+            timeout,
+            max_replay_keys,
+            max_rate_keys,
+            max_failure_keys,
+            max_idempotency_keys,
+            max_idempotency_bytes,
+            redis_password,
+        }
     }
 
     fn log(&mut self, l: RawLog) -> LogConfig {

@@ -80,6 +80,8 @@ pub struct RawState {
     pub max_replay_keys: Option<Spanned<i64>>,
     pub max_rate_keys: Option<Spanned<i64>>,
     pub max_failure_keys: Option<Spanned<i64>>,
+    pub max_idempotency_keys: Option<Spanned<i64>>,
+    pub max_idempotency_bytes: Option<Spanned<String>>,
     pub redis_password: Option<Spanned<String>>,
 }
 

@@ -98,8 +98,8 @@ async fn read_capped(body: Body, limit: u64) -> Result<Bytes, ReadError> {
             }
             Ok(buf.freeze())
         }
-        // Chain is only built by this guard and Upstream only for responses: a second
+        // Chain is only built by this guard, Upstream and Resumed only for responses: a second
         // buffering pass or a response here would be a stack bug.
-        Body::Chain { .. } | Body::Upstream { .. } => Err(ReadError::Broken),
+        Body::Chain { .. } | Body::Upstream { .. } | Body::Resumed { .. } => Err(ReadError::Broken),
     }
 }

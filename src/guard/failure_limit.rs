@@ -27,8 +27,8 @@ use crate::exchange::{CountedKey, Exchange};
 use crate::guard::layer::{Guard, Responded, Verdict};
 use crate::guard::Reject;
 use crate::metrics::{Metrics, RouteLabel};
-use crate::rescue::{rescue, Refusal, Stage};
-use crate::rules::{FailureKey, FailureLimit, Mode, Route};
+use crate::rescue::broken_answer;
+use crate::rules::{FailureKey, FailureLimit, Route};
 use crate::state::{FailurePolicy, FailureStore, StoreError};
 
 const NAME: &str = "failure_limit";
@@ -215,22 +215,7 @@ impl Guard for FailureLimitGuard {
                     }
                     Err(_) => {
                         // The backend broke off its answer: nothing to classify, nothing to send.
-                        // A refusal like the proxy's own, through the rescue point.
-                        metrics.upstream_error("body");
-                        let reject = Reject::UpstreamUnavailable;
-                        let refusal = Refusal {
-                            stage: Stage::Proxy,
-                            guard: "proxy",
-                            reject: &reject,
-                            request_id: held.request_id.to_str().unwrap_or("-"),
-                            client_ip: held.client_ip,
-                            route: Some(&held.route.name),
-                            mode: Mode::Enforce,
-                            version: http::Version::HTTP_11,
-                            passed: None,
-                            elapsed: None,
-                        };
-                        return rescue(&refusal, &metrics).unwrap_or_else(|| reject.to_response(None, "-"));
+                        return broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics);
                     }
                 }
             } else {

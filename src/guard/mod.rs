@@ -6,6 +6,7 @@
 pub mod body;
 pub mod failure_limit;
 pub mod head;
+pub mod idempotency;
 pub mod ip;
 pub mod layer;
 pub mod rate_limit;
@@ -56,6 +57,22 @@ pub enum Reject {
     /// `[[route.failure_limit]]`: the key failed too often and is banned for `left`.
     #[error("too many failed attempts; try again later")]
     TooManyFailures { left: Duration },
+    /// `[route.idempotency]`: a required key is absent, or not 1–255 visible ASCII characters.
+    #[error("idempotency key missing or malformed")]
+    IdempotencyKeyMissing { reason: &'static str },
+    /// An attempt with the same key and request is in flight. `key`: the first 8 hex digits of
+    /// the stored key's digest (for the audit line).
+    #[error("a request with this idempotency key is in progress; retry later")]
+    IdempotencyInFlight { key: u32 },
+    /// An attempt with the same key timed out at the backend, which may have acted on it.
+    #[error("the outcome of the first request with this idempotency key is unknown")]
+    IdempotencyIndeterminate { key: u32 },
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyMismatch { key: u32 },
+    /// Not a refusal: the answer to the first attempt with this key, replayed (the backend is
+    /// not contacted). Its status is the stored one.
+    #[error("the answer to an earlier request with this idempotency key, replayed")]
+    IdempotentReplay(Box<Replayed>),
     #[error("the shop backend is unavailable")]
     UpstreamUnavailable,
     #[error("the shop backend did not answer in time")]
@@ -80,6 +97,12 @@ impl Reject {
                 StatusCode::UNAUTHORIZED
             }
             Reject::RateLimited { .. } | Reject::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::IdempotencyKeyMissing { .. } => StatusCode::BAD_REQUEST,
+            Reject::IdempotencyInFlight { .. } | Reject::IdempotencyIndeterminate { .. } => StatusCode::CONFLICT,
+            Reject::IdempotencyMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Reject::IdempotentReplay(r) => {
+                StatusCode::from_u16(r.answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +126,11 @@ impl Reject {
             Reject::Replay => "replay",
             Reject::RateLimited { .. } => "rate_limited",
             Reject::TooManyFailures { .. } => "too_many_failures",
+            Reject::IdempotencyKeyMissing { .. } => "idempotency_key_missing",
+            Reject::IdempotencyInFlight { .. } => "idempotency_in_flight",
+            Reject::IdempotencyIndeterminate { .. } => "idempotency_indeterminate",
+            Reject::IdempotencyMismatch { .. } => "idempotency_mismatch",
+            Reject::IdempotentReplay(_) => "idempotent_replay",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::StateUnavailable => "state_unavailable",
@@ -114,6 +142,11 @@ impl Reject {
         match self {
             Reject::SignatureInvalid { reason } => format!("{self}: {reason}"),
             Reject::StaleTimestamp { skew_secs } => format!("{self} (skew {skew_secs}s)"),
+            Reject::IdempotencyKeyMissing { reason } => format!("{self}: {reason}"),
+            Reject::IdempotencyInFlight { key }
+            | Reject::IdempotencyIndeterminate { key }
+            | Reject::IdempotencyMismatch { key } => format!("{self} (key #{key:08x})"),
+            Reject::IdempotentReplay(r) => format!("{self} (key #{:08x}, status {})", r.key, r.answer.status),
             _ => self.to_string(),
         }
     }
@@ -125,8 +158,20 @@ impl Reject {
         }
     }
 
+    /// What the audit line and the decision metric call it: `block`, or `replay` for an
+    /// idempotent replay (an answer, not a refusal).
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Reject::IdempotentReplay(_) => "replay",
+            _ => "block",
+        }
+    }
+
     /// The response a client sees: status, small JSON body, no internal detail.
     pub fn to_response(&self, rule: Option<&str>, request_id: &str) -> Response<Body> {
+        if let Reject::IdempotentReplay(r) = self {
+            return r.to_response();
+        }
         let body = serde_json::json!({
             "error": self.code(),
             "message": self.to_string(),
@@ -153,8 +198,35 @@ impl Reject {
                 let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
+            Reject::IdempotencyInFlight { .. } => {
+                // The first attempt usually ends within the backend's answer time; a client that
+                // retries after a second sees its answer.
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
+        res
+    }
+}
+
+/// A stored answer, replayed under the key it was stored for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub answer: crate::state::StoredAnswer,
+    /// The first 8 hex digits of the stored key's digest.
+    pub key: u32,
+}
+
+impl Replayed {
+    /// The stored status, `content-type` and body, marked `idempotent-replayed: true`.
+    fn to_response(&self) -> Response<Body> {
+        let mut res = Response::new(Body::full(self.answer.body.clone()));
+        *res.status_mut() = StatusCode::from_u16(self.answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = res.headers_mut();
+        if let Some(ct) = self.answer.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            h.insert(header::CONTENT_TYPE, ct);
+        }
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
         res
     }
 }
@@ -214,6 +286,11 @@ mod tests {
             (Reject::Replay, 401, "replay"),
             (Reject::RateLimited { limit: 1, reset: Duration::from_secs(1) }, 429, "rate_limited"),
             (Reject::TooManyFailures { left: Duration::from_secs(1) }, 429, "too_many_failures"),
+            (Reject::IdempotencyKeyMissing { reason: "x" }, 400, "idempotency_key_missing"),
+            (Reject::IdempotencyInFlight { key: 1 }, 409, "idempotency_in_flight"),
+            (Reject::IdempotencyIndeterminate { key: 1 }, 409, "idempotency_indeterminate"),
+            (Reject::IdempotencyMismatch { key: 1 }, 422, "idempotency_mismatch"),
+            (Reject::IdempotentReplay(Box::new(replayed(201))), 201, "idempotent_replay"),
             (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Reject::UpstreamTimeout, 504, "upstream_timeout"),
             (Reject::StateUnavailable, 503, "state_unavailable"),
@@ -244,12 +321,40 @@ mod tests {
                 Reject::UpstreamTimeout => 15,
                 Reject::StateUnavailable => 16,
                 Reject::TooManyFailures { .. } => 17,
+                Reject::IdempotencyKeyMissing { .. } => 18,
+                Reject::IdempotencyInFlight { .. } => 19,
+                Reject::IdempotencyIndeterminate { .. } => 20,
+                Reject::IdempotencyMismatch { .. } => 21,
+                Reject::IdempotentReplay(_) => 22,
             }
         }
         let mut covered: Vec<usize> = table.iter().map(|(r, _, _)| index(r)).collect();
         covered.sort_unstable();
         covered.dedup();
-        assert_eq!(covered, (0..=17).collect::<Vec<_>>(), "every Reject has a row");
+        assert_eq!(covered, (0..=22).collect::<Vec<_>>(), "every Reject has a row");
+    }
+
+    fn replayed(status: u16) -> Replayed {
+        let answer = crate::state::StoredAnswer {
+            status,
+            content_type: Some("application/json; charset=utf-8".into()),
+            body: bytes::Bytes::from_static(b"{\"id\":7}"),
+        };
+        Replayed { answer, key: 0xabcd_0123 }
+    }
+
+    #[tokio::test]
+    async fn a_replay_is_the_stored_answer_marked_as_such() {
+        let r = Reject::IdempotentReplay(Box::new(replayed(500)));
+        assert_eq!((r.decision(), Reject::Replay.decision()), ("replay", "block"));
+        assert!(r.detail().contains("key #abcd0123, status 500"), "{}", r.detail());
+        let res = r.to_response(Some("r"), "id");
+        assert_eq!(res.status(), 500);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json; charset=utf-8");
+        assert_eq!(res.headers()["idempotent-replayed"], "true");
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "{\"id\":7}");
+        let res = Reject::IdempotencyInFlight { key: 1 }.to_response(Some("r"), "id");
+        assert_eq!((res.status().as_u16(), &res.headers()[header::RETRY_AFTER]), (409, &HeaderValue::from(1u64)));
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use super::{
     RawSignature, Route, RuleSet, DEFAULT_MAX_BODY,
 };
 use crate::signature::Signature;
-use crate::units::{de::SizeValue, parse_rate};
+use crate::units::parse_rate;
 use http::{HeaderName, Method};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +37,7 @@ struct IpSet {
 
 type SchemaCache = HashMap<PathBuf, Result<Arc<jsonschema::Validator>, String>>;
 
-pub(crate) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagnostic>> {
+pub(crate) fn compile(files: &[(PathBuf, String)], env: &super::Env) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let sources: Vec<Source> =
         files.iter().enumerate().map(|(i, (p, t))| Source::new(i, p.clone(), t.clone())).collect();
@@ -102,7 +102,7 @@ pub(crate) fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagno
             } else {
                 names.insert(name.clone(), src.location(&name_span));
             }
-            if let Some(r) = compile_route(&mut cx, route, &defaults, &sets, &mut schemas) {
+            if let Some(r) = compile_route(&mut cx, route, &defaults, &sets, &mut schemas, env) {
                 routes.push(r);
             }
         }
@@ -165,7 +165,7 @@ fn compile_defaults(cx: &mut Ctx<'_>, d: RawDefaults, sets: &HashMap<String, IpS
         }
     }
     if let Some(s) = &d.max_body {
-        out.max_body = size(cx, s).unwrap_or(DEFAULT_MAX_BODY);
+        out.max_body = cx.size(s).unwrap_or(DEFAULT_MAX_BODY);
     }
     if let Some(l) = &d.ip_deny {
         out.ip_deny = IpMatcher::new(ip_list(cx, l, Some(sets)));
@@ -185,6 +185,7 @@ fn compile_route(
     defaults: &Defaults,
     sets: &HashMap<String, IpSet>,
     schemas: &mut SchemaCache,
+    env: &super::Env,
 ) -> Option<Route> {
     let name_span = r.name.span();
     let name = r.name.into_inner();
@@ -222,7 +223,7 @@ fn compile_route(
     let on_state_error = r.on_state_error.map(|o| on_state_error(cx, o.into_inner())).unwrap_or_default();
 
     let mut max_body = match &r.max_body {
-        Some(s) => size(cx, s).unwrap_or(defaults.max_body),
+        Some(s) => cx.size(s).unwrap_or(defaults.max_body),
         None => defaults.max_body,
     };
     let validate = r.validate.map(|v| compile_validate(cx, v.into_inner(), schemas));
@@ -239,6 +240,13 @@ fn compile_route(
         .failure_limit
         .map(|list| super::failure_limit::compile(cx, &name, methods.as_deref(), list))
         .unwrap_or_default();
+    let idempotency =
+        r.idempotency.map(|i| super::idempotency::compile(cx, methods.as_deref(), env.upstream_timeout, i));
+    let idempotency = match idempotency {
+        Some(None) => return None,
+        Some(i) => i,
+        None => None,
+    };
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
         name: Arc::from(name),
@@ -254,6 +262,7 @@ fn compile_route(
         signature,
         verifier,
         failure_limits,
+        idempotency,
         fingerprint,
         methods,
         allow: None,
@@ -365,16 +374,6 @@ fn ip_list(cx: &mut Ctx<'_>, list: &SpannedList, sets: Option<&HashMap<String, I
 
 /// `"10.0.0.0/8"`, `"2001:db8::/32"`, or a bare address (`/32`, `/128`). Host bits must be
 /// zero: `"10.0.0.1/8"` is almost always a typo.
-fn size(cx: &mut Ctx<'_>, s: &Spanned<SizeValue>) -> Option<u64> {
-    match s.get_ref().parse() {
-        Ok(n) => Some(n),
-        Err(e) => {
-            cx.err(&s.span(), e.to_string());
-            None
-        }
-    }
-}
-
 fn rate_limit(cx: &mut Ctx<'_>, rl: Spanned<RawRateLimit>) -> Option<RateLimitSpec> {
     let rl = rl.into_inner();
     let key = match &rl.key {
@@ -428,6 +427,7 @@ fn on_state_error(cx: &mut Ctx<'_>, o: RawOnStateError) -> OnStateError {
     fail_mode(cx, o.replay.as_ref(), &mut out.replay);
     fail_mode(cx, o.rate_limit.as_ref(), &mut out.rate_limit);
     fail_mode(cx, o.failure_limit.as_ref(), &mut out.failure_limit);
+    fail_mode(cx, o.idempotency.as_ref(), &mut out.idempotency);
     out
 }
 
@@ -468,7 +468,7 @@ fn compile_validate(cx: &mut Ctx<'_>, v: RawValidate, schemas: &mut SchemaCache)
         }
         out
     });
-    let max_body = v.max_body.as_ref().and_then(|s| size(cx, s));
+    let max_body = v.max_body.as_ref().and_then(|s| cx.size(s));
     let mut content_encoding = Vec::new();
     for item in v.content_encoding.iter().flat_map(|l| l.get_ref()) {
         let s = item.get_ref().trim().to_ascii_lowercase();

@@ -16,6 +16,32 @@ impl Ctx<'_> {
     pub(super) fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
         self.diags.push(self.src.diag(span, message));
     }
+
+    /// A size (`"64KiB"`, or a number of bytes); `None` after reporting a bad one.
+    pub(super) fn size(&mut self, s: &toml::Spanned<crate::units::de::SizeValue>) -> Option<u64> {
+        match s.get_ref().parse() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.err(&s.span(), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A duration greater than zero (`"15m"`); `None` after reporting a bad one.
+    pub(super) fn positive_duration(&mut self, v: &toml::Spanned<String>, name: &str) -> Option<std::time::Duration> {
+        match crate::units::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.err(&v.span(), format!("{name} must be greater than zero"));
+                None
+            }
+            Err(e) => {
+                self.err(&v.span(), e.to_string());
+                None
+            }
+        }
+    }
 }
 
 /// One source file being loaded: path as given, text, line index.

@@ -158,8 +158,8 @@ fn compile_one(
             None
         }
     };
-    let window = positive_duration(cx, &r.window, "window");
-    let ban = positive_duration(cx, &r.ban, "ban");
+    let window = cx.positive_duration(&r.window, "window");
+    let ban = cx.positive_duration(&r.ban, "ban");
     let ban_factor = match &r.ban_factor {
         None => Some(DEFAULT_BAN_FACTOR),
         Some(f) => match *f.get_ref() {
@@ -176,7 +176,7 @@ fn compile_one(
     let max_ban = match &r.max_ban {
         None => Some(DEFAULT_MAX_BAN.max(ban.unwrap_or_default())),
         Some(m) => {
-            let d = positive_duration(cx, m, "max_ban");
+            let d = cx.positive_duration(m, "max_ban");
             if let (Some(d), Some(b)) = (d, ban) {
                 if d < b {
                     cx.err(&m.span(), "max_ban must not be shorter than ban");
@@ -289,20 +289,6 @@ fn json_match(cx: &mut Ctx<'_>, j: Spanned<RawJsonMatch>) -> Option<JsonMatch> {
         }
     };
     pointer_ok.then(|| JsonMatch { at: at.clone(), value, negated })
-}
-
-fn positive_duration(cx: &mut Ctx<'_>, v: &Spanned<String>, name: &str) -> Option<Duration> {
-    match crate::units::parse_duration(v.get_ref()) {
-        Ok(d) if !d.is_zero() => Some(d),
-        Ok(_) => {
-            cx.err(&v.span(), format!("{name} must be greater than zero"));
-            None
-        }
-        Err(e) => {
-            cx.err(&v.span(), e.to_string());
-            None
-        }
-    }
 }
 
 /// FNV-1a over the route name, the rule's position and its key: stable across processes.

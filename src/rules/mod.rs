@@ -17,6 +17,7 @@ pub mod compile;
 pub mod diag;
 pub mod failure_limit;
 mod fnv;
+pub mod idempotency;
 pub mod ipmatch;
 pub mod raw;
 pub mod router;
@@ -25,6 +26,7 @@ pub mod watch;
 
 pub use diag::Diagnostic;
 pub use failure_limit::{FailureKey, FailureLimit, JsonMatch, StatusMatch};
+pub use idempotency::{Idempotency, KeyScope, KeySource, OnTimeout};
 pub use ipmatch::IpMatcher;
 pub use validate::{Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
 
@@ -74,11 +76,39 @@ pub struct OnStateError {
     pub rate_limit: FailMode,
     /// Failure-limit store unreachable or full; default [`FailMode::Open`].
     pub failure_limit: FailMode,
+    /// Idempotency store unreachable or full; default [`FailMode::Closed`].
+    pub idempotency: FailMode,
 }
 
 impl Default for OnStateError {
     fn default() -> Self {
-        OnStateError { replay: FailMode::Closed, rate_limit: FailMode::Open, failure_limit: FailMode::Open }
+        OnStateError {
+            replay: FailMode::Closed,
+            rate_limit: FailMode::Open,
+            failure_limit: FailMode::Open,
+            idempotency: FailMode::Closed,
+        }
+    }
+}
+
+/// What rules are checked against besides themselves: the settings of `payguard.toml` a rule
+/// must agree with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Env {
+    /// `[upstream] response_timeout`: an idempotency `lease` may not be shorter.
+    pub upstream_timeout: std::time::Duration,
+}
+
+impl Default for Env {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        Env { upstream_timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
+impl Env {
+    pub fn of(config: &crate::config::Config) -> Env {
+        Env { upstream_timeout: config.upstream.response_timeout }
     }
 }
 
@@ -231,6 +261,8 @@ pub struct Route {
     pub verifier: Option<Arc<crate::signature::Signature>>,
     /// `[[route.failure_limit]]`, in file order.
     pub failure_limits: Vec<FailureLimit>,
+    /// `[route.idempotency]`.
+    pub idempotency: Option<Idempotency>,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,
@@ -263,10 +295,11 @@ impl Route {
         HeaderValue::from_str(&joined).ok()
     }
 
-    /// Whether the body must be buffered: body validation (schema or fields), a signature, or
-    /// a failure limit keyed by a body field.
+    /// Whether the body must be buffered: body validation (schema or fields), a signature, a
+    /// failure limit keyed by a body field, or idempotency (its fingerprint covers the body).
     pub fn needs_body(&self) -> bool {
         self.signature.is_some()
+            || self.idempotency.is_some()
             || self.validate.as_ref().is_some_and(Validate::needs_body)
             || self.failure_limits.iter().any(|f| f.key.needs_body())
     }
@@ -343,7 +376,7 @@ impl RuleSet {
 
 /// Loads every `*.toml` file directly in `dir`, in file-name order. A missing or unreadable
 /// directory is one diagnostic at `dir:1:1`; an unreadable file is one at `file:1:1`.
-pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
+pub fn load_dir(dir: &Path, env: &Env) -> Result<RuleSet, Vec<Diagnostic>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| vec![Diagnostic::at_start(dir, format!("cannot read rules directory: {e}"))])?;
     let mut paths = Vec::new();
@@ -369,7 +402,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
             Err(e) => problems.push(Diagnostic::at_start(&path, format!("cannot read: {e}"))),
         }
     }
-    match load_sources(&files) {
+    match load_sources_with(&files, env) {
         Ok(set) if problems.is_empty() => Ok(set),
         Ok(_) => Err(problems),
         Err(mut diags) => {
@@ -382,7 +415,12 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
 /// Compiles rule files given as `(path, text)`, in the given order. Relative paths inside a
 /// file (`json_schema`, signature keys) resolve against the path's parent directory.
 pub fn load_sources(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagnostic>> {
-    compile::compile(files)
+    load_sources_with(files, &Env::default())
+}
+
+/// [`load_sources`], checked against the configuration's `env`.
+pub fn load_sources_with(files: &[(PathBuf, String)], env: &Env) -> Result<RuleSet, Vec<Diagnostic>> {
+    compile::compile(files, env)
 }
 
 #[cfg(test)]
@@ -408,7 +446,7 @@ mod tests {
 
     #[test]
     fn load_dir_missing_is_one_diagnostic_at_dir() {
-        let err = load_dir(Path::new("no/such/rules")).unwrap_err();
+        let err = load_dir(Path::new("no/such/rules"), &Env::default()).unwrap_err();
         assert_eq!(err.len(), 1);
         assert!(err[0].to_string().starts_with("no/such/rules:1:1: cannot read rules directory"));
     }
@@ -420,7 +458,7 @@ mod tests {
         std::fs::write(dir.path().join("a.toml"), "[[route]]\nname = \"a\"\nmatch = { path = \"/a\" }\n").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not toml [[[").unwrap();
         std::fs::create_dir(dir.path().join("sub.toml")).unwrap();
-        let set = load_dir(dir.path()).unwrap();
+        let set = load_dir(dir.path(), &Env::default()).unwrap();
         let names: Vec<_> = set.routes().iter().map(|r| r.name.to_string()).collect();
         assert_eq!(names, ["a", "b"]);
     }
@@ -430,7 +468,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.toml"), "[[route]]\nname = \n").unwrap();
         std::fs::write(dir.path().join("b.toml"), "[defaults]\nmax_body = \"1XB\"\n").unwrap();
-        let err = load_dir(dir.path()).unwrap_err();
+        let err = load_dir(dir.path(), &Env::default()).unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
         assert!(err[0].file.ends_with("a.toml"));
         assert!(err[1].file.ends_with("b.toml"));

@@ -80,6 +80,29 @@ pub struct RawRoute {
     pub signature: Option<Spanned<crate::signature::SignatureTable>>,
     /// `[[route.failure_limit]]`.
     pub failure_limit: Option<Spanned<Vec<Spanned<RawFailureLimit>>>>,
+    /// `[route.idempotency]`.
+    pub idempotency: Option<Spanned<RawIdempotency>>,
+}
+
+/// `[route.idempotency]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdempotency {
+    /// `"header:<name>"` (default `header:idempotency-key`), `"json:<pointer>"`,
+    /// `"form:<field>"`, `"query:<name>"`.
+    pub key: Option<Spanned<String>>,
+    /// No key → 400 (default true).
+    pub required: Option<bool>,
+    /// `"ip"` (default), `"header:<name>"`, `"route"`.
+    pub scope: Option<Spanned<String>>,
+    /// How long a finished answer is replayed (default 24h).
+    pub retention: Option<Spanned<String>>,
+    /// How long an attempt in flight holds the key at most (default 60s).
+    pub lease: Option<Spanned<String>>,
+    /// `"hold"` (default) or `"release"`.
+    pub on_timeout: Option<Spanned<String>>,
+    /// The largest answer stored (default 64KiB).
+    pub max_response: Option<Spanned<SizeValue>>,
 }
 
 /// One `[[route.failure_limit]]`.
@@ -146,6 +169,8 @@ pub struct RawOnStateError {
     pub rate_limit: Option<Spanned<String>>,
     /// `"fail_open"` (default) or `"fail_closed"`.
     pub failure_limit: Option<Spanned<String>>,
+    /// `"fail_closed"` (default) or `"fail_open"`.
+    pub idempotency: Option<Spanned<String>>,
 }
 
 /// `[route.validate]`.

@@ -60,9 +60,9 @@ fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 }
 
 /// Loads `dir` and, when valid, makes it the active set. Returns the version applied, if any.
-pub fn reload(dir: &Path, shared: &SharedRules, metrics: &Metrics) -> Option<u64> {
+pub fn reload(dir: &Path, env: &super::Env, shared: &SharedRules, metrics: &Metrics) -> Option<u64> {
     let loaded = if has_rule_files(dir) {
-        super::load_dir(dir)
+        super::load_dir(dir, env)
     } else {
         Err(vec![crate::diag::Diagnostic::at_start(
             dir,
@@ -102,6 +102,7 @@ fn has_rule_files(dir: &Path) -> bool {
 /// Polls `dir` every `every`; on a change, [`reload`]s it and tells `applied` the new version.
 pub async fn watch(
     dir: PathBuf,
+    env: super::Env,
     shared: SharedRules,
     metrics: Arc<Metrics>,
     every: Duration,
@@ -117,7 +118,7 @@ pub async fn watch(
             continue;
         }
         last = now;
-        if let Some(version) = reload(&dir, &shared, &metrics) {
+        if let Some(version) = reload(&dir, &env, &shared, &metrics) {
             applied(version);
         }
     }
@@ -134,21 +135,33 @@ mod tests {
         let rules = dir.path().join("rules");
         std::fs::create_dir(&rules).unwrap();
         std::fs::write(rules.join("00.toml"), "[defaults]\naction = \"deny\"\n").unwrap();
-        let shared: SharedRules =
-            Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(super::super::load_dir(&rules).unwrap(), 1)));
+        let shared: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(
+            super::super::load_dir(&rules, &super::super::Env::default()).unwrap(),
+            1,
+        )));
         let metrics = Metrics::new();
 
         std::fs::remove_dir_all(&rules).unwrap();
-        assert!(reload(&rules, &shared, &metrics).is_none());
+        assert!(reload(&rules, &super::super::Env::default(), &shared, &metrics).is_none());
         std::fs::create_dir(&rules).unwrap();
-        assert!(reload(&rules, &shared, &metrics).is_none(), "an empty directory must not load");
+        assert!(
+            reload(&rules, &super::super::Env::default(), &shared, &metrics).is_none(),
+            "an empty directory must not load"
+        );
         std::fs::create_dir(rules.join("schemas")).unwrap();
-        assert!(reload(&rules, &shared, &metrics).is_none(), "sub-directories are not rule files");
+        assert!(
+            reload(&rules, &super::super::Env::default(), &shared, &metrics).is_none(),
+            "sub-directories are not rule files"
+        );
         assert_eq!(shared.load().version, 1);
         assert!(metrics.encode().contains("payguard_rule_reloads_total{result=\"error\"} 3"));
 
         std::fs::write(rules.join("00.toml"), "").unwrap();
-        assert_eq!(reload(&rules, &shared, &metrics), Some(2), "an empty rule file is a deliberate empty set");
+        assert_eq!(
+            reload(&rules, &super::super::Env::default(), &shared, &metrics),
+            Some(2),
+            "an empty rule file is a deliberate empty set"
+        );
         assert_eq!(shared.load().version, 2);
     }
 }

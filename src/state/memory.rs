@@ -376,6 +376,10 @@ impl MemoryIdempotencyStore {
 }
 
 impl IdempotencyStore for MemoryIdempotencyStore {
+    fn begin_now(&self, key: &str, fingerprint: [u8; 32], lease: Duration) -> Option<Result<Begin, StoreError>> {
+        Some(self.begin_at(key, fingerprint, lease, Instant::now()))
+    }
+
     fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin> {
         Box::pin(std::future::ready(self.begin_at(key, fingerprint, lease, Instant::now())))
     }

@@ -1,5 +1,6 @@
-//! State that outlives a request: replay keys (nonces), rate-limit buckets, and the failure
-//! counts and bans of `[[route.failure_limit]]`. One instance keeps them in memory
+//! State that outlives a request: replay keys (nonces), rate-limit buckets, the failure counts
+//! and bans of `[[route.failure_limit]]`, and the idempotency keys and stored answers of
+//! `[route.idempotency]`. One instance keeps them in memory
 //! ([`memory`]); several instances share them through Redis ([`redis`]).
 
 pub mod memory;
@@ -15,6 +16,7 @@ pub struct Stores {
     pub nonces: std::sync::Arc<dyn NonceStore>,
     pub buckets: std::sync::Arc<dyn RateStore>,
     pub failures: std::sync::Arc<dyn FailureStore>,
+    pub idempotency: std::sync::Arc<dyn IdempotencyStore>,
 }
 
 impl Stores {
@@ -24,6 +26,10 @@ impl Stores {
             nonces: std::sync::Arc::new(memory::MemoryNonceStore::new(config.max_replay_keys)),
             buckets: std::sync::Arc::new(memory::MemoryRateStore::new(config.max_rate_keys)),
             failures: std::sync::Arc::new(memory::MemoryFailureStore::new(config.max_failure_keys)),
+            idempotency: std::sync::Arc::new(memory::MemoryIdempotencyStore::new(
+                config.max_idempotency_keys,
+                config.max_idempotency_bytes,
+            )),
         }
     }
 }
@@ -191,6 +197,11 @@ pub enum Begin {
 /// key, exactly one gets [`Begin::Started`]. Every other call acts only on the key's attempt
 /// with `fingerprint`, so a late answer never overwrites another request's state.
 pub trait IdempotencyStore: Send + Sync + 'static {
+    /// [`Self::begin`], when the store can answer without waiting; `None`: ask `begin`.
+    fn begin_now(&self, _key: &str, _fingerprint: [u8; 32], _lease: Duration) -> Option<Result<Begin, StoreError>> {
+        None
+    }
+
     /// Starts an attempt, or says why not. `lease`: how long an attempt in flight holds the key
     /// at most (a crashed instance's hold runs out).
     fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin>;

@@ -43,7 +43,7 @@ impl Seen {
 /// A real hyper HTTP/1.1 backend on 127.0.0.1:0.
 ///
 /// Paths (anywhere below a prefix): `…/status/NNN` answers NNN; `…/gate` answers only after [`Backend::open_gate`]; `…/hang` never answers;
-/// `/download?bytes=N` streams N bytes (first chunk at once, the rest after the gate opens when
+/// `…/download?bytes=N` streams N bytes (first chunk at once, the rest after the gate opens when
 /// `gated=1`); `…/echo` answers 200 with the request's body (as JSON); anything else answers 200
 /// `{"ok":true}` after reading the whole body.
 #[derive(Clone)]
@@ -128,7 +128,7 @@ impl Backend {
             body_sha256: hex::encode(hasher.finalize()),
             body: kept.clone(),
         });
-        if path == "/download" {
+        if path.ends_with("/download") {
             let total: u64 = query.get("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
             let gated = query.get("gated").is_some_and(|v| v == "1");
             let gate = self.gate.clone();

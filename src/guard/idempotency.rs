@@ -1,0 +1,563 @@
+//! `[route.idempotency]`: one order, one charge. The first attempt with a key reserves it
+//! atomically (in memory, or on Redis for every instance) and is forwarded; the backend's
+//! answer is stored and replayed to every later attempt with the same key and request, without
+//! contacting the backend. Meanwhile a second attempt gets 409; the same key for a different
+//! request, 422.
+//!
+//! The response phase settles the attempt by the answer (RULES.md, "Idempotency"): payguard's
+//! own 502 and the backend's 429/503 mean nothing was done (released); a timeout (504) may have
+//! charged (`on_timeout`: held as indeterminate, or released); any other answer is stored, 5xx
+//! included. An attempt abandoned halfway (the client went away) is settled as a timeout.
+//!
+//! Keys are stored as digests of route, scope and key: a key is never written to a log or to
+//! Redis, and two routes or two scopes never share one. Logs show `#` and 8 hex digits of the
+//! digest.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, Response};
+use http_body_util::BodyExt as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::body::Body;
+use crate::context::GuardTime;
+use crate::exchange::{Attempt, Exchange};
+use crate::guard::layer::{Guard, Responded, Verdict};
+use crate::guard::{Reject, Replayed};
+use crate::metrics::{Metrics, RouteLabel};
+use crate::rescue::broken_answer;
+use crate::rules::idempotency::MAX_KEY_LEN;
+use crate::rules::{Idempotency, KeyScope, KeySource, OnTimeout, Route};
+use crate::state::{Begin, IdempotencyStore, StoreError, StoredAnswer};
+
+const NAME: &str = "idempotency";
+
+#[derive(Clone)]
+pub struct IdempotencyGuard {
+    store: Arc<dyn IdempotencyStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl IdempotencyGuard {
+    pub fn new(store: Arc<dyn IdempotencyStore>, metrics: Arc<Metrics>) -> Self {
+        IdempotencyGuard { store, metrics }
+    }
+}
+
+/// The request's idempotency key: `Ok(None)` when it carries none, `Err(reason)` when the key
+/// is there but unusable (several, empty, too long, not visible ASCII).
+pub fn request_key<'a>(
+    source: &KeySource,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+) -> Result<Option<std::borrow::Cow<'a, [u8]>>, &'static str> {
+    use std::borrow::Cow;
+    let found: Option<Cow<'a, [u8]>> = match source {
+        KeySource::Header(name) => {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err("the request carries several keys");
+            }
+            first.map(|v| Cow::Borrowed(v.as_bytes()))
+        }
+        KeySource::Json(pointer) => {
+            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else { return Ok(None) };
+            match doc.pointer(pointer) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(Cow::Owned(s.clone().into_bytes())),
+                Some(n @ serde_json::Value::Number(_)) => Some(Cow::Owned(n.to_string().into_bytes())),
+                Some(_) => return Err("the key field is not a string or a number"),
+            }
+        }
+        KeySource::Form(field) => form_value(body, field),
+        KeySource::Query(name) => form_value(query.unwrap_or_default().as_bytes(), name),
+    };
+    let Some(key) = found else { return Ok(None) };
+    if key.is_empty() {
+        return Err("the key is empty");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err("the key is longer than 255 characters");
+    }
+    if !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err("the key holds characters other than visible ASCII");
+    }
+    Ok(Some(key))
+}
+
+fn form_value<'a>(data: &'a [u8], name: &str) -> Option<std::borrow::Cow<'a, [u8]>> {
+    form_urlencoded::parse(data).find(|(k, _)| k == name).map(|(_, v)| match v {
+        std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
+    })
+}
+
+/// The key as stored: 32 hex digits of SHA-256 over the route, the scope and the key. Also
+/// returns the first 8 hex digits as a number, for logs.
+pub fn stored_key(route: &str, scope: &KeyScope, client: IpAddr, headers: &HeaderMap, key: &[u8]) -> (String, u32) {
+    let mut h = Sha256::new();
+    h.update(b"payguard-idempotency\0");
+    h.update((route.len() as u64).to_be_bytes());
+    h.update(route.as_bytes());
+    let by_ip = |h: &mut Sha256| {
+        h.update(b"ip");
+        h.update(super::rate_limit::ip_key(client).to_be_bytes());
+    };
+    match scope {
+        KeyScope::Ip => by_ip(&mut h),
+        KeyScope::Route => h.update(b"route"),
+        KeyScope::Header(name) => {
+            let mut values = headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                // No such header: the request is its client's (never another header value's).
+                by_ip(&mut h);
+            } else {
+                h.update(b"header");
+                for v in values {
+                    h.update((v.len() as u64).to_be_bytes());
+                    h.update(v.as_bytes());
+                }
+            }
+        }
+    }
+    h.update(b"\0key");
+    h.update(key);
+    let digest = h.finalize();
+    let tag = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    (hex::encode(&digest[..16]), tag)
+}
+
+/// SHA-256 over method, path and query, and the raw body.
+pub fn fingerprint(method: &Method, uri: &http::Uri, body: &[u8]) -> [u8; 32] {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    Sha256::new()
+        .chain_update(method.as_str())
+        .chain_update([0])
+        .chain_update((target.len() as u64).to_be_bytes())
+        .chain_update(target)
+        .chain_update(body)
+        .finalize()
+        .into()
+}
+
+type Checked = (Exchange, Result<(), Reject>);
+
+/// What the store's answer to `begin` means for the request, and its metric outcome.
+fn decide(begun: Result<Begin, StoreError>, tag: u32, route: &Route, metrics: &Metrics) -> (bool, Result<(), Reject>) {
+    let label = RouteLabel(route.name.clone());
+    let (outcome, result) = match begun {
+        Ok(Begin::Started) => ("first", Ok(())),
+        Ok(Begin::InFlight) => ("in_flight", Err(Reject::IdempotencyInFlight { key: tag })),
+        Ok(Begin::Done(answer)) => ("replayed", Err(Reject::IdempotentReplay(Box::new(Replayed { answer, key: tag })))),
+        Ok(Begin::Mismatch) => ("mismatch", Err(Reject::IdempotencyMismatch { key: tag })),
+        Ok(Begin::Indeterminate) => ("indeterminate", Err(Reject::IdempotencyIndeterminate { key: tag })),
+        Err(e) => {
+            metrics.idempotency(&label, "store_error");
+            return (false, super::store_unavailable(NAME, route.on_state_error.idempotency, &e, metrics, &label));
+        }
+    };
+    metrics.idempotency(&label, outcome);
+    (outcome == "first", result)
+}
+
+/// What the response phase needs: the rule, the attempt, and who made it.
+pub struct Held {
+    route: Arc<Route>,
+    request_id: HeaderValue,
+    client_ip: IpAddr,
+    unsettled: Unsettled,
+}
+
+/// An attempt not settled yet. Dropped unsettled (the client went away while the backend was
+/// working on it, or the answer broke off), it is settled as a timeout: the backend may have
+/// acted on it.
+struct Unsettled {
+    store: Arc<dyn IdempotencyStore>,
+    attempt: Option<Attempt>,
+    retention: Duration,
+    on_timeout: OnTimeout,
+}
+
+impl Unsettled {
+    /// Takes the attempt for settling; the drop does nothing after this.
+    fn take(&mut self) -> Option<Attempt> {
+        self.attempt.take()
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let Some(attempt) = self.attempt.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (store, retention, on_timeout) = (self.store.clone(), self.retention, self.on_timeout);
+        runtime.spawn(async move {
+            let done = match on_timeout {
+                OnTimeout::Hold => store.hold(&attempt.key, attempt.fingerprint, retention).await,
+                OnTimeout::Release => store.release(&attempt.key, attempt.fingerprint).await,
+            };
+            if let Err(e) = done {
+                tracing::debug!(target: "payguard::idempotency", error = %e, "could not settle an abandoned attempt");
+            }
+        });
+    }
+}
+
+/// How an answer settles its attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Nothing was done: the key is free again.
+    Release,
+    /// The backend may have acted: `on_timeout`.
+    Timeout,
+    /// Stored and replayed.
+    Store,
+}
+
+fn settlement(status: u16, from_backend: bool) -> Settle {
+    match (from_backend, status) {
+        (true, 429 | 503) => Settle::Release,
+        (_, 504) => Settle::Timeout,
+        (true, _) => Settle::Store,
+        // payguard's own answer (backend unreachable): nothing reached the backend.
+        (false, _) => Settle::Release,
+    }
+}
+
+impl Guard for IdempotencyGuard {
+    const NAME: &'static str = NAME;
+    const RESPONDS: bool = true;
+    type Future = Pin<Box<dyn Future<Output = Checked> + Send>>;
+    type Hold = Held;
+    type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+    fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
+        let Some(route) = ex.route.as_ref().filter(|r| r.idempotency.is_some()).cloned() else {
+            return Verdict::Now(ex, Ok(()));
+        };
+        let Some(rule) = route.idempotency.as_ref() else { return Verdict::Now(ex, Ok(())) };
+        let body = ex.req.body().buffered().unwrap_or_default();
+        let key = match request_key(&rule.key, ex.req.uri().query(), ex.req.headers(), body) {
+            Ok(Some(key)) => key,
+            Ok(None) if !rule.required => return Verdict::Now(ex, Ok(())),
+            missing => {
+                let reason = missing.err().unwrap_or("the request carries no key");
+                self.metrics.idempotency(&RouteLabel(route.name.clone()), "key_missing");
+                return Verdict::Now(ex, Err(Reject::IdempotencyKeyMissing { reason }));
+            }
+        };
+        let (key, tag) = stored_key(&route.name, &rule.scope, ex.client.ip, ex.req.headers(), &key);
+        let fingerprint = fingerprint(ex.req.method(), ex.req.uri(), body);
+        let lease = rule.lease;
+        let since = Instant::now();
+        if let Some(begun) = self.store.begin_now(&key, fingerprint, lease) {
+            let (first, result) = decide(begun, tag, &route, &self.metrics);
+            if first {
+                ex.attempt = Some(Attempt { key, fingerprint, since });
+            }
+            return Verdict::Now(ex, result);
+        }
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        Verdict::Later(Box::pin(async move {
+            let begun = store.begin(&key, fingerprint, lease).await;
+            let (first, result) = decide(begun, tag, &route, &metrics);
+            if first {
+                ex.attempt = Some(Attempt { key, fingerprint, since });
+            }
+            (ex, result)
+        }))
+    }
+
+    fn hold(&self, ex: &mut Exchange) -> Option<Held> {
+        let attempt = ex.attempt.take()?;
+        let route = ex.route.clone()?;
+        let rule = route.idempotency.as_ref()?;
+        let unsettled = Unsettled {
+            store: self.store.clone(),
+            attempt: Some(attempt),
+            retention: rule.retention,
+            on_timeout: rule.on_timeout,
+        };
+        Some(Held { request_id: ex.request_id.clone(), client_ip: ex.client.ip, unsettled, route })
+    }
+
+    fn respond(&self, held: Held, res: Response<Body>) -> Responded<Self::Respond> {
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        Responded::Later(Box::pin(settle(held, res, store, metrics)))
+    }
+}
+
+/// Settles the attempt by the answer and passes the answer on, unchanged.
+async fn settle(
+    mut held: Held,
+    res: Response<Body>,
+    store: Arc<dyn IdempotencyStore>,
+    metrics: Arc<Metrics>,
+) -> Response<Body> {
+    let Some(rule) = held.route.idempotency.clone() else { return res };
+    let label = RouteLabel(held.route.name.clone());
+    let status = res.status().as_u16();
+    match settlement(status, res.extensions().get::<GuardTime>().is_some()) {
+        Settle::Release => {
+            release(&mut held, &*store, &metrics, &label).await;
+            res
+        }
+        Settle::Timeout => {
+            timed_out(&mut held, &rule, &*store, &metrics, &label, "the backend did not answer in time").await;
+            res
+        }
+        Settle::Store => {
+            let declared = res
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > rule.max_response) {
+                not_stored(&mut held, &rule, &*store, &metrics, &label).await;
+                return res;
+            }
+            let (parts, body) = res.into_parts();
+            let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
+            match read_answer(body, rule.max_response, lease_end).await {
+                Read::Whole(bytes) => {
+                    let content_type =
+                        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    let answer = StoredAnswer { status, content_type, body: bytes };
+                    complete(&mut held, &rule, &answer, &*store, &metrics, &label).await;
+                    Response::from_parts(parts, Body::full(answer.body))
+                }
+                Read::TooLarge(head, rest) => {
+                    not_stored(&mut held, &rule, &*store, &metrics, &label).await;
+                    Response::from_parts(parts, Body::resumed(head, rest))
+                }
+                Read::OutOfLease(head, rest) => {
+                    let why = "the answer was still arriving when the lease ran out";
+                    timed_out(&mut held, &rule, &*store, &metrics, &label, why).await;
+                    Response::from_parts(parts, Body::resumed(head, rest))
+                }
+                Read::Broken => {
+                    timed_out(&mut held, &rule, &*store, &metrics, &label, "the backend broke off its answer").await;
+                    broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics)
+                }
+            }
+        }
+    }
+}
+
+enum Read {
+    Whole(Bytes),
+    /// Past `max_response`: what was read, and the rest.
+    TooLarge(Bytes, Body),
+    /// The lease ran out first: what was read, and the rest.
+    OutOfLease(Bytes, Body),
+    Broken,
+}
+
+/// Reads an answer of at most `max` bytes before `deadline`. Trailers are not kept (a payment
+/// API's JSON answer has none).
+async fn read_answer(mut body: Body, max: u64, deadline: Instant) -> Read {
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Err(_) => return Read::OutOfLease(buf.freeze(), body),
+            Ok(None) => return Read::Whole(buf.freeze()),
+            Ok(Some(Err(_))) => return Read::Broken,
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() as u64 > max {
+                return Read::TooLarge(buf.freeze(), body);
+            }
+        }
+    }
+}
+
+async fn release(held: &mut Held, store: &dyn IdempotencyStore, metrics: &Metrics, label: &RouteLabel) {
+    let Some(a) = held.unsettled.take() else { return };
+    match store.release(&a.key, a.fingerprint).await {
+        Ok(()) => metrics.idempotency(label, "released"),
+        Err(e) => store_error(metrics, label, &e),
+    }
+}
+
+async fn complete(
+    held: &mut Held,
+    rule: &Idempotency,
+    answer: &StoredAnswer,
+    store: &dyn IdempotencyStore,
+    metrics: &Metrics,
+    label: &RouteLabel,
+) {
+    let Some(a) = held.unsettled.take() else { return };
+    match store.complete(&a.key, a.fingerprint, answer, rule.retention).await {
+        Ok(()) => metrics.idempotency(label, "stored"),
+        // The memory store holds the key without the answer when its bytes are spent.
+        Err(StoreError::Full) => {
+            metrics.idempotency(label, "not_stored");
+            audit_hold(held, &a, "the state store has no room for the answer");
+        }
+        Err(e) => store_error(metrics, label, &e),
+    }
+}
+
+/// An answer larger than `max_response`: held without it (later attempts get 409).
+async fn not_stored(
+    held: &mut Held,
+    rule: &Idempotency,
+    store: &dyn IdempotencyStore,
+    metrics: &Metrics,
+    label: &RouteLabel,
+) {
+    let Some(a) = held.unsettled.take() else { return };
+    match store.hold(&a.key, a.fingerprint, rule.retention).await {
+        Ok(()) => {
+            metrics.idempotency(label, "not_stored");
+            audit_hold(held, &a, "the answer is larger than max_response");
+        }
+        Err(e) => store_error(metrics, label, &e),
+    }
+}
+
+async fn timed_out(
+    held: &mut Held,
+    rule: &Idempotency,
+    store: &dyn IdempotencyStore,
+    metrics: &Metrics,
+    label: &RouteLabel,
+    why: &str,
+) {
+    if rule.on_timeout == OnTimeout::Release {
+        return release(held, store, metrics, label).await;
+    }
+    let Some(a) = held.unsettled.take() else { return };
+    match store.hold(&a.key, a.fingerprint, rule.retention).await {
+        Ok(()) => {
+            metrics.idempotency(label, "held");
+            audit_hold(held, &a, why);
+        }
+        Err(e) => store_error(metrics, label, &e),
+    }
+}
+
+/// The key is held as indeterminate: later attempts get 409 until `retention` ends.
+fn audit_hold(held: &Held, a: &Attempt, why: &str) {
+    tracing::info!(
+        target: "payguard::audit",
+        request_id = held.request_id.to_str().unwrap_or("-"),
+        route = %held.route.name,
+        client_ip = %held.client_ip,
+        guard = NAME,
+        decision = "hold",
+        reason = "idempotency_indeterminate",
+        key = %format!("#{}", a.key.get(..8).unwrap_or_default()),
+        detail = %format!("{why}; later attempts with this key get 409"),
+    );
+}
+
+fn store_error(metrics: &Metrics, label: &RouteLabel, e: &StoreError) {
+    // At debug per request: an unreachable Redis is reported by the health loop. The key runs
+    // out with its lease.
+    tracing::debug!(target: "payguard::idempotency", error = %e, "could not settle an attempt");
+    metrics.idempotency(label, "store_error");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn keys_from_every_source_and_what_is_malformed() {
+        let h = HeaderName::from_static("idempotency-key");
+        let none = HeaderMap::new();
+        let one = headers(&[("idempotency-key", "order-1")]);
+        let two = headers(&[("idempotency-key", "a"), ("idempotency-key", "b")]);
+        let key = |src: &KeySource, q: Option<&str>, h: &HeaderMap, b: &[u8]| {
+            request_key(src, q, h, b).map(|k| k.map(|k| String::from_utf8(k.into_owned()).unwrap()))
+        };
+        let header = KeySource::Header(h);
+        assert_eq!(key(&header, None, &one, b""), Ok(Some("order-1".into())));
+        assert_eq!(key(&header, None, &none, b""), Ok(None));
+        assert_eq!(key(&header, None, &two, b""), Err("the request carries several keys"));
+        let json = KeySource::Json("/order/id".into());
+        assert_eq!(key(&json, None, &none, br#"{"order":{"id":"A-1"}}"#), Ok(Some("A-1".into())));
+        assert_eq!(key(&json, None, &none, br#"{"order":{"id":1234}}"#), Ok(Some("1234".into())));
+        assert_eq!(key(&json, None, &none, br#"{"order":{}}"#), Ok(None));
+        assert_eq!(key(&json, None, &none, b"not json"), Ok(None));
+        assert!(key(&json, None, &none, br#"{"order":{"id":[1]}}"#).is_err());
+        assert_eq!(key(&json, None, &none, br#"{"order":{"id":""}}"#), Err("the key is empty"));
+        assert!(key(&json, None, &none, "{\"order\":{\"id\":\"caf\u{e9}\"}}".as_bytes()).is_err());
+        assert!(key(&json, None, &none, br#"{"order":{"id":"a b"}}"#).is_err());
+        let long = format!("{{\"order\":{{\"id\":\"{}\"}}}}", "k".repeat(256));
+        assert_eq!(key(&json, None, &none, long.as_bytes()), Err("the key is longer than 255 characters"));
+        let form = KeySource::Form("order".into());
+        assert_eq!(key(&form, None, &none, b"a=1&order=O%2D7"), Ok(Some("O-7".into())));
+        let query = KeySource::Query("o".into());
+        assert_eq!(key(&query, Some("x=1&o=Q9"), &none, b""), Ok(Some("Q9".into())));
+        assert_eq!(key(&query, None, &none, b""), Ok(None));
+    }
+
+    #[test]
+    fn stored_keys_never_meet_across_routes_or_scopes() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let none = HeaderMap::new();
+        let alice = headers(&[("authorization", "Bearer alice")]);
+        let bob = headers(&[("authorization", "Bearer bob")]);
+        let auth = KeyScope::Header(HeaderName::from_static("authorization"));
+        let k = |route, scope: &KeyScope, ip, h: &HeaderMap| stored_key(route, scope, ip, h, b"order-1").0;
+        assert_eq!(k("pay", &KeyScope::Ip, ip, &none), k("pay", &KeyScope::Ip, ip, &alice));
+        assert_ne!(k("pay", &KeyScope::Ip, ip, &none), k("pay", &KeyScope::Ip, other, &none));
+        assert_ne!(k("pay", &KeyScope::Ip, ip, &none), k("order", &KeyScope::Ip, ip, &none));
+        assert_eq!(k("pay", &KeyScope::Route, ip, &none), k("pay", &KeyScope::Route, other, &bob));
+        assert_ne!(k("pay", &KeyScope::Route, ip, &none), k("pay", &KeyScope::Ip, ip, &none));
+        assert_eq!(k("pay", &auth, ip, &alice), k("pay", &auth, other, &alice));
+        assert_ne!(k("pay", &auth, ip, &alice), k("pay", &auth, ip, &bob));
+        // Without the header: scoped to the client, never to a header value.
+        assert_ne!(k("pay", &auth, ip, &none), k("pay", &auth, other, &none));
+        assert_ne!(k("pay", &auth, ip, &none), k("pay", &auth, ip, &alice));
+        let (hex, tag) = stored_key("pay", &KeyScope::Ip, ip, &none, b"order-1");
+        assert_eq!((hex.len(), format!("{tag:08x}")), (32, hex[..8].to_string()));
+        assert!(!hex.contains("order"));
+    }
+
+    #[test]
+    fn fingerprints_cover_method_target_and_body() {
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+        let f = fingerprint(&Method::POST, &uri("/pay?x=1"), b"{}");
+        assert_eq!(f, fingerprint(&Method::POST, &uri("/pay?x=1"), b"{}"));
+        assert_ne!(f, fingerprint(&Method::PUT, &uri("/pay?x=1"), b"{}"));
+        assert_ne!(f, fingerprint(&Method::POST, &uri("/pay?x=2"), b"{}"));
+        assert_ne!(f, fingerprint(&Method::POST, &uri("/pay?x=1"), b"{ }"));
+    }
+
+    #[test]
+    fn answers_settle_as_the_contract_says() {
+        assert_eq!(settlement(502, false), Settle::Release, "payguard's own 502: nothing was forwarded");
+        assert_eq!(settlement(504, false), Settle::Timeout, "payguard's own 504: the backend may have acted");
+        for s in [429, 503] {
+            assert_eq!(settlement(s, true), Settle::Release);
+        }
+        assert_eq!(settlement(504, true), Settle::Timeout);
+        for s in [200, 201, 400, 402, 409, 422, 500, 502] {
+            assert_eq!(settlement(s, true), Settle::Store, "{s}");
+        }
+    }
+
+    use http::HeaderName;
+}
