@@ -61,6 +61,21 @@ fn check_accepts_a_valid_config_and_reports_each_problem() {
 }
 
 #[test]
+fn check_holds_an_idempotency_lease_against_the_upstream_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let rules = "[[route]]\nname = \"pay\"\nmatch = { path = \"/pay\" }\n[route.idempotency]\nlease = \"5s\"\n";
+    write_config(dir.path(), &cert, "127.0.0.1:3000".parse().unwrap(), "", &[("pay.toml", rules)]);
+    // write_config sets a 10 s response timeout: a 5 s lease could let a duplicate through.
+    let (code, out) = check(&["--config", "payguard.toml"], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pay.toml:5:9: lease (5s) is shorter than the upstream response_timeout (10s)"), "{out}");
+    std::fs::write(dir.path().join("rules/pay.toml"), rules.replace("5s", "10s")).unwrap();
+    let (code, out) = check(&["--config", "payguard.toml"], dir.path());
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
 fn help_lists_both_commands() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -121,21 +121,56 @@ async fn shipped_rules_guard_the_example_shop() {
     }
     assert_eq!(count().await, before, "rejected requests reached the shop");
 
+    // A double-submitted payment: both submissions at once, one charge. The shop sees one; the
+    // other is answered 409 while the first runs, or with the first answer (marked as a replay).
+    let pay = card("4111111111111111", "");
+    let submit =
+        || c.post(proxy.url("/api/checkout")).header("content-type", "application/json").body(pay.clone()).send();
+    let (a, b) = tokio::join!(submit(), submit());
+    let mut answers = Vec::new();
+    for res in [a.unwrap(), b.unwrap()] {
+        let replayed = res.headers().contains_key("idempotent-replayed");
+        answers.push((res.status().as_u16(), replayed, json(res).await));
+    }
+    answers.sort_by_key(|(s, r, _)| (*s, *r));
+    assert_eq!((answers[0].0, answers[0].1), (200, false), "{answers:?}");
+    assert_eq!(answers[0].2["status"], "paid");
+    assert!(matches!((answers[1].0, answers[1].1), (200, true) | (409, false)), "{answers:?}");
+    let again = submit().await.unwrap();
+    assert_eq!((again.status().as_u16(), again.headers()["idempotent-replayed"].to_str().unwrap()), (200, "true"));
+    assert_eq!(json(again).await, answers[0].2, "the replay is the first answer");
+    assert_eq!(shop_json(&shop, &format!("/api/orders/{order_id}")).await["charges"], 1, "charged once");
+    // The same order with another card is another request for the same key: refused, from
+    // any address (the key is the shop's order id, shared by the route).
     let res = c
         .post(proxy.url("/api/checkout"))
         .header("content-type", "application/json")
-        .body(card("4111111111111111", ""))
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(card("5555555555554444", ""))
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(json(res).await["status"], "paid");
+    assert_eq!(res.status(), 422);
+    assert_eq!(json(res).await["error"], "idempotency_mismatch");
 
-    // Card testing from one address: the shop declines three cards (402), then payguard bans
-    // the address before a fourth attempt reaches the shop, whatever card it carries. The
-    // refusals above (400, payguard's own) were not counted as attempts.
+    // Card testing from one address: one order is one attempt, so the tester makes an order per
+    // card. The shop declines three (402), then payguard bans the address before a fourth
+    // attempt reaches the shop, whatever card it carries. The refusals above (400, 422:
+    // payguard's own) were not counted as attempts.
     let tester = "198.51.100.7";
-    let checkout = |body: String| {
+    let new_order = || async {
+        let res = c
+            .post(proxy.url("/api/orders"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", tester)
+            .body(r#"{"product_id":"prod_mug","quantity":1,"email":"t@example.com"}"#)
+            .send()
+            .await
+            .unwrap();
+        json(res).await["order_id"].as_str().unwrap().to_owned()
+    };
+    let attempt = |order: String, number: &str| {
+        let body = format!(r#"{{"order_id":"{order}","card":{{"number":"{number}","exp":"12/30","cvc":"123"}}}}"#);
         c.post(proxy.url("/api/checkout"))
             .header("content-type", "application/json")
             .header("x-forwarded-for", tester)
@@ -143,12 +178,13 @@ async fn shipped_rules_guard_the_example_shop() {
             .send()
     };
     for _ in 0..3 {
-        let res = checkout(card("4000000000000002", "")).await.unwrap();
+        let res = attempt(new_order().await, "4000000000000002").await.unwrap();
         assert_eq!(res.status(), 402);
         assert_eq!(json(res).await["error"], "card_declined");
     }
+    let order = new_order().await;
     let before = count().await;
-    let res = checkout(card("4111111111111111", "")).await.unwrap();
+    let res = attempt(order, "4111111111111111").await.unwrap();
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(json(res).await["error"], "too_many_failures");

@@ -148,9 +148,11 @@ app.post('/api/checkout', (req, res) => {
     log(`checkout ${order.order_id} declined`);
     return res.status(402).json({ error: 'card_declined', order_id: order.order_id });
   }
+  // A real shop would charge the card here: every request that gets this far is one charge.
+  order.charges = (order.charges || 0) + 1;
   order.status = 'paid';
-  log(`checkout ${order.order_id} paid`);
-  res.json({ order_id: order.order_id, status: order.status });
+  log(`checkout ${order.order_id} paid (charge ${order.charges})`);
+  res.json({ order_id: order.order_id, status: order.status, charge: order.charges });
 });
 
 app.post('/login', (req, res) => {

@@ -127,7 +127,25 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::super::Env;
     use super::*;
+
+    #[test]
+    fn a_reload_is_checked_against_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00.toml"), "").unwrap();
+        let shared: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(
+            super::super::load_dir(dir.path(), &Env::default()).unwrap(),
+            1,
+        )));
+        let metrics = Metrics::new();
+        let rule = "[[route]]\nname = \"pay\"\nmatch = { path = \"/pay\" }\n[route.idempotency]\nlease = \"60s\"\n";
+        std::fs::write(dir.path().join("00.toml"), rule).unwrap();
+        let slow = Env { upstream_timeout: Duration::from_secs(90) };
+        assert_eq!(reload(dir.path(), &slow, &shared, &metrics), None, "a lease shorter than the upstream timeout");
+        assert_eq!(shared.load().version, 1, "the old rules keep serving");
+        assert_eq!(reload(dir.path(), &Env::default(), &shared, &metrics), Some(2));
+    }
 
     #[test]
     fn a_missing_or_empty_directory_never_replaces_the_rules() {
@@ -136,29 +154,23 @@ mod tests {
         std::fs::create_dir(&rules).unwrap();
         std::fs::write(rules.join("00.toml"), "[defaults]\naction = \"deny\"\n").unwrap();
         let shared: SharedRules = Arc::new(arc_swap::ArcSwap::from_pointee(ActiveRules::new(
-            super::super::load_dir(&rules, &super::super::Env::default()).unwrap(),
+            super::super::load_dir(&rules, &Env::default()).unwrap(),
             1,
         )));
         let metrics = Metrics::new();
 
         std::fs::remove_dir_all(&rules).unwrap();
-        assert!(reload(&rules, &super::super::Env::default(), &shared, &metrics).is_none());
+        assert!(reload(&rules, &Env::default(), &shared, &metrics).is_none());
         std::fs::create_dir(&rules).unwrap();
-        assert!(
-            reload(&rules, &super::super::Env::default(), &shared, &metrics).is_none(),
-            "an empty directory must not load"
-        );
+        assert!(reload(&rules, &Env::default(), &shared, &metrics).is_none(), "an empty directory must not load");
         std::fs::create_dir(rules.join("schemas")).unwrap();
-        assert!(
-            reload(&rules, &super::super::Env::default(), &shared, &metrics).is_none(),
-            "sub-directories are not rule files"
-        );
+        assert!(reload(&rules, &Env::default(), &shared, &metrics).is_none(), "sub-directories are not rule files");
         assert_eq!(shared.load().version, 1);
         assert!(metrics.encode().contains("payguard_rule_reloads_total{result=\"error\"} 3"));
 
         std::fs::write(rules.join("00.toml"), "").unwrap();
         assert_eq!(
-            reload(&rules, &super::super::Env::default(), &shared, &metrics),
+            reload(&rules, &Env::default(), &shared, &metrics),
             Some(2),
             "an empty rule file is a deliberate empty set"
         );

@@ -99,8 +99,10 @@ test('orders, checkout, admin listing and payment callback', async () => {
     card: { number: '4242424242424242', exp: '12/30', cvc: '123' },
   });
   assert.equal(paid.status, 200);
-  assert.deepEqual(paid.json, { order_id: id, status: 'paid' });
-  assert.equal((await call('GET', `/api/orders/${id}`)).json.status, 'paid');
+  assert.deepEqual(paid.json, { order_id: id, status: 'paid', charge: 1 });
+  const order = (await call('GET', `/api/orders/${id}`)).json;
+  assert.equal(order.status, 'paid');
+  assert.equal(order.charges, 1);
 
   // A second order gets paid by the provider callback (any content type).
   const second = await postJson('/api/orders', { product_id: p1.id, quantity: 1, email: 'b@example.com' });
