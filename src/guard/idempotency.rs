@@ -324,7 +324,7 @@ async fn settle(
             }
             let (parts, body) = res.into_parts();
             let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
-            match read_answer(body, rule.max_response, lease_end).await {
+            match read_answer(body, declared, rule.max_response, lease_end).await {
                 Read::Whole(bytes) => {
                     let content_type =
                         parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -359,13 +359,16 @@ enum Read {
     Broken,
 }
 
-/// Reads an answer of at most `max` bytes before `deadline`. Trailers are not kept (a payment
-/// API's JSON answer has none).
-async fn read_answer(mut body: Body, max: u64, deadline: Instant) -> Read {
-    let mut buf = BytesMut::new();
+/// Reads an answer of at most `max` bytes (`declared` by its Content-Length, if it has one)
+/// before `deadline`. Trailers are not kept (a payment API's JSON answer has none).
+async fn read_answer(mut body: Body, declared: Option<u64>, max: u64, deadline: Instant) -> Read {
+    // Sized to the answer: what is kept for `retention` is its own copy, exactly as long (never
+    // a slice pinning the connection's read buffer).
+    let mut buf = BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(max)).unwrap_or(0));
     loop {
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
             Err(_) => return Read::OutOfLease(buf.freeze(), body),
+            Ok(None) if buf.capacity() > buf.len() => return Read::Whole(Bytes::copy_from_slice(&buf)),
             Ok(None) => return Read::Whole(buf.freeze()),
             Ok(Some(Err(_))) => return Read::Broken,
             Ok(Some(Ok(frame))) => frame,
