@@ -18,7 +18,7 @@ use http::HeaderMap;
 use payguard::guard::idempotency::stored_key;
 use payguard::rules::KeyScope;
 use payguard::state::memory::MemoryIdempotencyStore;
-use payguard::state::{Begin, StoreError, StoredAnswer};
+use payguard::state::{Begin, IdemKey, StoreError, StoredAnswer};
 
 const ANSWER: usize = 1024;
 
@@ -36,16 +36,20 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn key(i: u32) -> String {
+fn key(i: u32) -> IdemKey {
     let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 65_536)));
-    stored_key("checkout", &KeyScope::Ip, ip, &HeaderMap::new(), format!("ord_{i:016x}").as_bytes()).0
+    stored_key("checkout", &KeyScope::Ip, ip, &HeaderMap::new(), format!("ord_{i:016x}").as_bytes())
 }
 
 fn answer(i: u32) -> StoredAnswer {
     let mut body = vec![b' '; ANSWER];
     let id = format!("{{\"order_id\":\"ord_{i:016x}\",\"status\":\"paid\"}}");
     body[..id.len()].copy_from_slice(id.as_bytes());
-    StoredAnswer { status: 200, content_type: Some("application/json".into()), body: body.into() }
+    StoredAnswer {
+        status: 200,
+        content_type: Some(http::HeaderValue::from_static("application/json")),
+        body: body.into(),
+    }
 }
 
 fn main() {
@@ -57,14 +61,14 @@ fn main() {
 
     // The keys are made first, so RSS counts only what the store keeps; each answer is made
     // as the guard makes it (its own bytes) and left to the store.
-    let made: Vec<String> = (0..keys).map(key).collect();
+    let made: Vec<IdemKey> = (0..keys).map(key).collect();
     let store = MemoryIdempotencyStore::new(usize::MAX, usize::MAX);
     let before = rss();
     let start = Instant::now();
     for (i, k) in made.iter().enumerate() {
         let fp = [i as u8; 32];
-        assert_eq!(store.begin_at(k, fp, lease, t0), Ok(Begin::Started));
-        store.complete_at(k, fp, &answer(i as u32), retention, t0).unwrap();
+        assert_eq!(store.begin_at(*k, fp, lease, t0), Ok(Begin::Started));
+        store.complete_at(*k, fp, answer(i as u32), retention, t0).unwrap();
     }
     let ns = start.elapsed().as_nanos() as f64 / f64::from(keys);
     let after = rss();
@@ -77,7 +81,7 @@ fn main() {
     // A replay hands out the stored answer without copying its body.
     let start = Instant::now();
     for (i, k) in made.iter().enumerate() {
-        assert!(matches!(store.begin_at(k, [i as u8; 32], lease, t0), Ok(Begin::Done(_))));
+        assert!(matches!(store.begin_at(*k, [i as u8; 32], lease, t0), Ok(Begin::Done(_))));
     }
     println!("{:.0} ns per replay lookup", start.elapsed().as_nanos() as f64 / f64::from(keys));
 
@@ -87,10 +91,10 @@ fn main() {
     let mut held = 0;
     for (i, k) in made.iter().enumerate() {
         let fp = [i as u8; 32];
-        capped.begin_at(k, fp, lease, t0).unwrap();
-        if capped.complete_at(k, fp, &answer(i as u32), retention, t0) == Err(StoreError::Full) {
+        capped.begin_at(*k, fp, lease, t0).unwrap();
+        if capped.complete_at(*k, fp, answer(i as u32), retention, t0) == Err(StoreError::Full) {
             held += 1;
-            assert_eq!(capped.begin_at(k, fp, lease, t0), Ok(Begin::Indeterminate));
+            assert_eq!(capped.begin_at(*k, fp, lease, t0), Ok(Begin::Indeterminate));
         }
     }
     assert!(capped.stored_bytes() <= bytes_cap);
@@ -101,7 +105,8 @@ fn main() {
     // Keys: past the cap a new key is refused (on_state_error), a known one still answers.
     let key_cap = (keys / 2) as usize;
     let few = MemoryIdempotencyStore::new(key_cap, usize::MAX);
-    let refused = made.iter().enumerate().filter(|(i, k)| few.begin_at(k, [*i as u8; 32], lease, t0).is_err()).count();
+    let refused =
+        made.iter().enumerate().filter(|(i, k)| few.begin_at(**k, [*i as u8; 32], lease, t0).is_err()).count();
     assert_eq!(refused, keys as usize - key_cap);
     println!("max_idempotency_keys = {key_cap}: {refused} new keys refused");
 

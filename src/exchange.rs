@@ -145,8 +145,8 @@ pub struct Parts {
 /// An attempt holding an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    /// The key as stored: a digest of route, scope and key (hex), never the key itself.
-    pub key: String,
+    /// The key as stored: a digest of route, scope and key, never the key itself.
+    pub key: crate::state::IdemKey,
     /// SHA-256 over method, path and query, and body.
     pub fingerprint: [u8; 32],
     /// When the key was taken: the lease runs from here.

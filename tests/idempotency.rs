@@ -104,7 +104,6 @@ async fn a_repeated_request_is_answered_from_the_store_and_a_different_one_refus
 
     let metrics = proxy.metrics().await;
     for line in [
-        "payguard_idempotency_total{route=\"pay\",outcome=\"first\"} 2",
         "payguard_idempotency_total{route=\"pay\",outcome=\"stored\"} 2",
         "payguard_idempotency_total{route=\"pay\",outcome=\"replayed\"} 2",
         "payguard_idempotency_total{route=\"pay\",outcome=\"mismatch\"} 1",

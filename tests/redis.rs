@@ -125,14 +125,20 @@ async fn idempotency_store_contract_holds_for_memory_and_redis() {
     // Namespaced, and everything left carries a TTL.
     let mut c = redis.connection().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
-    assert!(!keys.is_empty() && keys.iter().all(|k| k.starts_with("payguard:idem:redis|")), "{keys:?}");
+    // One hash per key, named by the key's digest (32 hex digits), never by the key itself.
+    let named = |k: &String| {
+        k.strip_prefix("payguard:idem:").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    assert!(!keys.is_empty() && keys.iter().all(named), "{keys:?}");
     for k in keys {
         let ttl: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut c).await.unwrap();
         assert!(ttl > 0, "{k} has no TTL ({ttl})");
     }
     // Another instance sees the answered key.
     let other = RedisStore::new(&[redis.url()], false, Duration::from_millis(500)).unwrap();
-    let seen = payguard::state::IdempotencyStore::begin(&other, "redis|a", [0xa; 32], Duration::from_secs(60)).await;
+    let seen =
+        payguard::state::IdempotencyStore::begin(&other, idem_key("redis", "a"), [0xa; 32], Duration::from_secs(60))
+            .await;
     assert!(matches!(seen, Ok(payguard::state::Begin::Done(_))), "{seen:?}");
 }
 

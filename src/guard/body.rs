@@ -5,11 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 
 use super::layer::{Guard, NoHold, NoRespond, Verdict};
 use super::Reject;
-use crate::body::{is_timed_out, Body, BodyDeadline};
+use crate::body::{is_timed_out, Body, BoxError};
 use crate::exchange::Exchange;
 use crate::rules::Mode;
 
@@ -34,72 +35,75 @@ impl Guard for BufferGuard {
             ex.req.body_mut().set_limit(if monitor { u64::MAX } else { limit });
             return Verdict::Now(ex, Ok(()));
         }
+        // The cap is checked here, on what was read: the body itself must not fail on it (in
+        // monitor mode the rest is forwarded after what was read).
+        ex.req.body_mut().set_limit(u64::MAX);
+        let mut buf = BytesMut::new();
+        // A small body usually arrived with the head: read what is there without waiting, and
+        // decide at once when that is all of it.
+        while let Some(frame) = ex.req.body_mut().frame().now_or_never() {
+            if let Some(end) = step(&mut buf, frame, limit) {
+                let outcome = finish(&mut ex, buf, end, limit);
+                return Verdict::Now(ex, outcome);
+            }
+        }
         Verdict::Later(Box::pin(async move {
-            let body = std::mem::replace(ex.req.body_mut(), Body::empty());
-            let (body, outcome) = match read_capped(body, limit).await {
-                Ok(bytes) => (Body::full(bytes), Ok(())),
-                Err(ReadError::TooLarge { head, rest }) => {
-                    let body = match rest {
-                        Some((tail, deadline)) => Body::Chain { head: Some(head), tail, deadline },
-                        None => Body::full(head),
-                    };
-                    (body, Err(Reject::BodyTooLarge { limit }))
+            loop {
+                let frame = ex.req.body_mut().frame().await;
+                if let Some(end) = step(&mut buf, frame, limit) {
+                    let outcome = finish(&mut ex, buf, end, limit);
+                    return (ex, outcome);
                 }
-                Err(ReadError::TimedOut) => (Body::empty(), Err(Reject::BodyTimeout)),
-                Err(ReadError::Broken) => {
-                    (Body::empty(), Err(Reject::InvalidRequest("request body could not be read".into())))
-                }
-            };
-            *ex.req.body_mut() = body;
-            (ex, outcome)
+            }
         }))
     }
 }
 
-enum ReadError {
-    /// Past the cap: what was read, and the unread rest (for monitor mode to forward).
-    TooLarge {
-        head: Bytes,
-        rest: Option<(hyper::body::Incoming, Option<BodyDeadline>)>,
-    },
+/// How buffering a body ended.
+enum End {
+    /// All of it was read.
+    Whole,
+    /// Past the cap.
+    TooLarge,
     /// `[server] body_read_timeout` passed before the body ended.
     TimedOut,
     Broken,
 }
 
-async fn read_capped(body: Body, limit: u64) -> Result<Bytes, ReadError> {
-    match body {
-        Body::Empty => Ok(Bytes::new()),
-        Body::Full { data } => {
-            let data = data.unwrap_or_default();
-            if data.len() as u64 > limit {
-                Err(ReadError::TooLarge { head: data, rest: None })
-            } else {
-                Ok(data)
-            }
-        }
-        Body::Incoming { inner, deadline, .. } => {
-            // Read through the body itself (no cap: that is checked here) so the deadline holds.
-            let mut body = Body::Incoming { inner, limit: u64::MAX, seen: 0, deadline };
-            let mut buf = BytesMut::new();
-            while let Some(frame) = body.frame().await {
-                let frame =
-                    frame.map_err(|e| if is_timed_out(&*e) { ReadError::TimedOut } else { ReadError::Broken })?;
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                    if buf.len() as u64 > limit {
-                        let rest = match body {
-                            Body::Incoming { inner, deadline, .. } => Some((inner, deadline)),
-                            _ => None,
-                        };
-                        return Err(ReadError::TooLarge { head: buf.freeze(), rest });
-                    }
+/// Takes one frame of the body into `buf`; `Some` once buffering has ended.
+fn step(buf: &mut BytesMut, frame: Option<Result<http_body::Frame<Bytes>, BoxError>>, limit: u64) -> Option<End> {
+    match frame {
+        None => Some(End::Whole),
+        Some(Err(e)) => Some(if is_timed_out(&*e) { End::TimedOut } else { End::Broken }),
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() as u64 > limit {
+                    return Some(End::TooLarge);
                 }
             }
-            Ok(buf.freeze())
+            None
         }
-        // Chain is only built by this guard, Upstream and Resumed only for responses: a second
-        // buffering pass or a response here would be a stack bug.
-        Body::Chain { .. } | Body::Upstream { .. } | Body::Resumed { .. } => Err(ReadError::Broken),
     }
+}
+
+/// Puts what was read back as the request's body and says whether the request may go on.
+fn finish(ex: &mut Exchange, buf: BytesMut, end: End, limit: u64) -> Result<(), Reject> {
+    let body = std::mem::replace(ex.req.body_mut(), Body::empty());
+    let (body, outcome) = match end {
+        End::Whole => (Body::full(buf.freeze()), Ok(())),
+        End::TooLarge => {
+            // What was read, then the unread rest (for monitor mode to forward).
+            let head = buf.freeze();
+            let body = match body {
+                Body::Incoming { inner, deadline, .. } => Body::Chain { head: Some(head), tail: inner, deadline },
+                _ => Body::full(head),
+            };
+            (body, Err(Reject::BodyTooLarge { limit }))
+        }
+        End::TimedOut => (Body::empty(), Err(Reject::BodyTimeout)),
+        End::Broken => (Body::empty(), Err(Reject::InvalidRequest("request body could not be read".into()))),
+    };
+    *ex.req.body_mut() = body;
+    outcome
 }

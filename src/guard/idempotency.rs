@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderValue, Method, Response};
 use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
@@ -33,7 +34,7 @@ use crate::metrics::{Metrics, RouteLabel};
 use crate::rescue::broken_answer;
 use crate::rules::idempotency::MAX_KEY_LEN;
 use crate::rules::{Idempotency, KeyScope, KeySource, OnTimeout, Route};
-use crate::state::{Begin, IdempotencyStore, StoreError, StoredAnswer};
+use crate::state::{Begin, IdemKey, IdempotencyStore, StoreError, StoredAnswer};
 
 const NAME: &str = "idempotency";
 
@@ -99,9 +100,8 @@ fn form_value<'a>(data: &'a [u8], name: &str) -> Option<std::borrow::Cow<'a, [u8
     })
 }
 
-/// The key as stored: 32 hex digits of SHA-256 over the route, the scope and the key. Also
-/// returns the first 8 hex digits as a number, for logs.
-pub fn stored_key(route: &str, scope: &KeyScope, client: IpAddr, headers: &HeaderMap, key: &[u8]) -> (String, u32) {
+/// The key as stored: the first 16 bytes of SHA-256 over the route, the scope and the key.
+pub fn stored_key(route: &str, scope: &KeyScope, client: IpAddr, headers: &HeaderMap, key: &[u8]) -> IdemKey {
     let mut h = Sha256::new();
     h.update(b"payguard-idempotency\0");
     h.update((route.len() as u64).to_be_bytes());
@@ -130,8 +130,9 @@ pub fn stored_key(route: &str, scope: &KeyScope, client: IpAddr, headers: &Heade
     h.update(b"\0key");
     h.update(key);
     let digest = h.finalize();
-    let tag = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    (hex::encode(&digest[..16]), tag)
+    let mut stored = [0u8; 16];
+    stored.copy_from_slice(&digest[..16]);
+    IdemKey(stored)
 }
 
 /// SHA-256 over method, path and query, and the raw body.
@@ -149,22 +150,23 @@ pub fn fingerprint(method: &Method, uri: &http::Uri, body: &[u8]) -> [u8; 32] {
 
 type Checked = (Exchange, Result<(), Reject>);
 
-/// What the store's answer to `begin` means for the request, and its metric outcome.
+/// What the store's answer to `begin` means for the request, and its metric outcome. A first
+/// attempt is counted once settled (stored, released, held, …): nothing to count on the way in.
 fn decide(begun: Result<Begin, StoreError>, tag: u32, route: &Route, metrics: &Metrics) -> (bool, Result<(), Reject>) {
-    let label = RouteLabel(route.name.clone());
     let (outcome, result) = match begun {
-        Ok(Begin::Started) => ("first", Ok(())),
+        Ok(Begin::Started) => return (true, Ok(())),
         Ok(Begin::InFlight) => ("in_flight", Err(Reject::IdempotencyInFlight { key: tag })),
         Ok(Begin::Done(answer)) => ("replayed", Err(Reject::IdempotentReplay(Box::new(Replayed { answer, key: tag })))),
         Ok(Begin::Mismatch) => ("mismatch", Err(Reject::IdempotencyMismatch { key: tag })),
         Ok(Begin::Indeterminate) => ("indeterminate", Err(Reject::IdempotencyIndeterminate { key: tag })),
         Err(e) => {
+            let label = RouteLabel(route.name.clone());
             metrics.idempotency(&label, "store_error");
             return (false, super::store_unavailable(NAME, route.on_state_error.idempotency, &e, metrics, &label));
         }
     };
-    metrics.idempotency(&label, outcome);
-    (outcome == "first", result)
+    metrics.idempotency(&RouteLabel(route.name.clone()), outcome);
+    (false, result)
 }
 
 /// What the response phase needs: the rule, the attempt, and who made it.
@@ -181,8 +183,27 @@ pub struct Held {
 struct Unsettled {
     store: Arc<dyn IdempotencyStore>,
     attempt: Option<Attempt>,
+    terms: Terms,
+}
+
+/// The parts of the rule the response phase needs (the rule itself stays with the route).
+#[derive(Debug, Clone, Copy)]
+struct Terms {
     retention: Duration,
+    lease: Duration,
     on_timeout: OnTimeout,
+    max_response: u64,
+}
+
+impl Terms {
+    fn of(rule: &Idempotency) -> Terms {
+        Terms {
+            retention: rule.retention,
+            lease: rule.lease,
+            on_timeout: rule.on_timeout,
+            max_response: rule.max_response,
+        }
+    }
 }
 
 impl Unsettled {
@@ -196,11 +217,12 @@ impl Drop for Unsettled {
     fn drop(&mut self) {
         let Some(attempt) = self.attempt.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (store, retention, on_timeout) = (self.store.clone(), self.retention, self.on_timeout);
+        let (store, retention) = (self.store.clone(), self.terms.retention);
+        let on_timeout = self.terms.on_timeout;
         runtime.spawn(async move {
             let done = match on_timeout {
-                OnTimeout::Hold => store.hold(&attempt.key, attempt.fingerprint, retention).await,
-                OnTimeout::Release => store.release(&attempt.key, attempt.fingerprint).await,
+                OnTimeout::Hold => store.hold(attempt.key, attempt.fingerprint, retention).await,
+                OnTimeout::Release => store.release(attempt.key, attempt.fingerprint).await,
             };
             if let Err(e) = done {
                 tracing::debug!(target: "payguard::idempotency", error = %e, "could not settle an abandoned attempt");
@@ -252,11 +274,12 @@ impl Guard for IdempotencyGuard {
                 return Verdict::Now(ex, Err(Reject::IdempotencyKeyMissing { reason }));
             }
         };
-        let (key, tag) = stored_key(&route.name, &rule.scope, ex.client.ip, ex.req.headers(), &key);
+        let key = stored_key(&route.name, &rule.scope, ex.client.ip, ex.req.headers(), &key);
+        let tag = key.tag();
         let fingerprint = fingerprint(ex.req.method(), ex.req.uri(), body);
         let lease = rule.lease;
         let since = Instant::now();
-        if let Some(begun) = self.store.begin_now(&key, fingerprint, lease) {
+        if let Some(begun) = self.store.begin_now(key, fingerprint, lease) {
             let (first, result) = decide(begun, tag, &route, &self.metrics);
             if first {
                 ex.attempt = Some(Attempt { key, fingerprint, since });
@@ -265,7 +288,7 @@ impl Guard for IdempotencyGuard {
         }
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
         Verdict::Later(Box::pin(async move {
-            let begun = store.begin(&key, fingerprint, lease).await;
+            let begun = store.begin(key, fingerprint, lease).await;
             let (first, result) = decide(begun, tag, &route, &metrics);
             if first {
                 ex.attempt = Some(Attempt { key, fingerprint, since });
@@ -278,12 +301,7 @@ impl Guard for IdempotencyGuard {
         let attempt = ex.attempt.take()?;
         let route = ex.route.clone()?;
         let rule = route.idempotency.as_ref()?;
-        let unsettled = Unsettled {
-            store: self.store.clone(),
-            attempt: Some(attempt),
-            retention: rule.retention,
-            on_timeout: rule.on_timeout,
-        };
+        let unsettled = Unsettled { store: self.store.clone(), attempt: Some(attempt), terms: Terms::of(rule) };
         Some(Held { request_id: ex.request_id.clone(), client_ip: ex.client.ip, unsettled, route })
     }
 
@@ -300,7 +318,7 @@ async fn settle(
     store: Arc<dyn IdempotencyStore>,
     metrics: Arc<Metrics>,
 ) -> Response<Body> {
-    let Some(rule) = held.route.idempotency.clone() else { return res };
+    let rule = held.unsettled.terms;
     let label = RouteLabel(held.route.name.clone());
     let status = res.status().as_u16();
     match settlement(status, res.extensions().get::<GuardTime>().is_some()) {
@@ -309,7 +327,7 @@ async fn settle(
             res
         }
         Settle::Timeout => {
-            timed_out(&mut held, &rule, &*store, &metrics, &label, "the backend did not answer in time").await;
+            timed_out(&mut held, rule, &*store, &metrics, &label, "the backend did not answer in time").await;
             res
         }
         Settle::Store => {
@@ -319,34 +337,45 @@ async fn settle(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|n| n > rule.max_response) {
-                not_stored(&mut held, &rule, &*store, &metrics, &label).await;
+                not_stored(&mut held, rule, &*store, &metrics, &label).await;
                 return res;
             }
             let (parts, body) = res.into_parts();
             let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
             match read_answer(body, declared, rule.max_response, lease_end).await {
                 Read::Whole(bytes) => {
-                    let content_type =
-                        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                    let answer = StoredAnswer { status, content_type, body: bytes };
-                    complete(&mut held, &rule, &answer, &*store, &metrics, &label).await;
-                    Response::from_parts(parts, Body::full(answer.body))
+                    let content_type = parts.headers.get(header::CONTENT_TYPE).map(kept_content_type);
+                    let answer = StoredAnswer { status, content_type, body: bytes.clone() };
+                    complete(&mut held, rule, answer, &*store, &metrics, &label).await;
+                    Response::from_parts(parts, Body::full(bytes))
                 }
                 Read::TooLarge(head, rest) => {
-                    not_stored(&mut held, &rule, &*store, &metrics, &label).await;
+                    not_stored(&mut held, rule, &*store, &metrics, &label).await;
                     Response::from_parts(parts, Body::resumed(head, rest))
                 }
                 Read::OutOfLease(head, rest) => {
                     let why = "the answer was still arriving when the lease ran out";
-                    timed_out(&mut held, &rule, &*store, &metrics, &label, why).await;
+                    timed_out(&mut held, rule, &*store, &metrics, &label, why).await;
                     Response::from_parts(parts, Body::resumed(head, rest))
                 }
                 Read::Broken => {
-                    timed_out(&mut held, &rule, &*store, &metrics, &label, "the backend broke off its answer").await;
+                    timed_out(&mut held, rule, &*store, &metrics, &label, "the backend broke off its answer").await;
                     broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics)
                 }
             }
         }
+    }
+}
+
+/// A content type to keep for `retention`: its own copy (the header's bytes may be part of the
+/// connection's read buffer), or the static value for the usual JSON answer.
+fn kept_content_type(v: &HeaderValue) -> HeaderValue {
+    const JSON: &str = "application/json";
+    const JSON_UTF8: &str = "application/json; charset=utf-8";
+    match v.as_bytes() {
+        b if b == JSON.as_bytes() => HeaderValue::from_static(JSON),
+        b if b == JSON_UTF8.as_bytes() => HeaderValue::from_static(JSON_UTF8),
+        b => HeaderValue::from_bytes(b).unwrap_or_else(|_| v.clone()),
     }
 }
 
@@ -366,7 +395,12 @@ async fn read_answer(mut body: Body, declared: Option<u64>, max: u64, deadline: 
     // a slice pinning the connection's read buffer).
     let mut buf = BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(max)).unwrap_or(0));
     loop {
-        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+        // A small answer is usually in hand already: no timer for it.
+        let next = match body.frame().now_or_never() {
+            Some(frame) => Ok(frame),
+            None => tokio::time::timeout_at(deadline.into(), body.frame()).await,
+        };
+        let frame = match next {
             Err(_) => return Read::OutOfLease(buf.freeze(), body),
             Ok(None) if buf.capacity() > buf.len() => return Read::Whole(Bytes::copy_from_slice(&buf)),
             Ok(None) => return Read::Whole(buf.freeze()),
@@ -384,7 +418,7 @@ async fn read_answer(mut body: Body, declared: Option<u64>, max: u64, deadline: 
 
 async fn release(held: &mut Held, store: &dyn IdempotencyStore, metrics: &Metrics, label: &RouteLabel) {
     let Some(a) = held.unsettled.take() else { return };
-    match store.release(&a.key, a.fingerprint).await {
+    match store.release(a.key, a.fingerprint).await {
         Ok(()) => metrics.idempotency(label, "released"),
         Err(e) => store_error(metrics, label, &e),
     }
@@ -392,14 +426,14 @@ async fn release(held: &mut Held, store: &dyn IdempotencyStore, metrics: &Metric
 
 async fn complete(
     held: &mut Held,
-    rule: &Idempotency,
-    answer: &StoredAnswer,
+    rule: Terms,
+    answer: StoredAnswer,
     store: &dyn IdempotencyStore,
     metrics: &Metrics,
     label: &RouteLabel,
 ) {
     let Some(a) = held.unsettled.take() else { return };
-    match store.complete(&a.key, a.fingerprint, answer, rule.retention).await {
+    match store.complete(a.key, a.fingerprint, answer, rule.retention).await {
         Ok(()) => metrics.idempotency(label, "stored"),
         // The memory store holds the key without the answer when its bytes are spent.
         Err(StoreError::Full) => {
@@ -411,15 +445,9 @@ async fn complete(
 }
 
 /// An answer larger than `max_response`: held without it (later attempts get 409).
-async fn not_stored(
-    held: &mut Held,
-    rule: &Idempotency,
-    store: &dyn IdempotencyStore,
-    metrics: &Metrics,
-    label: &RouteLabel,
-) {
+async fn not_stored(held: &mut Held, rule: Terms, store: &dyn IdempotencyStore, metrics: &Metrics, label: &RouteLabel) {
     let Some(a) = held.unsettled.take() else { return };
-    match store.hold(&a.key, a.fingerprint, rule.retention).await {
+    match store.hold(a.key, a.fingerprint, rule.retention).await {
         Ok(()) => {
             metrics.idempotency(label, "not_stored");
             audit_hold(held, &a, "the answer is larger than max_response");
@@ -430,7 +458,7 @@ async fn not_stored(
 
 async fn timed_out(
     held: &mut Held,
-    rule: &Idempotency,
+    rule: Terms,
     store: &dyn IdempotencyStore,
     metrics: &Metrics,
     label: &RouteLabel,
@@ -440,7 +468,7 @@ async fn timed_out(
         return release(held, store, metrics, label).await;
     }
     let Some(a) = held.unsettled.take() else { return };
-    match store.hold(&a.key, a.fingerprint, rule.retention).await {
+    match store.hold(a.key, a.fingerprint, rule.retention).await {
         Ok(()) => {
             metrics.idempotency(label, "held");
             audit_hold(held, &a, why);
@@ -459,7 +487,7 @@ fn audit_hold(held: &Held, a: &Attempt, why: &str) {
         guard = NAME,
         decision = "hold",
         reason = "idempotency_indeterminate",
-        key = %format!("#{}", a.key.get(..8).unwrap_or_default()),
+        key = %format!("#{:08x}", a.key.tag()),
         detail = %format!("{why}; later attempts with this key get 409"),
     );
 }
@@ -523,7 +551,7 @@ mod tests {
         let alice = headers(&[("authorization", "Bearer alice")]);
         let bob = headers(&[("authorization", "Bearer bob")]);
         let auth = KeyScope::Header(HeaderName::from_static("authorization"));
-        let k = |route, scope: &KeyScope, ip, h: &HeaderMap| stored_key(route, scope, ip, h, b"order-1").0;
+        let k = |route, scope: &KeyScope, ip, h: &HeaderMap| stored_key(route, scope, ip, h, b"order-1");
         assert_eq!(k("pay", &KeyScope::Ip, ip, &none), k("pay", &KeyScope::Ip, ip, &alice));
         assert_ne!(k("pay", &KeyScope::Ip, ip, &none), k("pay", &KeyScope::Ip, other, &none));
         assert_ne!(k("pay", &KeyScope::Ip, ip, &none), k("order", &KeyScope::Ip, ip, &none));
@@ -534,9 +562,9 @@ mod tests {
         // Without the header: scoped to the client, never to a header value.
         assert_ne!(k("pay", &auth, ip, &none), k("pay", &auth, other, &none));
         assert_ne!(k("pay", &auth, ip, &none), k("pay", &auth, ip, &alice));
-        let (hex, tag) = stored_key("pay", &KeyScope::Ip, ip, &none, b"order-1");
-        assert_eq!((hex.len(), format!("{tag:08x}")), (32, hex[..8].to_string()));
-        assert!(!hex.contains("order"));
+        let key = stored_key("pay", &KeyScope::Ip, ip, &none, b"order-1");
+        let hex = key.to_string();
+        assert_eq!((hex.len(), format!("{:08x}", key.tag())), (32, hex[..8].to_string()));
     }
 
     #[test]

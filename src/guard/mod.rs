@@ -223,8 +223,8 @@ impl Replayed {
         let mut res = Response::new(Body::full(self.answer.body.clone()));
         *res.status_mut() = StatusCode::from_u16(self.answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = res.headers_mut();
-        if let Some(ct) = self.answer.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
-            h.insert(header::CONTENT_TYPE, ct);
+        if let Some(ct) = &self.answer.content_type {
+            h.insert(header::CONTENT_TYPE, ct.clone());
         }
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
         res
@@ -337,7 +337,7 @@ mod tests {
     fn replayed(status: u16) -> Replayed {
         let answer = crate::state::StoredAnswer {
             status,
-            content_type: Some("application/json; charset=utf-8".into()),
+            content_type: Some(HeaderValue::from_static("application/json; charset=utf-8")),
             body: bytes::Bytes::from_static(b"{\"id\":7}"),
         };
         Replayed { answer, key: 0xabcd_0123 }

@@ -27,8 +27,8 @@ type Hasher = foldhash::quality::RandomState;
 type Map<K, V> = DashMap<K, V, Hasher>;
 
 use super::{
-    Ban, Begin, FailurePolicy, FailureStore, Gcra, IdempotencyStore, NonceStore, RateDecision, RateStore, Reservation,
-    StoreError, StoreFuture, StoredAnswer,
+    Ban, Begin, FailurePolicy, FailureStore, Gcra, IdemKey, IdempotencyStore, NonceStore, RateDecision, RateStore,
+    Reservation, StoreError, StoreFuture, StoredAnswer,
 };
 
 /// Whether this caller is the first in a second (by `now`, ns) to claim `last`: a full store's
@@ -228,7 +228,7 @@ impl RateStore for MemoryRateStore {
 
 /// Idempotency keys in this process. See the module documentation.
 pub struct MemoryIdempotencyStore {
-    keys: Map<Box<str>, IdemEntry>,
+    keys: Map<IdemKey, IdemEntry>,
     count: AtomicUsize,
     /// Body bytes of the stored answers.
     bytes: AtomicUsize,
@@ -242,9 +242,10 @@ struct IdemEntry {
     expires: Instant,
 }
 
+// The answer boxed: an entry is read on every attempt, and a small one keeps the map compact.
 enum IdemState {
     InFlight,
-    Done(StoredAnswer),
+    Done(Box<StoredAnswer>),
     Indeterminate,
 }
 
@@ -261,14 +262,14 @@ impl MemoryIdempotencyStore {
 
     pub fn begin_at(
         &self,
-        key: &str,
+        key: IdemKey,
         fingerprint: [u8; 32],
         lease: Duration,
         now: Instant,
     ) -> Result<Begin, StoreError> {
         let full = self.count.load(Ordering::Relaxed) >= self.max_keys;
         let fresh = IdemEntry { fingerprint, state: IdemState::InFlight, expires: now + lease };
-        match self.keys.entry(key.into()) {
+        match self.keys.entry(key) {
             Entry::Occupied(mut e) if e.get().expires <= now => {
                 self.forget_body(&e.get().state);
                 e.insert(fresh);
@@ -281,7 +282,7 @@ impl MemoryIdempotencyStore {
                 }
                 Ok(match &held.state {
                     IdemState::InFlight => Begin::InFlight,
-                    IdemState::Done(answer) => Begin::Done(answer.clone()),
+                    IdemState::Done(answer) => Begin::Done(StoredAnswer::clone(answer)),
                     IdemState::Indeterminate => Begin::Indeterminate,
                 })
             }
@@ -301,8 +302,8 @@ impl MemoryIdempotencyStore {
     }
 
     /// Replaces the state of `key`'s attempt with `fingerprint`, if it is still in flight.
-    fn settle(&self, key: &str, fingerprint: [u8; 32], state: IdemState, until: Instant) -> Result<(), StoreError> {
-        let Some(mut e) = self.keys.get_mut(key) else { return Ok(()) };
+    fn settle(&self, key: IdemKey, fingerprint: [u8; 32], state: IdemState, until: Instant) -> Result<(), StoreError> {
+        let Some(mut e) = self.keys.get_mut(&key) else { return Ok(()) };
         if e.fingerprint != fingerprint || !matches!(e.state, IdemState::InFlight) {
             return Ok(());
         }
@@ -324,18 +325,18 @@ impl MemoryIdempotencyStore {
 
     pub fn complete_at(
         &self,
-        key: &str,
+        key: IdemKey,
         fingerprint: [u8; 32],
-        answer: &StoredAnswer,
+        answer: StoredAnswer,
         retention: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
-        self.settle(key, fingerprint, IdemState::Done(answer.clone()), now + retention)
+        self.settle(key, fingerprint, IdemState::Done(Box::new(answer)), now + retention)
     }
 
     pub fn hold_at(
         &self,
-        key: &str,
+        key: IdemKey,
         fingerprint: [u8; 32],
         retention: Duration,
         now: Instant,
@@ -343,9 +344,9 @@ impl MemoryIdempotencyStore {
         self.settle(key, fingerprint, IdemState::Indeterminate, now + retention)
     }
 
-    pub fn release_key(&self, key: &str, fingerprint: [u8; 32]) {
+    pub fn release_key(&self, key: IdemKey, fingerprint: [u8; 32]) {
         let removed =
-            self.keys.remove_if(key, |_, e| e.fingerprint == fingerprint && matches!(e.state, IdemState::InFlight));
+            self.keys.remove_if(&key, |_, e| e.fingerprint == fingerprint && matches!(e.state, IdemState::InFlight));
         if removed.is_some() {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
@@ -376,29 +377,29 @@ impl MemoryIdempotencyStore {
 }
 
 impl IdempotencyStore for MemoryIdempotencyStore {
-    fn begin_now(&self, key: &str, fingerprint: [u8; 32], lease: Duration) -> Option<Result<Begin, StoreError>> {
+    fn begin_now(&self, key: IdemKey, fingerprint: [u8; 32], lease: Duration) -> Option<Result<Begin, StoreError>> {
         Some(self.begin_at(key, fingerprint, lease, Instant::now()))
     }
 
-    fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin> {
+    fn begin(&self, key: IdemKey, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'_, Begin> {
         Box::pin(std::future::ready(self.begin_at(key, fingerprint, lease, Instant::now())))
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a str,
+    fn complete(
+        &self,
+        key: IdemKey,
         fingerprint: [u8; 32],
-        answer: &'a StoredAnswer,
+        answer: StoredAnswer,
         retention: Duration,
-    ) -> StoreFuture<'a, ()> {
+    ) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(self.complete_at(key, fingerprint, answer, retention, Instant::now())))
     }
 
-    fn hold<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'a, ()> {
+    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(self.hold_at(key, fingerprint, retention, Instant::now())))
     }
 
-    fn release<'a>(&'a self, key: &'a str, fingerprint: [u8; 32]) -> StoreFuture<'a, ()> {
+    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> StoreFuture<'_, ()> {
         self.release_key(key, fingerprint);
         Box::pin(std::future::ready(Ok(())))
     }
@@ -839,10 +840,17 @@ mod idempotency_tests {
     const LEASE: Duration = Duration::from_secs(60);
     const DAY: Duration = Duration::from_secs(86_400);
 
+    /// A stored key named by a short tag.
+    fn key(name: &[u8]) -> IdemKey {
+        let mut k = [0u8; 16];
+        k[..name.len()].copy_from_slice(name);
+        IdemKey(k)
+    }
+
     fn answer(status: u16, body: &'static str) -> StoredAnswer {
         StoredAnswer {
             status,
-            content_type: Some("application/json".into()),
+            content_type: Some(http::HeaderValue::from_static("application/json")),
             body: bytes::Bytes::from_static(body.as_bytes()),
         }
     }
@@ -851,18 +859,18 @@ mod idempotency_tests {
     fn first_attempt_starts_then_in_flight_done_and_mismatch() {
         let s = MemoryIdempotencyStore::new(100, 1 << 20);
         let t0 = Instant::now();
-        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::Started));
-        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::InFlight));
-        assert_eq!(s.begin_at("k", B, LEASE, t0), Ok(Begin::Mismatch));
+        assert_eq!(s.begin_at(key(b"k"), A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at(key(b"k"), A, LEASE, t0), Ok(Begin::InFlight));
+        assert_eq!(s.begin_at(key(b"k"), B, LEASE, t0), Ok(Begin::Mismatch));
         // Another request's answer never settles this attempt.
-        s.complete_at("k", B, &answer(200, "{}"), DAY, t0).unwrap();
-        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::InFlight));
-        s.complete_at("k", A, &answer(500, r#"{"e":1}"#), DAY, t0).unwrap();
-        assert_eq!(s.begin_at("k", A, LEASE, t0), Ok(Begin::Done(answer(500, r#"{"e":1}"#))));
-        assert_eq!(s.begin_at("k", B, LEASE, t0), Ok(Begin::Mismatch));
+        s.complete_at(key(b"k"), B, answer(200, "{}"), DAY, t0).unwrap();
+        assert_eq!(s.begin_at(key(b"k"), A, LEASE, t0), Ok(Begin::InFlight));
+        s.complete_at(key(b"k"), A, answer(500, r#"{"e":1}"#), DAY, t0).unwrap();
+        assert_eq!(s.begin_at(key(b"k"), A, LEASE, t0), Ok(Begin::Done(answer(500, r#"{"e":1}"#))));
+        assert_eq!(s.begin_at(key(b"k"), B, LEASE, t0), Ok(Begin::Mismatch));
         assert_eq!(s.stored_bytes(), 7);
         // Retention over: the key is free, its answer's bytes are given back.
-        assert_eq!(s.begin_at("k", B, LEASE, t0 + DAY), Ok(Begin::Started));
+        assert_eq!(s.begin_at(key(b"k"), B, LEASE, t0 + DAY), Ok(Begin::Started));
         assert_eq!(s.stored_bytes(), 0);
     }
 
@@ -870,31 +878,31 @@ mod idempotency_tests {
     fn release_frees_hold_keeps_and_a_lease_runs_out() {
         let s = MemoryIdempotencyStore::new(100, 1 << 20);
         let t0 = Instant::now();
-        assert_eq!(s.begin_at("r", A, LEASE, t0), Ok(Begin::Started));
-        s.release_key("r", B);
-        assert_eq!(s.begin_at("r", A, LEASE, t0), Ok(Begin::InFlight), "only the attempt itself releases");
-        s.release_key("r", A);
-        assert_eq!(s.begin_at("r", A, LEASE, t0), Ok(Begin::Started));
-        s.hold_at("r", A, DAY, t0).unwrap();
-        assert_eq!(s.begin_at("r", A, LEASE, t0 + LEASE), Ok(Begin::Indeterminate));
+        assert_eq!(s.begin_at(key(b"r"), A, LEASE, t0), Ok(Begin::Started));
+        s.release_key(key(b"r"), B);
+        assert_eq!(s.begin_at(key(b"r"), A, LEASE, t0), Ok(Begin::InFlight), "only the attempt itself releases");
+        s.release_key(key(b"r"), A);
+        assert_eq!(s.begin_at(key(b"r"), A, LEASE, t0), Ok(Begin::Started));
+        s.hold_at(key(b"r"), A, DAY, t0).unwrap();
+        assert_eq!(s.begin_at(key(b"r"), A, LEASE, t0 + LEASE), Ok(Begin::Indeterminate));
         // An attempt in flight holds the key for its lease only (a crashed instance's hold).
-        assert_eq!(s.begin_at("x", A, LEASE, t0), Ok(Begin::Started));
-        assert_eq!(s.begin_at("x", A, LEASE, t0 + LEASE), Ok(Begin::Started));
+        assert_eq!(s.begin_at(key(b"x"), A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at(key(b"x"), A, LEASE, t0 + LEASE), Ok(Begin::Started));
     }
 
     #[test]
     fn caps_refuse_new_keys_and_never_forget_a_held_one() {
         let s = MemoryIdempotencyStore::new(2, 10);
         let t0 = Instant::now();
-        assert_eq!(s.begin_at("a", A, LEASE, t0), Ok(Begin::Started));
-        assert_eq!(s.begin_at("b", A, LEASE, t0), Ok(Begin::Started));
-        assert_eq!(s.begin_at("c", A, LEASE, t0), Err(StoreError::Full));
+        assert_eq!(s.begin_at(key(b"a"), A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at(key(b"b"), A, LEASE, t0), Ok(Begin::Started));
+        assert_eq!(s.begin_at(key(b"c"), A, LEASE, t0), Err(StoreError::Full));
         // An answer over the byte cap is not stored: the key stays held, as indeterminate.
-        assert_eq!(s.complete_at("a", A, &answer(200, "0123456789ab"), DAY, t0), Err(StoreError::Full));
-        assert_eq!(s.begin_at("a", A, LEASE, t0), Ok(Begin::Indeterminate));
-        s.complete_at("b", A, &answer(200, "0123"), DAY, t0).unwrap();
+        assert_eq!(s.complete_at(key(b"a"), A, answer(200, "0123456789ab"), DAY, t0), Err(StoreError::Full));
+        assert_eq!(s.begin_at(key(b"a"), A, LEASE, t0), Ok(Begin::Indeterminate));
+        s.complete_at(key(b"b"), A, answer(200, "0123"), DAY, t0).unwrap();
         assert_eq!(s.sweep(t0 + DAY), 0);
-        assert_eq!((s.stored_bytes(), s.begin_at("c", A, LEASE, t0 + DAY)), (0, Ok(Begin::Started)));
+        assert_eq!((s.stored_bytes(), s.begin_at(key(b"c"), A, LEASE, t0 + DAY)), (0, Ok(Begin::Started)));
     }
 
     #[test]
@@ -904,7 +912,9 @@ mod idempotency_tests {
             let hs: Vec<_> = (0..16)
                 .map(|_| {
                     let s = s.clone();
-                    scope.spawn(move || usize::from(s.begin_at("k", A, LEASE, Instant::now()) == Ok(Begin::Started)))
+                    scope.spawn(move || {
+                        usize::from(s.begin_at(key(b"k"), A, LEASE, Instant::now()) == Ok(Begin::Started))
+                    })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).sum()

@@ -170,11 +170,39 @@ pub trait FailureStore: Send + Sync + 'static {
     fn lift(&self, scope: u64, key: u128) -> StoreFuture<'_, bool>;
 }
 
+/// An idempotency key as stored: 16 bytes of a digest of route, scope and key (never the key
+/// itself). Written as 32 hex digits (Redis key names, logs show the first 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdemKey(pub [u8; 16]);
+
+impl std::hash::Hash for IdemKey {
+    // A digest already: one word for the hasher, not a slice with its length.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
+
+impl IdemKey {
+    /// The first 4 bytes, as logs show them (`#1a2b3c4d`).
+    pub fn tag(&self) -> u32 {
+        u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+}
+
+impl std::fmt::Display for IdemKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// An answer kept for replay by `[route.idempotency]`: status, `content-type` and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
     pub status: u16,
-    pub content_type: Option<String>,
+    pub content_type: Option<http::HeaderValue>,
     pub body: bytes::Bytes,
 }
 
@@ -198,29 +226,29 @@ pub enum Begin {
 /// with `fingerprint`, so a late answer never overwrites another request's state.
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// [`Self::begin`], when the store can answer without waiting; `None`: ask `begin`.
-    fn begin_now(&self, _key: &str, _fingerprint: [u8; 32], _lease: Duration) -> Option<Result<Begin, StoreError>> {
+    fn begin_now(&self, _key: IdemKey, _fingerprint: [u8; 32], _lease: Duration) -> Option<Result<Begin, StoreError>> {
         None
     }
 
     /// Starts an attempt, or says why not. `lease`: how long an attempt in flight holds the key
     /// at most (a crashed instance's hold runs out).
-    fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin>;
+    fn begin(&self, key: IdemKey, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'_, Begin>;
 
     /// The attempt finished with `answer`: replayed for `retention`.
-    fn complete<'a>(
-        &'a self,
-        key: &'a str,
+    fn complete(
+        &self,
+        key: IdemKey,
         fingerprint: [u8; 32],
-        answer: &'a StoredAnswer,
+        answer: StoredAnswer,
         retention: Duration,
-    ) -> StoreFuture<'a, ()>;
+    ) -> StoreFuture<'_, ()>;
 
     /// The attempt's outcome is unknown (the backend timed out): held as indeterminate for
     /// `retention`.
-    fn hold<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'a, ()>;
+    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'_, ()>;
 
     /// Nothing was done: the key is free again.
-    fn release<'a>(&'a self, key: &'a str, fingerprint: [u8; 32]) -> StoreFuture<'a, ()>;
+    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> StoreFuture<'_, ()>;
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script};
 
 use super::{
-    Ban, Begin, FailurePolicy, FailureStore, Gcra, IdempotencyStore, NonceStore, RateDecision, RateStore, Reservation,
-    StoreError, StoreFuture, StoredAnswer,
+    Ban, Begin, FailurePolicy, FailureStore, Gcra, IdemKey, IdempotencyStore, NonceStore, RateDecision, RateStore,
+    Reservation, StoreError, StoreFuture, StoredAnswer,
 };
 pub use crate::config::redis_url::{check_url, redact};
 
@@ -375,16 +375,17 @@ impl RedisStore {
 
     async fn idem_settle(
         &self,
-        key: &str,
+        key: IdemKey,
         fingerprint: [u8; 32],
         state: &str,
         retention: Duration,
-        answer: Option<&StoredAnswer>,
+        answer: Option<StoredAnswer>,
     ) -> Result<(), StoreError> {
         let mut invocation = self.idem_settle.key(format!("{IDEM_PREFIX}{key}"));
         invocation.arg(hex::encode(fingerprint)).arg(state).arg(ms(retention));
-        if let Some(a) = answer {
-            invocation.arg(a.status).arg(a.content_type.as_deref().unwrap_or("")).arg(a.body.as_ref());
+        if let Some(a) = &answer {
+            let ct = a.content_type.as_ref().map_or(&b""[..], http::HeaderValue::as_bytes);
+            invocation.arg(a.status).arg(ct).arg(a.body.as_ref());
         }
         let _: i64 = self.invoke(&invocation).await?;
         Ok(())
@@ -392,7 +393,7 @@ impl RedisStore {
 }
 
 impl IdempotencyStore for RedisStore {
-    fn begin<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'a, Begin> {
+    fn begin(&self, key: IdemKey, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'_, Begin> {
         Box::pin(async move {
             let mut invocation = self.idem_begin.key(format!("{IDEM_PREFIX}{key}"));
             invocation.arg(hex::encode(fingerprint)).arg(ms(lease));
@@ -406,7 +407,7 @@ impl IdempotencyStore for RedisStore {
                 Some(b"done") => {
                     let [_, status, ct, body] = answer.as_slice() else { return Err(malformed()) };
                     let status = std::str::from_utf8(status).ok().and_then(|s| s.parse().ok()).ok_or_else(malformed)?;
-                    let content_type = (!ct.is_empty()).then(|| String::from_utf8_lossy(ct).into_owned());
+                    let content_type = http::HeaderValue::from_bytes(ct).ok().filter(|_| !ct.is_empty());
                     Begin::Done(StoredAnswer { status, content_type, body: bytes::Bytes::copy_from_slice(body) })
                 }
                 _ => return Err(malformed()),
@@ -414,21 +415,21 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a str,
+    fn complete(
+        &self,
+        key: IdemKey,
         fingerprint: [u8; 32],
-        answer: &'a StoredAnswer,
+        answer: StoredAnswer,
         retention: Duration,
-    ) -> StoreFuture<'a, ()> {
+    ) -> StoreFuture<'_, ()> {
         Box::pin(self.idem_settle(key, fingerprint, "D", retention, Some(answer)))
     }
 
-    fn hold<'a>(&'a self, key: &'a str, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'a, ()> {
+    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'_, ()> {
         Box::pin(self.idem_settle(key, fingerprint, "X", retention, None))
     }
 
-    fn release<'a>(&'a self, key: &'a str, fingerprint: [u8; 32]) -> StoreFuture<'a, ()> {
+    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> StoreFuture<'_, ()> {
         Box::pin(self.idem_settle(key, fingerprint, "-", Duration::from_millis(1), None))
     }
 }

@@ -700,47 +700,56 @@ pub async fn failure_store_contract(store: std::sync::Arc<dyn payguard::state::F
 /// attempt per key, in flight until settled, the stored answer replayed byte for byte, another
 /// request under the key a mismatch, release and hold acting only on the attempt itself, a
 /// lease that runs out, and exactly one winner among concurrent first attempts.
+/// A stored idempotency key for a test: the digest of `prefix|name`, so that runs against one
+/// Redis never meet.
+pub fn idem_key(prefix: &str, name: &str) -> payguard::state::IdemKey {
+    let digest = Sha256::digest(format!("{prefix}|{name}").as_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&digest[..16]);
+    payguard::state::IdemKey(k)
+}
+
 pub async fn idempotency_store_contract(store: std::sync::Arc<dyn payguard::state::IdempotencyStore>, prefix: &str) {
     use payguard::state::{Begin, StoredAnswer};
     const A: [u8; 32] = [0xa; 32];
     const B: [u8; 32] = [0xb; 32];
     let lease = Duration::from_secs(60);
     let day = Duration::from_secs(86_400);
-    let k = |s: &str| format!("{prefix}|{s}");
+    let k = |s: &str| idem_key(prefix, s);
     let answer = StoredAnswer {
         status: 500,
-        content_type: Some("application/json; charset=utf-8".into()),
+        content_type: Some(http::HeaderValue::from_static("application/json; charset=utf-8")),
         // Not UTF-8, with a NUL: stored byte for byte.
         body: bytes::Bytes::from_static(b"{\"error\":\"boom\"}\x00\xff"),
     };
 
-    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::Started));
-    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::InFlight));
-    assert_eq!(store.begin(&k("a"), B, lease).await, Ok(Begin::Mismatch));
+    assert_eq!(store.begin(k("a"), A, lease).await, Ok(Begin::Started));
+    assert_eq!(store.begin(k("a"), A, lease).await, Ok(Begin::InFlight));
+    assert_eq!(store.begin(k("a"), B, lease).await, Ok(Begin::Mismatch));
     // Another request's settlement does nothing to this attempt.
-    store.complete(&k("a"), B, &answer, day).await.unwrap();
-    store.release(&k("a"), B).await.unwrap();
-    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::InFlight));
-    store.complete(&k("a"), A, &answer, day).await.unwrap();
-    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::Done(answer.clone())));
-    assert_eq!(store.begin(&k("a"), B, lease).await, Ok(Begin::Mismatch));
+    store.complete(k("a"), B, answer.clone(), day).await.unwrap();
+    store.release(k("a"), B).await.unwrap();
+    assert_eq!(store.begin(k("a"), A, lease).await, Ok(Begin::InFlight));
+    store.complete(k("a"), A, answer.clone(), day).await.unwrap();
+    assert_eq!(store.begin(k("a"), A, lease).await, Ok(Begin::Done(answer.clone())));
+    assert_eq!(store.begin(k("a"), B, lease).await, Ok(Begin::Mismatch));
     // A settled attempt is not released.
-    store.release(&k("a"), A).await.unwrap();
-    assert_eq!(store.begin(&k("a"), A, lease).await, Ok(Begin::Done(answer.clone())));
+    store.release(k("a"), A).await.unwrap();
+    assert_eq!(store.begin(k("a"), A, lease).await, Ok(Begin::Done(answer.clone())));
 
-    assert_eq!(store.begin(&k("r"), A, lease).await, Ok(Begin::Started));
-    store.release(&k("r"), A).await.unwrap();
-    assert_eq!(store.begin(&k("r"), B, lease).await, Ok(Begin::Started), "a released key is free for anyone");
-    store.hold(&k("r"), B, day).await.unwrap();
-    assert_eq!(store.begin(&k("r"), B, lease).await, Ok(Begin::Indeterminate));
+    assert_eq!(store.begin(k("r"), A, lease).await, Ok(Begin::Started));
+    store.release(k("r"), A).await.unwrap();
+    assert_eq!(store.begin(k("r"), B, lease).await, Ok(Begin::Started), "a released key is free for anyone");
+    store.hold(k("r"), B, day).await.unwrap();
+    assert_eq!(store.begin(k("r"), B, lease).await, Ok(Begin::Indeterminate));
 
     // An attempt in flight holds the key for its lease only.
     let short = Duration::from_millis(100);
-    assert_eq!(store.begin(&k("lease"), A, short).await, Ok(Begin::Started));
+    assert_eq!(store.begin(k("lease"), A, short).await, Ok(Begin::Started));
     let freed = eventually(Duration::from_secs(5), || {
         let store = store.clone();
         let key = k("lease");
-        async move { store.begin(&key, A, short).await == Ok(Begin::Started) }
+        async move { store.begin(key, A, short).await == Ok(Begin::Started) }
     })
     .await;
     assert!(freed, "an expired lease frees the key");
@@ -749,7 +758,7 @@ pub async fn idempotency_store_contract(store: std::sync::Arc<dyn payguard::stat
         .map(|_| {
             let store = store.clone();
             let key = k("race");
-            tokio::spawn(async move { store.begin(&key, A, lease).await == Ok(Begin::Started) })
+            tokio::spawn(async move { store.begin(key, A, lease).await == Ok(Begin::Started) })
         })
         .collect();
     let mut started = 0;

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# What `[route.idempotency]` costs: payguard's CPU time per request on an idempotent POST route
+# against the same route without it, in one payguard process (routes `idem` and `plain`,
+# alternated, REPS times), every request a first attempt with a fresh key. With redis-server
+# installed, a second payguard keeps its keys on Redis: its CPU per request, and the Redis
+# script calls per request (round trips).
+#
+#   benches/load/idempotency_cost.sh target/release/payguard
+#   SECS=5 REPS=5 CONNS=16 benches/load/idempotency_cost.sh target/release/payguard
+#
+# Needs nginx (the backend), wrk, openssl, curl; redis-server for the Redis rows. Loopback only.
+# payguard runs on one tokio thread pinned to PROXY_CPU (1); wrk, nginx and Redis to CLIENT_CPU (0).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+log() { echo "[idempotency] $*" >&2; }
+die() { log "$*"; exit 1; }
+bin=$(realpath "${1:?usage: $0 PAYGUARD_BINARY}")
+SECS=${SECS:-5} REPS=${REPS:-5} CONNS=${CONNS:-16}
+PROXY_CPU=${PROXY_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
+CLK_TCK=$(getconf CLK_TCK)
+for tool in nginx wrk openssl curl; do command -v "$tool" >/dev/null || die "missing $tool (apt-get install nginx wrk openssl curl)"; done
+D=$(mktemp -d /tmp/payguard-idem.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [[ -f $D/nginx.pid ]] && kill "$(cat "$D/nginx.pid")" 2>/dev/null || true
+    rm -rf "$D"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ticks() { local rest; rest=$(cut -d')' -f2- "/proc/$1/stat"); awk '{ print $12 + $13 }' <<<"$rest"; }
+
+BACKEND=$(port)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/server.key" -out "$D/server.crt" -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+cat >"$D/nginx.conf" <<NG
+worker_processes 1; daemon on; pid $D/nginx.pid; error_log $D/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NG
+taskset -c "$CLIENT_CPU" nginx -c "$D/nginx.conf"
+mkdir -p "$D/rules"
+cat >"$D/rules/00-bench.toml" <<'R'
+[[route]]
+name = "plain"
+match = { path = "/plain", methods = ["POST"] }
+
+[[route]]
+name = "idem"
+match = { path = "/idem", methods = ["POST"] }
+[route.idempotency]
+key = "header:idempotency-key"
+# Short, so that the keys of a long run are swept (every 10 s) rather than piling up: after a
+# warm-up of retention + 12 s the store holds a steady population, as a shop's does.
+retention = "5s"
+R
+
+# start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
+start() {
+    local name=$1 state=${2:-} p
+    p=$(port)
+    cat >"$D/$name.toml" <<C
+[server]
+listen = "127.0.0.1:$p"
+tls_cert = "$D/server.crt"
+tls_key = "$D/server.key"
+admin_listen = "off"
+[upstream]
+url = "http://127.0.0.1:$BACKEND"
+[rules]
+dir = "$D/rules"
+watch = false
+[log]
+level = "warn"
+$state
+C
+    taskset -c "$PROXY_CPU" "$bin" run --config "$D/$name.toml" --threads 1 >"$D/$name.log" 2>&1 &
+    echo "$! $p"
+}
+
+# Every request a first attempt: a key no run has used.
+cat >"$D/keys.lua" <<'L'
+math.randomseed(os.time())
+local prefix = string.format("%d-%d-", os.time(), math.random(1, 1000000000))
+local n = 0
+local path = "/"
+function init(args) path = args[1] end
+wrk.method = "POST"
+wrk.body = '{"amount":1250,"currency":"EUR","order":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  n = n + 1
+  wrk.headers["Idempotency-Key"] = prefix .. n
+  return wrk.format(nil, path)
+end
+L
+
+read -r pg_pid pg_port < <(start memory "[state]
+max_idempotency_keys = 100000000")
+pids+=("$pg_pid")
+ready() { for _ in $(seq 1 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/plain" -d x && return 0; sleep 0.1; done; return 1; }
+ready "$pg_port" || die "payguard did not start: $(cat "$D/memory.log")"
+contestants=("plain $pg_pid $pg_port" "idem $pg_pid $pg_port")
+redis_pid=""
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    RPORT=$(port)
+    taskset -c "$CLIENT_CPU" redis-server --port "$RPORT" --save "" --appendonly no --daemonize no >"$D/redis.log" 2>&1 &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    for _ in $(seq 1 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    read -r pr_pid pr_port < <(start redis "[state]
+backend = \"redis\"
+redis_url = \"redis://127.0.0.1:$RPORT\"")
+    pids+=("$pr_pid")
+    ready "$pr_port" || die "payguard (redis) did not start: $(cat "$D/redis.log")"
+    contestants+=("idem-redis $pr_pid $pr_port")
+else
+    log "no redis-server: Redis rows skipped"
+fi
+script_calls() { redis-cli -p "$RPORT" info commandstats | awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
+
+# Warm-up: every contestant's store reaches its steady size (keys made = keys swept) first.
+WARM=${WARM:-17}
+for c in "${contestants[@]}"; do
+    read -r name pid p <<<"$c"
+    [[ $name == plain ]] && continue
+    log "warm-up $name for ${WARM}s"
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" -s "$D/keys.lua" "https://127.0.0.1:$p" -- /idem >/dev/null
+done
+
+out="$D/runs.csv"
+: >"$out"
+for rep in $(seq 1 "$REPS"); do
+    for c in "${contestants[@]}"; do
+        read -r name pid p <<<"$c"
+        route=${name%-redis}
+        calls0=0
+        [[ $name == *redis ]] && calls0=$(script_calls)
+        t0=$(ticks "$pid")
+        res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$D/keys.lua" "https://127.0.0.1:$p" -- "/$route")
+        t1=$(ticks "$pid")
+        reqs=$(awk '/requests in/ { print $1 }' <<<"$res")
+        bad=$(awk '/Non-2xx/ { print $NF }' <<<"$res")
+        [[ -z $bad ]] || die "$name: $bad answers were not 2xx: $res"
+        rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$res")
+        per_call="-"
+        [[ $name == *redis ]] && per_call=$(awk -v a="$calls0" -v b="$(script_calls)" -v n="$reqs" 'BEGIN { printf "%.2f", (b - a) / n }')
+        us=$(awk -v t=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+        echo "$name,$rep,$us,$rps,$per_call" >>"$out"
+        log "rep $rep $name: $us µs CPU/request, $rps req/s, redis scripts/request $per_call"
+    done
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { awk -F, -v n="$1" -v c="$2" '$1 == n { print $c }' "$out"; }
+echo "| route | payguard CPU µs/request, median (min–max) | req/s, median | Redis scripts/request |"
+echo "|---|---|---|---|"
+for c in "${contestants[@]}"; do
+    read -r name _ <<<"$c"
+    m=$(col "$name" 3 | median); lo=$(col "$name" 3 | sort -n | head -1); hi=$(col "$name" 3 | sort -n | tail -1)
+    echo "| $name | $m ($lo–$hi) | $(col "$name" 4 | median) | $(col "$name" 5 | head -1) |"
+done
+plain=$(col plain 3 | median)
+for name in idem idem-redis; do
+    [[ -n $(col "$name" 3) ]] || continue
+    awk -v a="$(col "$name" 3 | median)" -v b="$plain" -v n="$name" 'BEGIN { printf "%s / plain: %.3f\n", n, a / b }'
+done
