@@ -56,8 +56,10 @@ pub struct Step {
     pub at: Duration,
 }
 
-/// How many steps a request's trail holds without growing: one per guard of `stack::build`.
-const TRAIL_CAPACITY: usize = 8;
+/// How many steps a request's trail holds without growing: one per guard of `stack::build`
+/// (nine now), with room for the content guards to come. A trail that grows costs a second
+/// allocation and a copy on every request.
+const TRAIL_CAPACITY: usize = 12;
 
 /// The guards a trail passed, in order, for an audit line: `ip,rate_limit`.
 pub fn passed(trail: &[Step]) -> String {

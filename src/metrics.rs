@@ -186,7 +186,7 @@ impl Metrics {
         r.register("bans_active", "Failure-limit bans in force", m.bans_active.clone());
         r.register(
             "idempotency",
-            "Idempotency decisions, by route and outcome (first, replayed, in_flight, mismatch, indeterminate, key_missing, stored, released, held, not_stored, store_error)",
+            "Idempotency decisions, by route and outcome (replayed, in_flight, mismatch, indeterminate, key_missing, stored, released, held, not_stored, store_error)",
             m.idempotency.clone(),
         );
         r.register(

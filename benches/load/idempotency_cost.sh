@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `[route.idempotency]` costs: payguard's CPU time per request on an idempotent POST route
-# against the same route without it, in one payguard process (routes `idem` and `plain`,
-# alternated, REPS times), every request a first attempt with a fresh key. With redis-server
+# against the same route without it, in one payguard process, alternated REPS times, every
+# request a first attempt with a fresh key. Two pairs: a bare route (`plain` / `idem`), and a
+# typical payment route that validates its JSON body (`checkout` / `checkout-idem`). With redis-server
 # installed, a second payguard keeps its keys on Redis: its CPU per request, and the Redis
 # script calls per request (round trips).
 #
@@ -53,6 +54,29 @@ key = "header:idempotency-key"
 # Short, so that the keys of a long run are swept (every 10 s) rather than piling up: after a
 # warm-up of retention + 12 s the store holds a steady population, as a shop's does.
 retention = "5s"
+
+[[route]]
+name = "checkout"
+match = { path = "/checkout", methods = ["POST"] }
+[route.validate]
+content_type = ["application/json"]
+fields = [
+  { at = "/amount", type = "integer", min = 1 },
+  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
+]
+
+[[route]]
+name = "checkout-idem"
+match = { path = "/checkout-idem", methods = ["POST"] }
+[route.validate]
+content_type = ["application/json"]
+fields = [
+  { at = "/amount", type = "integer", min = 1 },
+  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
+]
+[route.idempotency]
+key = "header:idempotency-key"
+retention = "5s"
 R
 
 # start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
@@ -100,7 +124,7 @@ max_idempotency_keys = 100000000")
 pids+=("$pg_pid")
 ready() { for _ in $(seq 1 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/plain" -d x && return 0; sleep 0.1; done; return 1; }
 ready "$pg_port" || die "payguard did not start: $(cat "$D/memory.log")"
-contestants=("plain $pg_pid $pg_port" "idem $pg_pid $pg_port")
+contestants=("plain $pg_pid $pg_port" "idem $pg_pid $pg_port" "checkout $pg_pid $pg_port" "checkout-idem $pg_pid $pg_port")
 redis_pid=""
 if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
     RPORT=$(port)
@@ -123,7 +147,7 @@ script_calls() { redis-cli -p "$RPORT" info commandstats | awk -F'[:=,]' '/^cmds
 WARM=${WARM:-17}
 for c in "${contestants[@]}"; do
     read -r name pid p <<<"$c"
-    [[ $name == plain ]] && continue
+    [[ $name == idem* ]] || continue
     log "warm-up $name for ${WARM}s"
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" -s "$D/keys.lua" "https://127.0.0.1:$p" -- /idem >/dev/null
 done
@@ -160,8 +184,8 @@ for c in "${contestants[@]}"; do
     m=$(col "$name" 3 | median); lo=$(col "$name" 3 | sort -n | head -1); hi=$(col "$name" 3 | sort -n | tail -1)
     echo "| $name | $m ($lo–$hi) | $(col "$name" 4 | median) | $(col "$name" 5 | head -1) |"
 done
-plain=$(col plain 3 | median)
-for name in idem idem-redis; do
-    [[ -n $(col "$name" 3) ]] || continue
-    awk -v a="$(col "$name" 3 | median)" -v b="$plain" -v n="$name" 'BEGIN { printf "%s / plain: %.3f\n", n, a / b }'
+for pair in "idem plain" "idem-redis plain" "checkout-idem checkout"; do
+    read -r a b <<<"$pair"
+    [[ -n $(col "$a" 3) ]] || continue
+    awk -v x="$(col "$a" 3 | median)" -v y="$(col "$b" 3 | median)" -v a="$a" -v b="$b" 'BEGIN { printf "%s / %s: %.3f\n", a, b, x / y }'
 done

@@ -140,7 +140,9 @@ impl Guard for FailureLimitGuard {
     const NAME: &'static str = NAME;
     const RESPONDS: bool = true;
     type Future = Pin<Box<dyn Future<Output = Checked> + Send>>;
-    type Hold = Held;
+    // Boxed: every layer's future holds the inner one's, so a large hold would be copied
+    // through the whole stack on every request, on every route.
+    type Hold = Box<Held>;
     type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
     fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
@@ -178,19 +180,19 @@ impl Guard for FailureLimitGuard {
         }))
     }
 
-    fn hold(&self, ex: &mut Exchange) -> Option<Held> {
+    fn hold(&self, ex: &mut Exchange) -> Option<Box<Held>> {
         if ex.failure_keys.is_empty() {
             return None;
         }
-        Some(Held {
+        Some(Box::new(Held {
             route: ex.route.clone()?,
             keys: std::mem::take(&mut ex.failure_keys),
             request_id: ex.request_id.clone(),
             client_ip: ex.client.ip,
-        })
+        }))
     }
 
-    fn respond(&self, held: Held, res: Response<Body>) -> Responded<Self::Respond> {
+    fn respond(&self, held: Box<Held>, res: Response<Body>) -> Responded<Self::Respond> {
         // Only the backend's answers are attempts: a refusal by a guard further in, or payguard's
         // own 502/504, says nothing about the payment.
         if res.extensions().get::<GuardTime>().is_none() {

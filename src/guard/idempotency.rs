@@ -102,24 +102,26 @@ fn form_value<'a>(data: &'a [u8], name: &str) -> Option<std::borrow::Cow<'a, [u8
 
 /// The key as stored: the first 16 bytes of SHA-256 over the route, the scope and the key.
 pub fn stored_key(route: &str, scope: &KeyScope, client: IpAddr, headers: &HeaderMap, key: &[u8]) -> IdemKey {
+    // Short framing, so a usual key fits SHA-256's one 64-byte block: route names are at most
+    // 128 characters (two length bytes), keys at most 255 bytes (one).
     let mut h = Sha256::new();
-    h.update(b"payguard-idempotency\0");
-    h.update((route.len() as u64).to_be_bytes());
+    h.update(b"pgidem");
+    h.update(u16::try_from(route.len()).unwrap_or(u16::MAX).to_be_bytes());
     h.update(route.as_bytes());
     let by_ip = |h: &mut Sha256| {
-        h.update(b"ip");
+        h.update(b"i");
         h.update(super::rate_limit::ip_key(client).to_be_bytes());
     };
     match scope {
         KeyScope::Ip => by_ip(&mut h),
-        KeyScope::Route => h.update(b"route"),
+        KeyScope::Route => h.update(b"r"),
         KeyScope::Header(name) => {
             let mut values = headers.get_all(name).iter().peekable();
             if values.peek().is_none() {
                 // No such header: the request is its client's (never another header value's).
                 by_ip(&mut h);
             } else {
-                h.update(b"header");
+                h.update(b"h");
                 for v in values {
                     h.update((v.len() as u64).to_be_bytes());
                     h.update(v.as_bytes());
@@ -127,7 +129,7 @@ pub fn stored_key(route: &str, scope: &KeyScope, client: IpAddr, headers: &Heade
             }
         }
     }
-    h.update(b"\0key");
+    h.update([u8::try_from(key.len()).unwrap_or(u8::MAX)]);
     h.update(key);
     let digest = h.finalize();
     let mut stored = [0u8; 16];
@@ -256,7 +258,9 @@ impl Guard for IdempotencyGuard {
     const NAME: &'static str = NAME;
     const RESPONDS: bool = true;
     type Future = Pin<Box<dyn Future<Output = Checked> + Send>>;
-    type Hold = Held;
+    // Boxed: every layer's future holds the inner one's, so a large hold would be copied
+    // through the whole stack on every request, on every route.
+    type Hold = Box<Held>;
     type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
     fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
@@ -297,72 +301,108 @@ impl Guard for IdempotencyGuard {
         }))
     }
 
-    fn hold(&self, ex: &mut Exchange) -> Option<Held> {
+    fn hold(&self, ex: &mut Exchange) -> Option<Box<Held>> {
         let attempt = ex.attempt.take()?;
         let route = ex.route.clone()?;
         let rule = route.idempotency.as_ref()?;
         let unsettled = Unsettled { store: self.store.clone(), attempt: Some(attempt), terms: Terms::of(rule) };
-        Some(Held { request_id: ex.request_id.clone(), client_ip: ex.client.ip, unsettled, route })
+        Some(Box::new(Held { request_id: ex.request_id.clone(), client_ip: ex.client.ip, unsettled, route }))
     }
 
-    fn respond(&self, held: Held, res: Response<Body>) -> Responded<Self::Respond> {
+    fn respond(&self, mut held: Box<Held>, res: Response<Body>) -> Responded<Self::Respond> {
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
-        Responded::Later(Box::pin(settle(held, res, store, metrics)))
+        let rule = held.unsettled.terms;
+        let status = res.status().as_u16();
+        let settle = settlement(status, res.extensions().get::<GuardTime>().is_some());
+        let declared =
+            res.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if settle != Settle::Store || declared.is_some_and(|n| n > rule.max_response) {
+            // Nothing to read: settled by the status alone.
+            let settling = settle_by_status(held, settle, store.clone(), metrics);
+            if store.immediate() {
+                // Ready at once; were it not, dropping it settles the attempt as abandoned.
+                let _ = settling.now_or_never();
+                return Responded::Now(res);
+            }
+            return Responded::Later(Box::pin(async move {
+                settling.await;
+                res
+            }));
+        }
+        let (parts, mut body) = res.into_parts();
+        // Sized to the answer: what is kept for `retention` is its own copy, exactly as long
+        // (never a slice pinning the connection's read buffer).
+        let mut buf =
+            BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(rule.max_response)).unwrap_or(0));
+        let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
+        // A small answer usually came with its head, and the memory store answers at once:
+        // then the answer goes back without waiting (and without a boxed future).
+        if store.immediate() {
+            if let Some(read) = read_ready(&mut body, &mut buf, rule.max_response) {
+                let done = keep(&mut held, parts, status, read, &*store, &metrics).now_or_never();
+                // Cannot be pending: the memory store's futures are ready. Should it ever be,
+                // the attempt settles as abandoned (on_timeout) and the client gets a 502.
+                return Responded::Now(
+                    done.unwrap_or_else(|| broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics)),
+                );
+            }
+        }
+        Responded::Later(Box::pin(async move {
+            let read = read_answer(body, buf, rule.max_response, lease_end).await;
+            keep(&mut held, parts, status, read, &*store, &metrics).await
+        }))
     }
 }
 
-/// Settles the attempt by the answer and passes the answer on, unchanged.
-async fn settle(
-    mut held: Held,
-    res: Response<Body>,
+/// Settles an attempt whose answer is not read: released, held (`on_timeout`), or held
+/// without its answer (larger than `max_response`).
+async fn settle_by_status(
+    mut held: Box<Held>,
+    settle: Settle,
     store: Arc<dyn IdempotencyStore>,
     metrics: Arc<Metrics>,
+) {
+    let rule = held.unsettled.terms;
+    let label = RouteLabel(held.route.name.clone());
+    match settle {
+        Settle::Release => release(&mut held, &*store, &metrics, &label).await,
+        Settle::Timeout => {
+            timed_out(&mut held, rule, &*store, &metrics, &label, "the backend did not answer in time").await;
+        }
+        Settle::Store => not_stored(&mut held, rule, &*store, &metrics, &label).await,
+    }
+}
+
+/// Stores (or holds) the attempt by the answer as read, and passes the answer on unchanged.
+async fn keep(
+    held: &mut Held,
+    parts: http::response::Parts,
+    status: u16,
+    read: Read,
+    store: &dyn IdempotencyStore,
+    metrics: &Metrics,
 ) -> Response<Body> {
     let rule = held.unsettled.terms;
     let label = RouteLabel(held.route.name.clone());
-    let status = res.status().as_u16();
-    match settlement(status, res.extensions().get::<GuardTime>().is_some()) {
-        Settle::Release => {
-            release(&mut held, &*store, &metrics, &label).await;
-            res
+    match read {
+        Read::Whole(bytes) => {
+            let content_type = parts.headers.get(header::CONTENT_TYPE).map(kept_content_type);
+            let answer = StoredAnswer { status, content_type, body: bytes.clone() };
+            complete(held, rule, answer, store, metrics, &label).await;
+            Response::from_parts(parts, Body::full(bytes))
         }
-        Settle::Timeout => {
-            timed_out(&mut held, rule, &*store, &metrics, &label, "the backend did not answer in time").await;
-            res
+        Read::TooLarge(head, rest) => {
+            not_stored(held, rule, store, metrics, &label).await;
+            Response::from_parts(parts, Body::resumed(head, rest))
         }
-        Settle::Store => {
-            let declared = res
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > rule.max_response) {
-                not_stored(&mut held, rule, &*store, &metrics, &label).await;
-                return res;
-            }
-            let (parts, body) = res.into_parts();
-            let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
-            match read_answer(body, declared, rule.max_response, lease_end).await {
-                Read::Whole(bytes) => {
-                    let content_type = parts.headers.get(header::CONTENT_TYPE).map(kept_content_type);
-                    let answer = StoredAnswer { status, content_type, body: bytes.clone() };
-                    complete(&mut held, rule, answer, &*store, &metrics, &label).await;
-                    Response::from_parts(parts, Body::full(bytes))
-                }
-                Read::TooLarge(head, rest) => {
-                    not_stored(&mut held, rule, &*store, &metrics, &label).await;
-                    Response::from_parts(parts, Body::resumed(head, rest))
-                }
-                Read::OutOfLease(head, rest) => {
-                    let why = "the answer was still arriving when the lease ran out";
-                    timed_out(&mut held, rule, &*store, &metrics, &label, why).await;
-                    Response::from_parts(parts, Body::resumed(head, rest))
-                }
-                Read::Broken => {
-                    timed_out(&mut held, rule, &*store, &metrics, &label, "the backend broke off its answer").await;
-                    broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics)
-                }
-            }
+        Read::OutOfLease(head, rest) => {
+            let why = "the answer was still arriving when the lease ran out";
+            timed_out(held, rule, store, metrics, &label, why).await;
+            Response::from_parts(parts, Body::resumed(head, rest))
+        }
+        Read::Broken => {
+            timed_out(held, rule, store, metrics, &label, "the backend broke off its answer").await;
+            broken_answer(&held.route.name, &held.request_id, held.client_ip, metrics)
         }
     }
 }
@@ -388,30 +428,63 @@ enum Read {
     Broken,
 }
 
-/// Reads an answer of at most `max` bytes (`declared` by its Content-Length, if it has one)
-/// before `deadline`. Trailers are not kept (a payment API's JSON answer has none).
-async fn read_answer(mut body: Body, declared: Option<u64>, max: u64, deadline: Instant) -> Read {
-    // Sized to the answer: what is kept for `retention` is its own copy, exactly as long (never
-    // a slice pinning the connection's read buffer).
-    let mut buf = BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(max)).unwrap_or(0));
-    loop {
-        // A small answer is usually in hand already: no timer for it.
-        let next = match body.frame().now_or_never() {
-            Some(frame) => Ok(frame),
-            None => tokio::time::timeout_at(deadline.into(), body.frame()).await,
-        };
-        let frame = match next {
-            Err(_) => return Read::OutOfLease(buf.freeze(), body),
-            Ok(None) if buf.capacity() > buf.len() => return Read::Whole(Bytes::copy_from_slice(&buf)),
-            Ok(None) => return Read::Whole(buf.freeze()),
-            Ok(Some(Err(_))) => return Read::Broken,
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() as u64 > max {
-                return Read::TooLarge(buf.freeze(), body);
+/// Takes one frame of an answer being read into `buf`; `Some` once reading has ended.
+fn take(
+    buf: &mut BytesMut,
+    frame: Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>,
+    max: u64,
+) -> Option<Result<(), Read>> {
+    match frame {
+        None => Some(Ok(())),
+        Some(Err(_)) => Some(Err(Read::Broken)),
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() as u64 > max {
+                    return Some(Ok(()));
+                }
             }
+            None
+        }
+    }
+}
+
+/// What reading ended with, given the buffer and the rest of the body.
+fn ended(buf: BytesMut, body: Body, max: u64, outcome: Result<(), Read>) -> Read {
+    match outcome {
+        Err(read) => read,
+        Ok(()) if buf.len() as u64 > max => Read::TooLarge(buf.freeze(), body),
+        Ok(()) if buf.capacity() > buf.len() => Read::Whole(Bytes::copy_from_slice(&buf)),
+        Ok(()) => Read::Whole(buf.freeze()),
+    }
+}
+
+/// Reads what has arrived of an answer without waiting; `None` when more is to come (what was
+/// read stays in `buf`).
+fn read_ready(body: &mut Body, buf: &mut BytesMut, max: u64) -> Option<Read> {
+    while let Some(frame) = body.frame().now_or_never() {
+        if let Some(outcome) = take(buf, frame, max) {
+            let rest = std::mem::replace(body, Body::empty());
+            return Some(ended(std::mem::take(buf), rest, max, outcome));
+        }
+    }
+    None
+}
+
+/// Reads the rest of an answer of at most `max` bytes before `deadline` (`buf`: what was read
+/// already). Trailers are not kept (a payment API's JSON answer has none).
+async fn read_answer(mut body: Body, mut buf: BytesMut, max: u64, deadline: Instant) -> Read {
+    loop {
+        // What has arrived is taken without a timer.
+        let next = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => return Read::OutOfLease(buf.freeze(), body),
+            },
+        };
+        if let Some(outcome) = take(&mut buf, next, max) {
+            return ended(buf, body, max, outcome);
         }
     }
 }

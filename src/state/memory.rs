@@ -377,6 +377,10 @@ impl MemoryIdempotencyStore {
 }
 
 impl IdempotencyStore for MemoryIdempotencyStore {
+    fn immediate(&self) -> bool {
+        true
+    }
+
     fn begin_now(&self, key: IdemKey, fingerprint: [u8; 32], lease: Duration) -> Option<Result<Begin, StoreError>> {
         Some(self.begin_at(key, fingerprint, lease, Instant::now()))
     }

@@ -225,6 +225,12 @@ pub enum Begin {
 /// key, exactly one gets [`Begin::Started`]. Every other call acts only on the key's attempt
 /// with `fingerprint`, so a late answer never overwrites another request's state.
 pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Whether every future this store returns is ready at once (memory): the guard may then
+    /// settle an attempt without waiting.
+    fn immediate(&self) -> bool {
+        false
+    }
+
     /// [`Self::begin`], when the store can answer without waiting; `None`: ask `begin`.
     fn begin_now(&self, _key: IdemKey, _fingerprint: [u8; 32], _lease: Duration) -> Option<Result<Begin, StoreError>> {
         None
