@@ -196,7 +196,7 @@ pub struct StateConfig {
     /// each). At the cap a new key's failures are not counted (logged, and counted as
     /// `fail_open`); known keys are still counted and banned.
     pub max_failure_keys: usize,
-    /// Idempotency keys the memory backend holds at most (about 300 bytes each, besides the
+    /// Idempotency keys the memory backend holds at most (about 220 bytes each, besides the
     /// stored answer). Past it a new key gets the route's `on_state_error.idempotency`; known
     /// keys still answer.
     pub max_idempotency_keys: usize,
