@@ -19,19 +19,9 @@ use payguard::rules::FailureKey;
 use payguard::state::memory::MemoryFailureStore;
 use payguard::state::FailurePolicy;
 
-/// VmRSS in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{mib, rss};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");

@@ -22,19 +22,9 @@ use payguard::state::{Begin, IdemKey, StoreError, StoredAnswer};
 
 const ANSWER: usize = 1024;
 
-/// VmRSS in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{mib, rss};
 
 fn key(i: u32) -> IdemKey {
     let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 65_536)));

@@ -27,21 +27,13 @@ match = { path = "/pay/notify" }
 rate_limit = { key = "ip", rate = "10/s", burst = 20 }
 "#;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{mib, status_bytes};
+
 /// (VmRSS, VmHWM) in bytes.
 fn mem() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+    (status_bytes("VmRSS:"), status_bytes("VmHWM:"))
 }
 
 fn report(label: &str, keys: usize) -> u64 {

@@ -21,8 +21,7 @@ use crate::exchange::{Exchange, Parts};
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::pool::{ConnectError, Pool};
-use crate::rescue::{rescue, Refusal, Stage};
-use crate::rules::Mode;
+use crate::rescue::{rescue, Refusal};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -214,16 +213,9 @@ impl Service<Exchange> for Proxy {
             let reject = |r: Reject| {
                 let passed = crate::exchange::passed(&trail);
                 let refusal = Refusal {
-                    stage: Stage::Proxy,
-                    guard: "proxy",
-                    reject: &r,
-                    request_id: request_id.to_str().unwrap_or("-"),
-                    client_ip,
-                    route: route.as_ref().map(|r| &r.0),
-                    mode: Mode::Enforce,
-                    version,
                     passed: Some(&passed),
                     elapsed: Some(started.elapsed()),
+                    ..Refusal::of_proxy(&r, &request_id, client_ip, route.as_ref().map(|r| &r.0), version)
                 };
                 // Enforced: the rescue point always answers.
                 Ok(rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-")))

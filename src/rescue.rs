@@ -50,6 +50,29 @@ pub struct Refusal<'a> {
 }
 
 impl<'a> Refusal<'a> {
+    /// A refusal while forwarding (the backend failed, or broke off its answer): always
+    /// enforced, since the request has gone to the backend already.
+    pub fn of_proxy(
+        reject: &'a Reject,
+        request_id: &'a HeaderValue,
+        client_ip: IpAddr,
+        route: Option<&'a Arc<str>>,
+        version: Version,
+    ) -> Self {
+        Refusal {
+            stage: Stage::Proxy,
+            guard: "proxy",
+            reject,
+            request_id: request_id.to_str().unwrap_or("-"),
+            client_ip,
+            route,
+            mode: Mode::Enforce,
+            version,
+            passed: None,
+            elapsed: None,
+        }
+    }
+
     /// A refusal of the request head, before any route was chosen: always enforced.
     pub fn of_head(ctx: &'a RequestCtx, version: Version, guard: &'static str, reject: &'a Reject) -> Self {
         Refusal {
@@ -112,18 +135,7 @@ pub fn broken_answer(
 ) -> Response<Body> {
     metrics.upstream_error("body");
     let reject = Reject::UpstreamUnavailable;
-    let refusal = Refusal {
-        stage: Stage::Proxy,
-        guard: "proxy",
-        reject: &reject,
-        request_id: request_id.to_str().unwrap_or("-"),
-        client_ip,
-        route: Some(route),
-        mode: Mode::Enforce,
-        version: Version::HTTP_11,
-        passed: None,
-        elapsed: None,
-    };
+    let refusal = Refusal::of_proxy(&reject, request_id, client_ip, Some(route), Version::HTTP_11);
     rescue(&refusal, metrics).unwrap_or_else(|| reject.to_response(None, "-"))
 }
 

@@ -43,6 +43,16 @@ async fn answer(res: reqwest::Response) -> (u16, bool, String) {
     (status, replayed, res.text().await.unwrap())
 }
 
+/// Whether 19 of 20 concurrent attempts were answered (within 10 s): all but the one at the
+/// backend's gate.
+async fn all_but_one_answered(finished: &Arc<AtomicUsize>) -> bool {
+    eventually(Duration::from_secs(10), || {
+        let f = finished.clone();
+        async move { f.load(Ordering::SeqCst) == 19 }
+    })
+    .await
+}
+
 /// Like `start_proxy_with_rules`, with `[upstream] response_timeout` set.
 async fn start_with_timeout(backend: std::net::SocketAddr, timeout: &str, rules: &[(&str, &str)]) -> Proxy {
     let _ = tracing_subscriber::fmt().with_env_filter("payguard=debug").with_test_writer().try_init();
@@ -135,14 +145,7 @@ async fn twenty_concurrent_attempts_reach_the_backend_once() {
     }
     // One attempt is at the backend (held at its gate); every other one is answered meanwhile.
     backend.arrived.notified().await;
-    let f = finished.clone();
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let f = f.clone();
-            async move { f.load(Ordering::SeqCst) == 19 }
-        })
-        .await
-    );
+    assert!(all_but_one_answered(&finished).await);
     backend.open_gate();
     let mut results = Vec::new();
     for t in tasks {
@@ -304,14 +307,7 @@ async fn two_instances_share_keys_through_redis_and_fail_closed_without_it() {
         }));
     }
     backend.arrived.notified().await;
-    let f = finished.clone();
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let f = f.clone();
-            async move { f.load(Ordering::SeqCst) == 19 }
-        })
-        .await
-    );
+    assert!(all_but_one_answered(&finished).await);
     backend.open_gate();
     let mut statuses = Vec::new();
     for t in tasks {
