@@ -78,11 +78,10 @@ pin_project_lite::pin_project! {
         Full { data: Option<Bytes> },
         // A client's body, with its cap and deadline.
         Incoming { #[pin] inner: Incoming, limit: u64, seen: u64, deadline: Option<BodyDeadline> },
-        // What was read ahead of the rest (monitor mode past the body cap): head, then the rest.
-        Chain { head: Option<Bytes>, #[pin] tail: Incoming, deadline: Option<BodyDeadline> },
         // A backend response: its connection goes back to the pool once the body has ended.
         Upstream { #[pin] inner: Incoming, conn: Option<crate::pool::Pooled<Body>> },
-        // What a response phase read of an answer before deciding not to keep it, then the rest.
+        // What was read ahead of the rest, then the rest: a request past the body cap in
+        // monitor mode, an answer too large to keep for replay.
         Resumed { head: Option<Bytes>, tail: Pin<Box<Body>> },
     }
 }
@@ -106,7 +105,7 @@ impl Body {
         match self {
             Body::Empty => Some(&[]),
             Body::Full { data } => Some(data.as_deref().unwrap_or(&[])),
-            Body::Incoming { .. } | Body::Chain { .. } | Body::Upstream { .. } | Body::Resumed { .. } => None,
+            Body::Incoming { .. } | Body::Upstream { .. } | Body::Resumed { .. } => None,
         }
     }
 
@@ -167,10 +166,6 @@ impl http_body::Body for Body {
                 }
                 other => other,
             },
-            BodyProj::Chain { head, tail, deadline } => match head.take() {
-                Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
-                None => poll_before(tail, deadline, cx),
-            },
             BodyProj::Resumed { head, tail } => match head.take() {
                 Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
                 None => tail.as_mut().poll_frame(cx),
@@ -199,7 +194,6 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full { data } => data.is_none(),
             Body::Incoming { inner, .. } => inner.is_end_stream(),
-            Body::Chain { head, tail, .. } => head.is_none() && tail.is_end_stream(),
             Body::Upstream { inner, .. } => inner.is_end_stream(),
             Body::Resumed { head, tail } => head.is_none() && tail.is_end_stream(),
         }
@@ -210,7 +204,6 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming { inner, .. } | Body::Upstream { inner, .. } => inner.size_hint(),
-            Body::Chain { head, tail, .. } => prefixed(head.as_ref(), tail.size_hint()),
             Body::Resumed { head, tail } => prefixed(head.as_ref(), tail.size_hint()),
         }
     }
@@ -225,6 +218,11 @@ fn prefixed(head: Option<&Bytes>, tail: SizeHint) -> SizeHint {
         hint.set_upper(u.saturating_add(head));
     }
     hint
+}
+
+/// The length a message declares in its `Content-Length`, if it declares one.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
 /// True when `err` (or anything in its source chain) is a [`BodyTooLarge`].

@@ -94,12 +94,7 @@ fn finish(ex: &mut Exchange, buf: BytesMut, end: End, limit: u64) -> Result<(), 
         End::Whole => (Body::full(buf.freeze()), Ok(())),
         End::TooLarge => {
             // What was read, then the unread rest (for monitor mode to forward).
-            let head = buf.freeze();
-            let body = match body {
-                Body::Incoming { inner, deadline, .. } => Body::Chain { head: Some(head), tail: inner, deadline },
-                _ => Body::full(head),
-            };
-            (body, Err(Reject::BodyTooLarge { limit }))
+            (Body::resumed(buf.freeze(), body), Err(Reject::BodyTooLarge { limit }))
         }
         End::TimedOut => (Body::empty(), Err(Reject::BodyTimeout)),
         End::Broken => (Body::empty(), Err(Reject::InvalidRequest("request body could not be read".into()))),

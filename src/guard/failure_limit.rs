@@ -276,11 +276,7 @@ fn readable_json(headers: &HeaderMap) -> bool {
         let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         media == "application/json" || media.ends_with("+json")
     });
-    let small = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n <= MAX_CLASSIFIED_ANSWER);
+    let small = crate::body::declared_length(headers).is_some_and(|n| n <= MAX_CLASSIFIED_ANSWER);
     json && small
 }
 

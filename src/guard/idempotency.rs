@@ -155,6 +155,7 @@ type Checked = (Exchange, Result<(), Reject>);
 /// What the store's answer to `begin` means for the request, and its metric outcome. A first
 /// attempt is counted once settled (stored, released, held, …): nothing to count on the way in.
 fn decide(begun: Result<Begin, StoreError>, tag: u32, route: &Route, metrics: &Metrics) -> (bool, Result<(), Reject>) {
+    let label = || RouteLabel(route.name.clone());
     let (outcome, result) = match begun {
         Ok(Begin::Started) => return (true, Ok(())),
         Ok(Begin::InFlight) => ("in_flight", Err(Reject::IdempotencyInFlight { key: tag })),
@@ -162,12 +163,11 @@ fn decide(begun: Result<Begin, StoreError>, tag: u32, route: &Route, metrics: &M
         Ok(Begin::Mismatch) => ("mismatch", Err(Reject::IdempotencyMismatch { key: tag })),
         Ok(Begin::Indeterminate) => ("indeterminate", Err(Reject::IdempotencyIndeterminate { key: tag })),
         Err(e) => {
-            let label = RouteLabel(route.name.clone());
-            metrics.idempotency(&label, "store_error");
-            return (false, super::store_unavailable(NAME, route.on_state_error.idempotency, &e, metrics, &label));
+            metrics.idempotency(&label(), "store_error");
+            return (false, super::store_unavailable(NAME, route.on_state_error.idempotency, &e, metrics, &label()));
         }
     };
-    metrics.idempotency(&RouteLabel(route.name.clone()), outcome);
+    metrics.idempotency(&label(), outcome);
     (false, result)
 }
 
@@ -264,10 +264,11 @@ impl Guard for IdempotencyGuard {
     type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
     fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
+        // Most routes have none: decided without touching the route's refcount.
         let Some(route) = ex.route.as_ref().filter(|r| r.idempotency.is_some()).cloned() else {
             return Verdict::Now(ex, Ok(()));
         };
-        let Some(rule) = route.idempotency.as_ref() else { return Verdict::Now(ex, Ok(())) };
+        let Some(rule) = &route.idempotency else { return Verdict::Now(ex, Ok(())) };
         let body = ex.req.body().buffered().unwrap_or_default();
         let key = match request_key(&rule.key, ex.req.uri().query(), ex.req.headers(), body) {
             Ok(Some(key)) => key,
@@ -314,8 +315,7 @@ impl Guard for IdempotencyGuard {
         let rule = held.unsettled.terms;
         let status = res.status().as_u16();
         let settle = settlement(status, res.extensions().get::<GuardTime>().is_some());
-        let declared =
-            res.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let declared = crate::body::declared_length(res.headers());
         if settle != Settle::Store || declared.is_some_and(|n| n > rule.max_response) {
             // Nothing to read: settled by the status alone.
             let settling = settle_by_status(held, settle, store.clone(), metrics);

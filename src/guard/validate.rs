@@ -873,11 +873,7 @@ impl super::layer::Check for HeaderGuard {
     fn check(&self, ex: &mut crate::exchange::Exchange) -> Result<(), super::Reject> {
         let limit = ex.max_body();
         let req = &ex.req;
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = crate::body::declared_length(req.headers());
         if declared.is_some_and(|n| n > limit) {
             return Err(super::Reject::BodyTooLarge { limit });
         }
