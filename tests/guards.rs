@@ -379,3 +379,38 @@ async fn required_host_is_met_by_http2_authority() {
     }
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn monitor_mode_forwards_a_body_past_the_cap_whole() {
+    use sha2::Digest as _;
+    // A route that reads its body (a field rule) in monitor mode: a body over max_body is
+    // recorded as would_block and forwarded whole, what was read first and then the rest.
+    let rules = r#"
+[[route]]
+name = "watch"
+match = { path = "/watch" }
+mode = "monitor"
+max_body = "64"
+[route.validate]
+fields = [{ at = "/n", type = "integer" }]
+"#;
+    let backend = Backend::start().await;
+    let proxy = start_proxy_with_rules(backend.addr, "", &[("watch.toml", rules)]).await;
+    let body = format!("{{\"n\":1,\"pad\":\"{}\"}}", "x".repeat(200_000));
+    for c in [h1_client(&proxy.cert), h2_client(&proxy.cert)] {
+        let res = c
+            .post(proxy.url("/watch"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let seen = backend.last();
+        assert_eq!(seen.body_len, body.len() as u64);
+        assert_eq!(seen.body_sha256, hex::encode(sha2::Sha256::digest(body.as_bytes())));
+    }
+    let m = proxy.metrics().await;
+    assert!(m.contains("payguard_decisions_total{route=\"watch\",guard=\"body\",decision=\"would_block\"} 2"), "{m}");
+    proxy.stop().await;
+}
