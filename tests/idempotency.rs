@@ -284,6 +284,38 @@ async fn answers_are_replayed_only_within_their_scope_and_monitor_mode_replays_n
     proxy.stop().await;
 }
 
+/// A first attempt waits for one Redis round trip, its reservation: the answer is stored as it
+/// goes back, so it reaches the client while Redis answers nothing at all. The client's retry
+/// through the same instance is ordered after the store and replays it.
+#[tokio::test]
+async fn a_first_attempt_on_redis_waits_for_its_reservation_only() {
+    let redis = RedisServer::start().await;
+    let backend = Backend::start().await;
+    // A store timeout far beyond the test's patience: an answer that waited for the store would
+    // not come back in time.
+    let extra = format!("{}timeout = \"60s\"\n", redis.state_config());
+    let proxy = Arc::new(start_proxy_with_rules(backend.addr, &extra, &[("pay.toml", RULES)]).await);
+    let c = h2_client(&proxy.cert);
+    let first = tokio::spawn({
+        let (c, proxy) = (c.clone(), proxy.clone());
+        async move { answer(post(&c, &proxy, "/pay/gate", Some("one-trip"), "{}").await).await }
+    });
+    backend.arrived.notified().await;
+    redis.pause();
+    backend.open_gate();
+    let got = tokio::time::timeout(Duration::from_secs(20), first).await;
+    redis.resume();
+    assert_eq!(got.expect("the answer waited for Redis").unwrap(), (200, false, "{\"ok\":true}".into()));
+    assert_eq!(
+        answer(post(&c, &proxy, "/pay/gate", Some("one-trip"), "{}").await).await,
+        (200, true, "{\"ok\":true}".into())
+    );
+    assert_eq!(backend.count(), 1);
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("payguard_idempotency_total{route=\"pay\",outcome=\"stored\"} 1"), "{metrics}");
+    assert!(metrics.contains("payguard_idempotency_total{route=\"pay\",outcome=\"replayed\"} 1"), "{metrics}");
+}
+
 #[tokio::test]
 async fn two_instances_share_keys_through_redis_and_fail_closed_without_it() {
     let mut redis = RedisServer::start().await;
@@ -303,21 +335,28 @@ async fn two_instances_share_keys_through_redis_and_fail_closed_without_it() {
         tasks.push(tokio::spawn(async move {
             let status = post(&c, &p, "/pay/gate", Some("shared"), "{}").await.status().as_u16();
             finished.fetch_add(1, Ordering::SeqCst);
-            status
+            (status, i % 2)
         }));
     }
     backend.arrived.notified().await;
     assert!(all_but_one_answered(&finished).await);
     backend.open_gate();
-    let mut statuses = Vec::new();
+    let (mut statuses, mut first) = (Vec::new(), 0);
     for t in tasks {
-        statuses.push(t.await.unwrap());
+        let (status, instance) = t.await.unwrap();
+        if status == 200 {
+            first = instance;
+        }
+        statuses.push(status);
     }
     statuses.sort_unstable();
     assert_eq!(statuses, [vec![200], vec![409; 19]].concat());
     assert_eq!(backend.count(), 1);
-    // Stored once, replayed by either instance.
-    for (c, p) in [(&ca, &a), (&cb, &b)] {
+    // Stored once, replayed by either instance. The answer is stored as it goes back (its
+    // command queued on the instance's Redis connection first): a retry through the instance
+    // that answered is ordered after it; once that retry is a replay, every instance sees it.
+    let order = if first == 0 { [(&ca, &a), (&cb, &b)] } else { [(&cb, &b), (&ca, &a)] };
+    for (c, p) in order {
         assert_eq!(
             answer(post(c, p, "/pay/gate", Some("shared"), "{}").await).await,
             (200, true, "{\"ok\":true}".into())

@@ -310,7 +310,7 @@ impl Guard for IdempotencyGuard {
         Some(Box::new(Held { request_id: ex.request_id.clone(), client_ip: ex.client.ip, unsettled, route }))
     }
 
-    fn respond(&self, mut held: Box<Held>, res: Response<Body>) -> Responded<Self::Respond> {
+    fn respond(&self, held: Box<Held>, res: Response<Body>) -> Responded<Self::Respond> {
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
         let rule = held.unsettled.terms;
         let status = res.status().as_u16();
@@ -319,15 +319,8 @@ impl Guard for IdempotencyGuard {
         if settle != Settle::Store || declared.is_some_and(|n| n > rule.max_response) {
             // Nothing to read: settled by the status alone.
             let settling = settle_by_status(held, settle, store.clone(), metrics);
-            if store.immediate() {
-                // Ready at once; were it not, dropping it settles the attempt as abandoned.
-                let _ = settling.now_or_never();
-                return Responded::Now(res);
-            }
-            return Responded::Later(Box::pin(async move {
-                settling.await;
-                res
-            }));
+            run_settlement(&*store, settling);
+            return Responded::Now(res);
         }
         let (parts, mut body) = res.into_parts();
         // Sized to the answer: what is kept for `retention` is its own copy, exactly as long
@@ -335,22 +328,36 @@ impl Guard for IdempotencyGuard {
         let mut buf =
             BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(rule.max_response)).unwrap_or(0));
         let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
-        // A small answer usually came with its head, and the memory store answers at once:
-        // then the answer goes back without waiting (and without a boxed future).
-        if store.immediate() {
-            if let Some(read) = read_ready(&mut body, &mut buf, rule.max_response) {
-                let done = keep(&mut held, parts, status, read, &*store, &metrics).now_or_never();
-                // Cannot be pending: the memory store's futures are ready. Should it ever be,
-                // the attempt settles as abandoned (on_timeout) and the client gets a 502.
-                return Responded::Now(
-                    done.unwrap_or_else(|| broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics)),
-                );
-            }
+        // A small answer usually came with its head: then it goes back without waiting (and
+        // without a boxed future).
+        if let Some(read) = read_ready(&mut body, &mut buf, rule.max_response) {
+            let (res, settling) = keep(held, parts, status, read, store.clone(), metrics);
+            run_settlement(&*store, settling);
+            return Responded::Now(res);
         }
         Responded::Later(Box::pin(async move {
             let read = read_answer(body, buf, rule.max_response, lease_end).await;
-            keep(&mut held, parts, status, read, &*store, &metrics).await
+            let (res, settling) = keep(held, parts, status, read, store.clone(), metrics);
+            run_settlement(&*store, settling);
+            res
         }))
+    }
+}
+
+/// Runs a settlement without holding the answer back for it. The memory store settles at
+/// once. Redis: the first poll, here, queues the store's command on its connection before the
+/// client has the answer, so the client's next attempt through this instance is ordered after
+/// it and finds the attempt settled; the reply is awaited by a task of its own. A first attempt
+/// thus waits for one round trip, its reservation.
+fn run_settlement(store: &dyn IdempotencyStore, settling: impl Future<Output = ()> + Send + 'static) {
+    if store.immediate() {
+        // Ready at once; were it not, dropping it settles the attempt as abandoned.
+        let _ = std::pin::pin!(settling).now_or_never();
+        return;
+    }
+    let mut settling = Box::pin(settling);
+    if settling.as_mut().now_or_never().is_none() {
+        tokio::spawn(settling);
     }
 }
 
@@ -373,38 +380,44 @@ async fn settle_by_status(
     }
 }
 
-/// Stores (or holds) the attempt by the answer as read, and passes the answer on unchanged.
-async fn keep(
-    held: &mut Held,
+/// The answer to pass on (unchanged, unless it broke off), and the settlement of its attempt
+/// by the answer as read: stored, or held.
+fn keep(
+    mut held: Box<Held>,
     parts: http::response::Parts,
     status: u16,
     read: Read,
-    store: &dyn IdempotencyStore,
-    metrics: &Metrics,
-) -> Response<Body> {
+    store: Arc<dyn IdempotencyStore>,
+    metrics: Arc<Metrics>,
+) -> (Response<Body>, impl Future<Output = ()> + Send + 'static) {
     let rule = held.unsettled.terms;
-    let label = RouteLabel(held.route.name.clone());
-    match read {
-        Read::Whole(bytes) => {
+    let (res, kept) = match read {
+        Read::Whole(body) => {
             let content_type = parts.headers.get(header::CONTENT_TYPE).map(kept_content_type);
-            let answer = StoredAnswer { status, content_type, body: bytes.clone() };
-            complete(held, rule, answer, store, metrics, &label).await;
-            Response::from_parts(parts, Body::full(bytes))
+            let answer = StoredAnswer { status, content_type, body: body.clone() };
+            (Response::from_parts(parts, Body::full(body)), Ok(answer))
         }
-        Read::TooLarge(head, rest) => {
-            not_stored(held, rule, store, metrics, &label).await;
-            Response::from_parts(parts, Body::resumed(head, rest))
+        Read::TooLarge(head, rest) => (Response::from_parts(parts, Body::resumed(head, rest)), Err(None)),
+        Read::OutOfLease(head, rest) => (
+            Response::from_parts(parts, Body::resumed(head, rest)),
+            Err(Some("the answer was still arriving when the lease ran out")),
+        ),
+        Read::Broken => (
+            broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics),
+            Err(Some("the backend broke off its answer")),
+        ),
+    };
+    let settling = async move {
+        let label = RouteLabel(held.route.name.clone());
+        let (held, store, metrics) = (&mut *held, &*store, &*metrics);
+        match kept {
+            Ok(answer) => complete(held, rule, answer, store, metrics, &label).await,
+            // Larger than `max_response`.
+            Err(None) => not_stored(held, rule, store, metrics, &label).await,
+            Err(Some(why)) => timed_out(held, rule, store, metrics, &label, why).await,
         }
-        Read::OutOfLease(head, rest) => {
-            let why = "the answer was still arriving when the lease ran out";
-            timed_out(held, rule, store, metrics, &label, why).await;
-            Response::from_parts(parts, Body::resumed(head, rest))
-        }
-        Read::Broken => {
-            timed_out(held, rule, store, metrics, &label, "the backend broke off its answer").await;
-            broken_answer(&held.route.name, &held.request_id, held.client_ip, metrics)
-        }
-    }
+    };
+    (res, settling)
 }
 
 /// A content type to keep for `retention`: its own copy (the header's bytes may be part of the

@@ -48,40 +48,43 @@ pub const BANS_INDEX: &str = "payguard:fl:bans";
 /// `status`, `ct`, `body`).
 pub const IDEM_PREFIX: &str = "payguard:idem:";
 
-/// The start of an attempt. `KEYS[1]`: the key's hash; `ARGV`: fingerprint, lease (ms).
-/// Returns `{"started"}`, `{"in_flight"}`, `{"mismatch"}`, `{"indeterminate"}` or
-/// `{"done", status, content type, body}`. An attempt in flight expires with its lease.
-pub const IDEM_BEGIN_SCRIPT: &str = r"
+/// Both steps of an attempt, in one script: the settlement runs a script its reservation has
+/// just loaded on the key's node, so it is never refused as unknown (`NOSCRIPT`) and retried
+/// behind the client's next attempt. `KEYS[1]`: the key's hash; `ARGV[2]`: the fingerprint.
+///
+/// - `ARGV[1] = "begin"`, `ARGV[3]`: lease (ms). Returns `{"started"}`, `{"in_flight"}`,
+///   `{"mismatch"}`, `{"indeterminate"}` or `{"done", status, content type, body}`. An attempt
+///   in flight expires with its lease.
+/// - Otherwise `ARGV[1]` settles the attempt, if it is still in flight, as `D` (answered), `X`
+///   (indeterminate) or `-` (released); `ARGV[3]`: retention (ms); for `D`, `ARGV[4..6]`:
+///   status, content type, body.
+pub const IDEM_SCRIPT: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state then
-  redis.call('HSET', KEYS[1], 'state', 'I', 'fp', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {'started'}
+if ARGV[1] == 'begin' then
+  if not state then
+    redis.call('HSET', KEYS[1], 'state', 'I', 'fp', ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return {'started'}
+  end
+  if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[2] then return {'mismatch'} end
+  if state == 'I' then return {'in_flight'} end
+  if state == 'X' then return {'indeterminate'} end
+  local a = redis.call('HMGET', KEYS[1], 'status', 'ct', 'body')
+  return {'done', a[1], a[2] or '', a[3] or ''}
 end
-if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then return {'mismatch'} end
-if state == 'I' then return {'in_flight'} end
-if state == 'X' then return {'indeterminate'} end
-local a = redis.call('HMGET', KEYS[1], 'status', 'ct', 'body')
-return {'done', a[1], a[2] or '', a[3] or ''}
-";
-
-/// Settles the attempt with fingerprint `ARGV[1]` if it is still in flight. `ARGV[2]`: the new
-/// state (`D` answered, `X` indeterminate, `-` released); `ARGV[3]`: retention (ms); for `D`,
-/// `ARGV[4..6]`: status, content type, body.
-pub const IDEM_SETTLE_SCRIPT: &str = r"
-if redis.call('HGET', KEYS[1], 'state') ~= 'I' or redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
-  return 0
+if state ~= 'I' or redis.call('HGET', KEYS[1], 'fp') ~= ARGV[2] then
+  return {}
 end
-if ARGV[2] == '-' then
+if ARGV[1] == '-' then
   redis.call('DEL', KEYS[1])
-  return 1
+  return {}
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-if ARGV[2] == 'D' then
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ARGV[1] == 'D' then
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ct', ARGV[5], 'body', ARGV[6])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+return {}
 ";
 
 /// One failed attempt. `KEYS[1]`: the failures in the window (sorted set, score = ms on Redis'
@@ -168,8 +171,7 @@ pub struct RedisStore {
     timeout: Duration,
     gcra: Script,
     fail: Script,
-    idem_begin: Script,
-    idem_settle: Script,
+    idem: Script,
     target: String,
 }
 
@@ -248,8 +250,7 @@ impl RedisStore {
             timeout,
             gcra: Script::new(GCRA_SCRIPT),
             fail: Script::new(FAIL_SCRIPT),
-            idem_begin: Script::new(IDEM_BEGIN_SCRIPT),
-            idem_settle: Script::new(IDEM_SETTLE_SCRIPT),
+            idem: Script::new(IDEM_SCRIPT),
             target,
         })
     }
@@ -381,13 +382,13 @@ impl RedisStore {
         retention: Duration,
         answer: Option<StoredAnswer>,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.idem_settle.key(format!("{IDEM_PREFIX}{key}"));
-        invocation.arg(hex::encode(fingerprint)).arg(state).arg(ms(retention));
+        let mut invocation = self.idem.key(format!("{IDEM_PREFIX}{key}"));
+        invocation.arg(state).arg(hex::encode(fingerprint)).arg(ms(retention));
         if let Some(a) = &answer {
             let ct = a.content_type.as_ref().map_or(&b""[..], http::HeaderValue::as_bytes);
             invocation.arg(a.status).arg(ct).arg(a.body.as_ref());
         }
-        let _: i64 = self.invoke(&invocation).await?;
+        let _: Vec<Vec<u8>> = self.invoke(&invocation).await?;
         Ok(())
     }
 }
@@ -395,8 +396,8 @@ impl RedisStore {
 impl IdempotencyStore for RedisStore {
     fn begin(&self, key: IdemKey, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'_, Begin> {
         Box::pin(async move {
-            let mut invocation = self.idem_begin.key(format!("{IDEM_PREFIX}{key}"));
-            invocation.arg(hex::encode(fingerprint)).arg(ms(lease));
+            let mut invocation = self.idem.key(format!("{IDEM_PREFIX}{key}"));
+            invocation.arg("begin").arg(hex::encode(fingerprint)).arg(ms(lease));
             let answer: Vec<Vec<u8>> = self.invoke(&invocation).await?;
             let malformed = || StoreError::Unavailable("unexpected idempotency script answer".into());
             Ok(match answer.first().map(Vec::as_slice) {
