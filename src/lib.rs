@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod card;
 pub mod client_ip;
 pub mod config;
 pub mod context;

@@ -118,6 +118,11 @@ function request()
   return wrk.format(nil, path)
 end
 L
+if [[ -n ${PACE_MS:-} ]]; then
+    # Below saturation: each connection waits PACE_MS after each answer, so both routes see
+    # about the same request rate and idle peers, and CPU per request compares like for like.
+    echo "function delay() return $PACE_MS end" >>"$D/keys.lua"
+fi
 
 read -r pg_pid pg_port < <(start memory "[state]
 max_idempotency_keys = 100000000")
