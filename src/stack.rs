@@ -9,6 +9,7 @@ use tower::ServiceBuilder;
 use crate::client_ip::TrustedProxies;
 use crate::context::ContextLayer;
 use crate::guard::body::BufferGuard;
+use crate::guard::card_data::CardDataGuard;
 use crate::guard::failure_limit::FailureLimitGuard;
 use crate::guard::head::HeadLimits;
 use crate::guard::idempotency::IdempotencyGuard;
@@ -126,6 +127,9 @@ pub fn build(
         .layer(GuardLayer::new(ReplayGuard::new(parts.nonces, m.clone()), m.clone()))
         // Schema and field rules: parsing untrusted JSON only for authentic requests.
         .layer(GuardLayer::new(BodyGuard, m.clone()))
+        // A card number must never reach the backend, whoever sent it; looked for in values
+        // decoded as the backend decodes them, so after the cheaper body checks.
+        .layer(GuardLayer::new(CardDataGuard, m.clone()))
         // Last: only a request every other guard let through may take an order's key, and the
         // answer it settles on is the backend's (or the proxy's own 502/504), nothing else.
         .layer(GuardLayer::new(parts.idempotency, m))

@@ -76,6 +76,52 @@ fn check_holds_an_idempotency_lease_against_the_upstream_timeout() {
 }
 
 #[test]
+fn check_reports_bad_card_data_values_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let rules = "[defaults]\ncard_data = { request = \"refuse\" }\n\n[[route]]\nname = \"pay\"\nmatch = { path = \"/pay\" }\n[route.card_data]\nresponse = \"hide\"\nextra = 1\n";
+    write_config(dir.path(), &cert, "127.0.0.1:3000".parse().unwrap(), "", &[("pay.toml", rules)]);
+    let (code, out) = check(&["--config", "payguard.toml"], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pay.toml:2:25: unknown card_data.request \"refuse\""), "{out}");
+    assert!(out.contains("pay.toml:8:12: unknown card_data.response \"hide\""), "{out}");
+    assert!(out.contains("pay.toml:9:1: ") && out.contains("extra"), "{out}");
+}
+
+/// A request with a card number: the audit line names the field and the masked number; no log
+/// line holds the number itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_card_number_is_audited_masked() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let rules =
+        "[defaults]\ncard_data = { request = \"reject\" }\n\n[[route]]\nname = \"pay\"\nmatch = { path = \"/pay\" }\n";
+    let cfg = write_config(dir.path(), &cert, backend.addr, "", &[("00-r.toml", rules)]);
+    let pg = Child_::spawn(&cfg);
+    let client = h2_client(&cert);
+    let res = client
+        .post(url(pg.addr, "/pay"))
+        .header("content-type", "application/json")
+        .body(r#"{"payment":{"pan":"4111 1111 1111 1111"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let lines = log_lines_for(&pg, &id).await;
+    let audit = lines.iter().find(|l| l["target"] == "payguard::audit").expect("an audit line");
+    assert_eq!(audit["guard"], "card_data");
+    assert_eq!(audit["reason"], "card_data");
+    let detail = audit["detail"].as_str().unwrap();
+    assert!(detail.contains("visa 411111******1111 in /payment/pan"), "{audit}");
+    assert_eq!(backend.count(), 0);
+    for leaked in ["4111 1111 1111 1111", "4111111111111111", "1111 1111 1111"] {
+        assert!(!pg.log().iter().any(|l| l.contains(leaked)), "{leaked} leaked into the log");
+    }
+}
+
+#[test]
 fn help_lists_both_commands() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

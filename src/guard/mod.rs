@@ -4,6 +4,7 @@
 //! table is pinned by a unit test because providers, shops and dashboards depend on it.
 
 pub mod body;
+pub mod card_data;
 pub mod failure_limit;
 pub mod head;
 pub mod idempotency;
@@ -79,6 +80,10 @@ pub enum Reject {
     UpstreamTimeout,
     #[error("a required state store is unavailable")]
     StateUnavailable,
+    /// `card_data`: a card number in the request. `field`: where (never the number); `masked`:
+    /// its first six and last four digits.
+    #[error("a card number where none may be")]
+    CardData { field: String, masked: String, scheme: &'static str },
 }
 
 impl Reject {
@@ -106,6 +111,7 @@ impl Reject {
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::CardData { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -134,6 +140,7 @@ impl Reject {
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::StateUnavailable => "state_unavailable",
+            Reject::CardData { .. } => "card_data",
         }
     }
 
@@ -147,6 +154,7 @@ impl Reject {
             | Reject::IdempotencyIndeterminate { key }
             | Reject::IdempotencyMismatch { key } => format!("{self} (key #{key:08x})"),
             Reject::IdempotentReplay(r) => format!("{self} (key #{:08x}, status {})", r.key, r.answer.status),
+            Reject::CardData { field, masked, scheme } => format!("{self}: {scheme} {masked} in {field}"),
             _ => self.to_string(),
         }
     }
@@ -294,6 +302,7 @@ mod tests {
             (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Reject::UpstreamTimeout, 504, "upstream_timeout"),
             (Reject::StateUnavailable, 503, "state_unavailable"),
+            (Reject::CardData { field: "/pan".into(), masked: "x".into(), scheme: "visa" }, 422, "card_data"),
         ];
         for (r, status, code) in table {
             assert_eq!(r.status().as_u16(), *status, "{r:?}");
@@ -326,12 +335,13 @@ mod tests {
                 Reject::IdempotencyIndeterminate { .. } => 20,
                 Reject::IdempotencyMismatch { .. } => 21,
                 Reject::IdempotentReplay(_) => 22,
+                Reject::CardData { .. } => 23,
             }
         }
         let mut covered: Vec<usize> = table.iter().map(|(r, _, _)| index(r)).collect();
         covered.sort_unstable();
         covered.dedup();
-        assert_eq!(covered, (0..=22).collect::<Vec<_>>(), "every Reject has a row");
+        assert_eq!(covered, (0..=23).collect::<Vec<_>>(), "every Reject has a row");
     }
 
     fn replayed(status: u16) -> Replayed {

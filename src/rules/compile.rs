@@ -9,8 +9,8 @@ use super::raw::{
 };
 use super::validate::{valid_pointer, Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
 use super::{
-    DefaultAction, Defaults, Diagnostic, FailMode, IpMatcher, Mode, OnStateError, PathPattern, RateKey, RateLimitSpec,
-    RawSignature, Route, RuleSet, DEFAULT_MAX_BODY,
+    CardData, DefaultAction, Defaults, Diagnostic, FailMode, IpMatcher, Mode, OnStateError, PathPattern, RateKey,
+    RateLimitSpec, RawSignature, Route, RuleSet, DEFAULT_MAX_BODY,
 };
 use crate::signature::Signature;
 use crate::units::parse_rate;
@@ -176,6 +176,9 @@ fn compile_defaults(cx: &mut Ctx<'_>, d: RawDefaults, sets: &HashMap<String, IpS
     if let Some(r) = d.rate_limit {
         out.rate_limit = rate_limit(cx, r);
     }
+    if let Some(c) = &d.card_data {
+        out.card_data = super::card_data::compile(cx, CardData::OFF, c.get_ref());
+    }
     out
 }
 
@@ -247,6 +250,10 @@ fn compile_route(
         Some(i) => i,
         None => None,
     };
+    let card_data = match &r.card_data {
+        Some(c) => super::card_data::compile(cx, defaults.card_data, c.get_ref()),
+        None => defaults.card_data,
+    };
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
         name: Arc::from(name),
@@ -263,6 +270,7 @@ fn compile_route(
         verifier,
         failure_limits,
         idempotency,
+        card_data,
         fingerprint,
         methods,
         allow: None,

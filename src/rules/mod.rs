@@ -13,6 +13,7 @@
 //! query string, and should normalise dot segments and duplicate slashes before matching.
 
 pub mod active;
+pub mod card_data;
 pub mod compile;
 pub mod diag;
 pub mod failure_limit;
@@ -24,6 +25,7 @@ pub mod router;
 pub mod validate;
 pub mod watch;
 
+pub use card_data::{CardData, OnRequest, OnResponse};
 pub use diag::Diagnostic;
 pub use failure_limit::{FailureKey, FailureLimit, JsonMatch, StatusMatch};
 pub use idempotency::{Idempotency, KeyScope, KeySource, OnTimeout};
@@ -147,6 +149,8 @@ pub struct Defaults {
     pub ip_allow: Option<IpMatcher>,
     /// Default rate limit.
     pub rate_limit: Option<RateLimitSpec>,
+    /// `card_data`: every route's, unless it says otherwise.
+    pub card_data: CardData,
 }
 
 impl Defaults {
@@ -164,6 +168,7 @@ impl Default for Defaults {
             ip_deny: IpMatcher::empty(),
             ip_allow: None,
             rate_limit: None,
+            card_data: CardData::OFF,
         }
     }
 }
@@ -263,6 +268,8 @@ pub struct Route {
     pub failure_limits: Vec<FailureLimit>,
     /// `[route.idempotency]`.
     pub idempotency: Option<Idempotency>,
+    /// `[route.card_data]` over `defaults.card_data`.
+    pub card_data: CardData,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,
@@ -296,10 +303,12 @@ impl Route {
     }
 
     /// Whether the body must be buffered: body validation (schema or fields), a signature, a
-    /// failure limit keyed by a body field, or idempotency (its fingerprint covers the body).
+    /// failure limit keyed by a body field, idempotency (its fingerprint covers the body), or
+    /// card numbers looked for in requests.
     pub fn needs_body(&self) -> bool {
         self.signature.is_some()
             || self.idempotency.is_some()
+            || self.card_data.scans_requests()
             || self.validate.as_ref().is_some_and(Validate::needs_body)
             || self.failure_limits.iter().any(|f| f.key.needs_body())
     }

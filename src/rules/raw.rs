@@ -39,6 +39,8 @@ pub struct RawDefaults {
     pub ip_allow: Option<SpannedList>,
     /// Default rate limit.
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    /// `card_data = { request, response }`.
+    pub card_data: Option<Spanned<super::card_data::RawCardData>>,
 }
 
 /// `rate_limit = { key, rate, burst }`.
@@ -82,6 +84,8 @@ pub struct RawRoute {
     pub failure_limit: Option<Spanned<Vec<Spanned<RawFailureLimit>>>>,
     /// `[route.idempotency]`.
     pub idempotency: Option<Spanned<RawIdempotency>>,
+    /// `[route.card_data]`: replaces `defaults.card_data` key by key.
+    pub card_data: Option<Spanned<super::card_data::RawCardData>>,
 }
 
 /// `[route.idempotency]`.

@@ -1,0 +1,88 @@
+//! `card_data`, request side, through the real proxy: real TLS, HTTP/1.1 and HTTP/2 clients, a
+//! real hyper backend that counts what reaches it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+const RULES: &str = r#"
+[defaults]
+card_data = { request = "reject", response = "mask" }
+
+[[route]]
+name = "pay"
+match = { path = "/pay/*" }
+
+[[route]]
+name = "watch"
+match = { path = "/watch/*" }
+mode = "monitor"
+
+[[route]]
+name = "vault"
+match = { path = "/vault/*" }
+[route.card_data]
+request = "allow"
+"#;
+
+async fn send(c: &reqwest::Client, p: &Proxy, path: &str, ct: &str, body: &str) -> (u16, serde_json::Value) {
+    let res = c.post(p.url(path)).header("content-type", ct).body(body.to_owned()).send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn a_card_number_never_reaches_the_backend_however_it_is_written() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy_with_rules(backend.addr, "", &[("pay.toml", RULES)]).await;
+    let json = "application/json";
+    let form = "application/x-www-form-urlencoded";
+    for client in [h1_client(&proxy.cert), h2_client(&proxy.cert)] {
+        let before = backend.count();
+        for (path, ct, body) in [
+            ("/pay/a", json, r#"{"card":{"number":"4111 1111 1111 1111"}}"#),
+            ("/pay/a", json, r#"{"n":5555555555554444}"#),
+            ("/pay/a", json, r#"{"n":"\u0034111111111111111"}"#),
+            ("/pay/a", form, "pan=4111-1111-1111-1111"),
+            ("/pay/a", form, "pan=%34111+1111+1111+1111"),
+            ("/pay/a?card=378282246310005", "text/plain", ""),
+            ("/pay/a", "text/plain", "card 6011111111111117"),
+        ] {
+            let (status, body_json) = send(&client, &proxy, path, ct, body).await;
+            assert_eq!(status, 422, "{path} {body}");
+            assert_eq!(body_json["error"], "card_data", "{body_json}");
+            assert_eq!(body_json["rule"], "pay");
+            assert!(body_json["request_id"].is_string());
+        }
+        assert_eq!(backend.count(), before, "nothing was forwarded");
+
+        // What is not a card number passes: order numbers, amounts, a failed Luhn check.
+        let (status, _) = send(
+            &client,
+            &proxy,
+            "/pay/a",
+            json,
+            r#"{"order":"20211203220014000512345","amount":1250,"n":"4111111111111112"}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        // A route that allows card data, and a route in monitor mode, forward it.
+        let (status, _) = send(&client, &proxy, "/vault/a", json, r#"{"pan":"4111111111111111"}"#).await;
+        assert_eq!(status, 200);
+        let (status, _) = send(&client, &proxy, "/watch/a", json, r#"{"pan":"4111111111111111"}"#).await;
+        assert_eq!(status, 200);
+        assert_eq!(backend.count(), before + 3);
+    }
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("payguard_decisions_total{route=\"pay\",guard=\"card_data\",decision=\"block\"} 14"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payguard_decisions_total{route=\"watch\",guard=\"card_data\",decision=\"would_block\"} 2"),
+        "{metrics}"
+    );
+}
