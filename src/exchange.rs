@@ -57,7 +57,7 @@ pub struct Step {
 }
 
 /// How many steps a request's trail holds without growing: one per guard of `stack::build`
-/// (ten now), with room for the content guards to come. A trail that grows costs a second
+/// (eleven now), with room for the content guards to come. A trail that grows costs a second
 /// allocation and a copy on every request.
 const TRAIL_CAPACITY: usize = 12;
 

@@ -219,6 +219,11 @@ where
             .authority()
             .map(|a| a.host())
             .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+        if active.rules.defaults().hosts.as_ref().is_some_and(|h| !h.allows(host)) {
+            if let Some(res) = refuse(&req, Reject::MisdirectedRequest, &self.metrics) {
+                return res;
+            }
+        }
         let lookup = active.rules.route(host, req.uri().path(), req.method());
         let (route, refused) = match lookup {
             RouteLookup::Matched(r) => (Some(r.clone()), None),

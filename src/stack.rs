@@ -15,6 +15,7 @@ use crate::guard::head::HeadLimits;
 use crate::guard::idempotency::IdempotencyGuard;
 use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
+use crate::guard::origin::OriginGuard;
 use crate::guard::rate_limit::RateLimitGuard;
 use crate::guard::replay::ReplayGuard;
 use crate::guard::signature::SignatureGuard;
@@ -114,6 +115,8 @@ pub fn build(
         .layer(GuardLayer::new(parts.rate_limit, m.clone()))
         // Headers only: Content-Length against the cap, content type, required headers, query.
         .layer(GuardLayer::new(HeaderGuard, m.clone()))
+        // Headers only: a state-changing request from another site, before any body is read.
+        .layer(GuardLayer::new(OriginGuard, m.clone()))
         // Read the body only now, and only for routes that need it; cap it either way.
         .layer(GuardLayer::new(BufferGuard, m.clone()))
         // A key banned for repeated failures is refused before any verification work (its key

@@ -76,16 +76,35 @@ fn check_holds_an_idempotency_lease_against_the_upstream_timeout() {
 }
 
 #[test]
-fn check_reports_bad_card_data_values_where_they_are() {
+fn check_reports_bad_content_guard_values_where_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    let rules = "[defaults]\ncard_data = { request = \"refuse\" }\n\n[[route]]\nname = \"pay\"\nmatch = { path = \"/pay\" }\n[route.card_data]\nresponse = \"hide\"\nextra = 1\n";
+    let rules = r#"[defaults]
+card_data = { request = "refuse" }
+hosts = ["shop.example.com", "https://x.example"]
+
+[[route]]
+name = "pay"
+match = { path = "/pay" }
+[route.card_data]
+response = "hide"
+extra = 1
+[route.origin]
+allow = ["https://shop.example.com/", "null"]
+"#;
     write_config(dir.path(), &cert, "127.0.0.1:3000".parse().unwrap(), "", &[("pay.toml", rules)]);
     let (code, out) = check(&["--config", "payguard.toml"], dir.path());
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("pay.toml:2:25: unknown card_data.request \"refuse\""), "{out}");
-    assert!(out.contains("pay.toml:8:12: unknown card_data.response \"hide\""), "{out}");
-    assert!(out.contains("pay.toml:9:1: ") && out.contains("extra"), "{out}");
+    for expected in [
+        "pay.toml:2:25: unknown card_data.request \"refuse\"",
+        "pay.toml:3:30: invalid host \"https://x.example\"",
+        "pay.toml:9:12: unknown card_data.response \"hide\"",
+        "pay.toml:12:10: invalid origin \"https://shop.example.com/\"",
+        "pay.toml:12:39: invalid origin \"null\"",
+    ] {
+        assert!(out.contains(expected), "{expected}\n{out}");
+    }
+    assert!(out.contains("pay.toml:10:1: ") && out.contains("extra"), "{out}");
 }
 
 /// A request with a card number: the audit line names the field and the masked number; no log

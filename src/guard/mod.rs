@@ -10,6 +10,7 @@ pub mod head;
 pub mod idempotency;
 pub mod ip;
 pub mod layer;
+pub mod origin;
 pub mod rate_limit;
 pub mod replay;
 pub mod signature;
@@ -84,6 +85,12 @@ pub enum Reject {
     /// its first six and last four digits.
     #[error("a card number where none may be")]
     CardData { field: String, masked: String, scheme: &'static str },
+    /// `[route.origin]`: a state-changing request from another site.
+    #[error("cross-site request refused")]
+    CrossOrigin { reason: &'static str },
+    /// `defaults.hosts`: the request is for a name this shop does not answer to.
+    #[error("this server does not answer for the requested host")]
+    MisdirectedRequest,
 }
 
 impl Reject {
@@ -112,6 +119,8 @@ impl Reject {
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::CardData { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Reject::CrossOrigin { .. } => StatusCode::FORBIDDEN,
+            Reject::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -141,6 +150,8 @@ impl Reject {
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::StateUnavailable => "state_unavailable",
             Reject::CardData { .. } => "card_data",
+            Reject::CrossOrigin { .. } => "cross_origin",
+            Reject::MisdirectedRequest => "misdirected_request",
         }
     }
 
@@ -155,6 +166,7 @@ impl Reject {
             | Reject::IdempotencyMismatch { key } => format!("{self} (key #{key:08x})"),
             Reject::IdempotentReplay(r) => format!("{self} (key #{:08x}, status {})", r.key, r.answer.status),
             Reject::CardData { field, masked, scheme } => format!("{self}: {scheme} {masked} in {field}"),
+            Reject::CrossOrigin { reason } => format!("{self}: {reason}"),
             _ => self.to_string(),
         }
     }
@@ -303,6 +315,8 @@ mod tests {
             (Reject::UpstreamTimeout, 504, "upstream_timeout"),
             (Reject::StateUnavailable, 503, "state_unavailable"),
             (Reject::CardData { field: "/pan".into(), masked: "x".into(), scheme: "visa" }, 422, "card_data"),
+            (Reject::CrossOrigin { reason: "x" }, 403, "cross_origin"),
+            (Reject::MisdirectedRequest, 421, "misdirected_request"),
         ];
         for (r, status, code) in table {
             assert_eq!(r.status().as_u16(), *status, "{r:?}");
@@ -336,12 +350,14 @@ mod tests {
                 Reject::IdempotencyMismatch { .. } => 21,
                 Reject::IdempotentReplay(_) => 22,
                 Reject::CardData { .. } => 23,
+                Reject::CrossOrigin { .. } => 24,
+                Reject::MisdirectedRequest => 25,
             }
         }
         let mut covered: Vec<usize> = table.iter().map(|(r, _, _)| index(r)).collect();
         covered.sort_unstable();
         covered.dedup();
-        assert_eq!(covered, (0..=23).collect::<Vec<_>>(), "every Reject has a row");
+        assert_eq!(covered, (0..=25).collect::<Vec<_>>(), "every Reject has a row");
     }
 
     fn replayed(status: u16) -> Replayed {

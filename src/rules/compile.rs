@@ -179,6 +179,9 @@ fn compile_defaults(cx: &mut Ctx<'_>, d: RawDefaults, sets: &HashMap<String, IpS
     if let Some(c) = &d.card_data {
         out.card_data = super::card_data::compile(cx, CardData::OFF, c.get_ref());
     }
+    if let Some(h) = &d.hosts {
+        out.hosts = Some(super::hosts::compile(cx, h));
+    }
     out
 }
 
@@ -254,6 +257,7 @@ fn compile_route(
         Some(c) => super::card_data::compile(cx, defaults.card_data, c.get_ref()),
         None => defaults.card_data,
     };
+    let origin = r.origin.as_ref().map(|o| super::origin::compile(cx, o.get_ref()));
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
         name: Arc::from(name),
@@ -271,6 +275,7 @@ fn compile_route(
         failure_limits,
         idempotency,
         card_data,
+        origin,
         fingerprint,
         methods,
         allow: None,

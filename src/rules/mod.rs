@@ -18,8 +18,10 @@ pub mod compile;
 pub mod diag;
 pub mod failure_limit;
 mod fnv;
+pub mod hosts;
 pub mod idempotency;
 pub mod ipmatch;
+pub mod origin;
 pub mod raw;
 pub mod router;
 pub mod validate;
@@ -28,8 +30,10 @@ pub mod watch;
 pub use card_data::{CardData, OnRequest, OnResponse};
 pub use diag::Diagnostic;
 pub use failure_limit::{FailureKey, FailureLimit, JsonMatch, StatusMatch};
+pub use hosts::Hosts;
 pub use idempotency::{Idempotency, KeyScope, KeySource, OnTimeout};
 pub use ipmatch::IpMatcher;
+pub use origin::Origin;
 pub use validate::{Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
 
 use crate::units::Rate;
@@ -151,6 +155,8 @@ pub struct Defaults {
     pub rate_limit: Option<RateLimitSpec>,
     /// `card_data`: every route's, unless it says otherwise.
     pub card_data: CardData,
+    /// `hosts`: when set, the only names requests may be for (421 otherwise).
+    pub hosts: Option<Hosts>,
 }
 
 impl Defaults {
@@ -169,6 +175,7 @@ impl Default for Defaults {
             ip_allow: None,
             rate_limit: None,
             card_data: CardData::OFF,
+            hosts: None,
         }
     }
 }
@@ -270,6 +277,8 @@ pub struct Route {
     pub idempotency: Option<Idempotency>,
     /// `[route.card_data]` over `defaults.card_data`.
     pub card_data: CardData,
+    /// `[route.origin]`.
+    pub origin: Option<Origin>,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,

@@ -41,6 +41,8 @@ pub struct RawDefaults {
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     /// `card_data = { request, response }`.
     pub card_data: Option<Spanned<super::card_data::RawCardData>>,
+    /// Names requests may be for: exact or `*.` suffix.
+    pub hosts: Option<SpannedList>,
 }
 
 /// `rate_limit = { key, rate, burst }`.
@@ -86,6 +88,8 @@ pub struct RawRoute {
     pub idempotency: Option<Spanned<RawIdempotency>>,
     /// `[route.card_data]`: replaces `defaults.card_data` key by key.
     pub card_data: Option<Spanned<super::card_data::RawCardData>>,
+    /// `[route.origin]`.
+    pub origin: Option<Spanned<super::origin::RawOrigin>>,
 }
 
 /// `[route.idempotency]`.
