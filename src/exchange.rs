@@ -57,9 +57,9 @@ pub struct Step {
 }
 
 /// How many steps a request's trail holds without growing: one per guard of `stack::build`
-/// (eleven now), with room for the content guards to come. A trail that grows costs a second
-/// allocation and a copy on every request.
-const TRAIL_CAPACITY: usize = 12;
+/// (twelve), and the route's own refusal. A trail that grows costs a second allocation and a
+/// copy on every request.
+const TRAIL_CAPACITY: usize = 13;
 
 /// The guards a trail passed, in order, for an audit line: `ip,rate_limit`.
 pub fn passed(trail: &[Step]) -> String {

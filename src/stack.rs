@@ -13,6 +13,7 @@ use crate::guard::card_data::CardDataGuard;
 use crate::guard::failure_limit::FailureLimitGuard;
 use crate::guard::head::HeadLimits;
 use crate::guard::idempotency::IdempotencyGuard;
+use crate::guard::injection::InjectionGuard;
 use crate::guard::ip::IpGuard;
 use crate::guard::layer::GuardLayer;
 use crate::guard::origin::OriginGuard;
@@ -133,6 +134,9 @@ pub fn build(
         // A card number must never reach the backend, whoever sent it; looked for in values
         // decoded as the backend decodes them, so after the cheaper body checks.
         .layer(GuardLayer::new(CardDataGuard, m.clone()))
+        // Injection patterns: a detector run over every decoded value, the dearest of the
+        // content checks, last before the order's key is taken.
+        .layer(GuardLayer::new(InjectionGuard, m.clone()))
         // Last: only a request every other guard let through may take an order's key, and the
         // answer it settles on is the backend's (or the proxy's own 502/504), nothing else.
         .layer(GuardLayer::new(parts.idempotency, m))

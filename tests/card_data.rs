@@ -21,6 +21,12 @@ match = { path = "/watch/*" }
 mode = "monitor"
 
 [[route]]
+name = "note"
+match = { path = "/note/*" }
+[route.card_data]
+request = "monitor"
+
+[[route]]
 name = "vault"
 match = { path = "/vault/*" }
 [route.card_data]
@@ -74,7 +80,10 @@ async fn a_card_number_never_reaches_the_backend_however_it_is_written() {
         assert_eq!(status, 200);
         let (status, _) = send(&client, &proxy, "/watch/a", json, r#"{"pan":"4111111111111111"}"#).await;
         assert_eq!(status, 200);
-        assert_eq!(backend.count(), before + 3);
+        // `request = "monitor"` on an enforcing route: recorded, forwarded.
+        let (status, _) = send(&client, &proxy, "/note/a", json, r#"{"pan":"4111111111111111"}"#).await;
+        assert_eq!(status, 200);
+        assert_eq!(backend.count(), before + 4);
     }
     let metrics = proxy.metrics().await;
     assert!(
@@ -83,6 +92,10 @@ async fn a_card_number_never_reaches_the_backend_however_it_is_written() {
     );
     assert!(
         metrics.contains("payguard_decisions_total{route=\"watch\",guard=\"card_data\",decision=\"would_block\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payguard_decisions_total{route=\"note\",guard=\"card_data\",decision=\"would_block\"} 2"),
         "{metrics}"
     );
 }

@@ -6,15 +6,16 @@
 //!
 //! Only the masked form of a number (first six, last four) reaches the audit line.
 
-use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 use http::header;
-use serde_json::Value;
 
 use super::layer::Check;
+use super::values::{self, Kind, Place};
 use super::Reject;
 use crate::card::{self, Hit};
 use crate::exchange::Exchange;
+use crate::rules::{Mode, OnRequest};
 
 /// Longest field name an audit line repeats.
 const MAX_FIELD: usize = 128;
@@ -63,14 +64,21 @@ impl Check for CardDataGuard {
             }),
         }
     }
+
+    fn mode(&self, ex: &Exchange) -> Mode {
+        match ex.route.as_ref().map(|r| r.card_data.request) {
+            Some(OnRequest::Monitor) => Mode::Monitor,
+            _ => ex.mode(),
+        }
+    }
 }
 
 /// The first card number in a request as the backend will read it: the query's names and
-/// values, then the body by its content type (JSON strings, keys and numbers; form names and
+/// values, then the body by its content type (JSON names, strings and numbers; form names and
 /// values; any other body as bytes).
 pub fn in_request(query: Option<&str>, content_type: Option<&[u8]>, body: &[u8]) -> Option<Found> {
     if let Some(q) = query {
-        if let Some(found) = in_pairs(q.as_bytes(), "query") {
+        if let Some(found) = in_pairs(q.as_bytes(), true) {
             return Some(found);
         }
     }
@@ -79,47 +87,27 @@ pub fn in_request(query: Option<&str>, content_type: Option<&[u8]>, body: &[u8])
     }
     match Kind::of(content_type) {
         Kind::Json => in_json(body),
-        Kind::Form => in_pairs(body, "form"),
+        Kind::Form => in_pairs(body, false),
         Kind::Other => card::first(body).map(|hit| Found::new("body".into(), hit)),
     }
 }
 
-enum Kind {
-    Json,
-    Form,
-    Other,
-}
-
-impl Kind {
-    fn of(content_type: Option<&[u8]>) -> Kind {
-        let Some(ct) = content_type else { return Kind::Other };
-        let essence = ct.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-        let essence = essence.to_ascii_lowercase();
-        if essence == b"application/json" || essence.ends_with(b"+json") {
-            Kind::Json
-        } else if essence == b"application/x-www-form-urlencoded" {
-            Kind::Form
-        } else {
-            Kind::Other
-        }
+/// Stops at the first value with a card number.
+fn look(place: Place<'_>, _: values::Text, value: &[u8]) -> ControlFlow<Found> {
+    match card::first(value) {
+        Some(hit) => ControlFlow::Break(Found::new(place.describe(), hit)),
+        None => ControlFlow::Continue(()),
     }
 }
 
-/// `name=value&…` (a query or a form body), decoded as the backend decodes it.
-fn in_pairs(data: &[u8], kind: &str) -> Option<Found> {
+/// `name=value&…` (a query or a form body). Decoded only when the bytes hold a candidate or
+/// something encoded.
+fn in_pairs(data: &[u8], query: bool) -> Option<Found> {
     let encoded = data.iter().any(|&b| b == b'%' || b == b'+');
     if !encoded && card::first(data).is_none() {
         return None;
     }
-    for (name, value) in form_urlencoded::parse(data) {
-        if let Some(hit) = card::first(name.as_bytes()) {
-            return Some(Found::new(format!("{kind} name"), hit));
-        }
-        if let Some(hit) = card::first(value.as_bytes()) {
-            return Some(Found::new(format!("{kind}:{name}"), hit));
-        }
-    }
-    None
+    values::pairs(data, query, &mut look).break_value()
 }
 
 fn in_json(body: &[u8]) -> Option<Found> {
@@ -128,59 +116,11 @@ fn in_json(body: &[u8]) -> Option<Found> {
     if !escaped && raw.is_none() {
         return None;
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(value) => {
-            let mut pointer = String::new();
-            walk(&value, &mut pointer)
-                // The raw bytes held one the decoded values do not: still refused.
-                .or_else(|| raw.map(|hit| Found::new("body".into(), hit)))
-        }
-        // Not JSON after all: the bytes are what the backend gets.
-        Err(_) => raw.map(|hit| Found::new("body".into(), hit)),
-    }
-}
-
-fn walk(value: &Value, pointer: &mut String) -> Option<Found> {
-    match value {
-        Value::String(s) => card::first(s.as_bytes()).map(|hit| Found::new(at(pointer), hit)),
-        Value::Number(n) => card::first(n.to_string().as_bytes()).map(|hit| Found::new(at(pointer), hit)),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-            let len = pointer.len();
-            pointer.push('/');
-            pointer.push_str(&i.to_string());
-            let found = walk(item, pointer);
-            pointer.truncate(len);
-            found
-        }),
-        Value::Object(fields) => fields.iter().find_map(|(name, item)| {
-            if let Some(hit) = card::first(name.as_bytes()) {
-                return Some(Found::new(format!("{} (a name)", at(pointer)), hit));
-            }
-            let len = pointer.len();
-            pointer.push('/');
-            pointer.push_str(&escape(name));
-            let found = walk(item, pointer);
-            pointer.truncate(len);
-            found
-        }),
-        Value::Null | Value::Bool(_) => None,
-    }
-}
-
-fn at(pointer: &str) -> String {
-    if pointer.is_empty() {
-        "/".into()
-    } else {
-        pointer.to_owned()
-    }
-}
-
-/// A name as a JSON pointer token (RFC 6901): `~` → `~0`, `/` → `~1`.
-fn escape(name: &str) -> Cow<'_, str> {
-    if name.contains(['~', '/']) {
-        Cow::Owned(name.replace('~', "~0").replace('/', "~1"))
-    } else {
-        Cow::Borrowed(name)
+    match values::json(body, &mut look) {
+        Ok(ControlFlow::Break(found)) => Some(found),
+        // The raw bytes held one the decoded values do not, or they are not JSON after all
+        // (the bytes are what the backend gets): refused either way.
+        Ok(ControlFlow::Continue(())) | Err(_) => raw.map(|hit| Found::new("body".into(), hit)),
     }
 }
 

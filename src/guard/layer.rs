@@ -25,6 +25,7 @@ use crate::body::Body;
 use crate::exchange::{Exchange, Outcome};
 use crate::metrics::Metrics;
 use crate::rescue::{rescue, Refusal, Stage};
+use crate::rules::Mode;
 
 /// A guard's answer: decided at once, or after waiting (a body to read, a shared store).
 // Matched right where it is returned; boxing the exchange would cost an allocation per request.
@@ -48,6 +49,12 @@ pub trait Guard: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     type Future: Future<Output = (Exchange, Result<(), Reject>)> + Send + 'static;
     fn check(&self, ex: Exchange) -> Verdict<Self::Future>;
+
+    /// The mode a refusal decided at once (`Verdict::Now`) is applied in: the route's, unless
+    /// the guard's own setting says `monitor` (`card_data.request`, `injection.action`).
+    fn mode(&self, ex: &Exchange) -> Mode {
+        ex.mode()
+    }
 
     /// Whether the guard has a response phase; the layer keeps nothing for one that has not.
     const RESPONDS: bool = false;
@@ -74,6 +81,10 @@ pub type NoRespond = Ready<Response<Body>>;
 pub trait Check: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     fn check(&self, ex: &mut Exchange) -> Result<(), Reject>;
+    /// See [`Guard::mode`].
+    fn mode(&self, ex: &Exchange) -> Mode {
+        ex.mode()
+    }
 }
 
 impl<C: Check> Guard for C {
@@ -88,11 +99,26 @@ impl<C: Check> Guard for C {
         let r = Check::check(self, &mut ex);
         Verdict::Now(ex, r)
     }
+    fn mode(&self, ex: &Exchange) -> Mode {
+        Check::mode(self, ex)
+    }
 }
 
 /// Applies a guard's rejection through the rescue point: the response in enforce mode, `None`
 /// (go on) in monitor mode; recorded either way, in the audit line and the exchange's trail.
 pub fn apply(guard: &'static str, reject: &Reject, ex: &mut Exchange, metrics: &Metrics) -> Option<Response<Body>> {
+    let mode = ex.mode();
+    apply_in(mode, guard, reject, ex, metrics)
+}
+
+/// [`apply`] in `mode`: a guard's own `monitor` setting on an enforcing route.
+pub fn apply_in(
+    mode: Mode,
+    guard: &'static str,
+    reject: &Reject,
+    ex: &mut Exchange,
+    metrics: &Metrics,
+) -> Option<Response<Body>> {
     let passed = ex.passed();
     let refusal = Refusal {
         stage: Stage::Guard,
@@ -101,7 +127,7 @@ pub fn apply(guard: &'static str, reject: &Reject, ex: &mut Exchange, metrics: &
         request_id: ex.request_id(),
         client_ip: ex.client.ip,
         route: ex.route_name(),
-        mode: ex.mode(),
+        mode,
         version: ex.req.version(),
         passed: Some(&passed),
         elapsed: Some(ex.started.elapsed()),
@@ -166,7 +192,8 @@ where
                         }
                     }
                     Err(reject) => {
-                        if let Some(response) = apply(G::NAME, &reject, &mut ex, &self.metrics) {
+                        let mode = self.guard.mode(&ex);
+                        if let Some(response) = apply_in(mode, G::NAME, &reject, &mut ex, &self.metrics) {
                             return ResponseFuture::Rejected { response: Some(response) };
                         }
                         None

@@ -8,6 +8,7 @@ pub mod card_data;
 pub mod failure_limit;
 pub mod head;
 pub mod idempotency;
+pub mod injection;
 pub mod ip;
 pub mod layer;
 pub mod origin;
@@ -15,6 +16,7 @@ pub mod rate_limit;
 pub mod replay;
 pub mod signature;
 pub mod validate;
+pub mod values;
 
 use std::time::Duration;
 
@@ -88,6 +90,9 @@ pub enum Reject {
     /// `[route.origin]`: a state-changing request from another site.
     #[error("cross-site request refused")]
     CrossOrigin { reason: &'static str },
+    /// `[route.injection]`: a SQL injection or XSS pattern in a value (`kind`: sqli, xss).
+    #[error("a request value looks like an injection attack")]
+    InjectionDetected { field: String, kind: &'static str, fingerprint: String },
     /// `defaults.hosts`: the request is for a name this shop does not answer to.
     #[error("this server does not answer for the requested host")]
     MisdirectedRequest,
@@ -119,7 +124,7 @@ impl Reject {
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::CardData { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Reject::CrossOrigin { .. } => StatusCode::FORBIDDEN,
+            Reject::CrossOrigin { .. } | Reject::InjectionDetected { .. } => StatusCode::FORBIDDEN,
             Reject::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
         }
     }
@@ -151,6 +156,7 @@ impl Reject {
             Reject::StateUnavailable => "state_unavailable",
             Reject::CardData { .. } => "card_data",
             Reject::CrossOrigin { .. } => "cross_origin",
+            Reject::InjectionDetected { .. } => "injection_detected",
             Reject::MisdirectedRequest => "misdirected_request",
         }
     }
@@ -167,6 +173,12 @@ impl Reject {
             Reject::IdempotentReplay(r) => format!("{self} (key #{:08x}, status {})", r.key, r.answer.status),
             Reject::CardData { field, masked, scheme } => format!("{self}: {scheme} {masked} in {field}"),
             Reject::CrossOrigin { reason } => format!("{self}: {reason}"),
+            Reject::InjectionDetected { field, kind, fingerprint } if fingerprint.is_empty() => {
+                format!("{self}: {kind} in {field}")
+            }
+            Reject::InjectionDetected { field, kind, fingerprint } => {
+                format!("{self}: {kind} (fingerprint {fingerprint}) in {field}")
+            }
             _ => self.to_string(),
         }
     }
@@ -317,6 +329,11 @@ mod tests {
             (Reject::CardData { field: "/pan".into(), masked: "x".into(), scheme: "visa" }, 422, "card_data"),
             (Reject::CrossOrigin { reason: "x" }, 403, "cross_origin"),
             (Reject::MisdirectedRequest, 421, "misdirected_request"),
+            (
+                Reject::InjectionDetected { field: "/q".into(), kind: "sqli", fingerprint: "s&sos".into() },
+                403,
+                "injection_detected",
+            ),
         ];
         for (r, status, code) in table {
             assert_eq!(r.status().as_u16(), *status, "{r:?}");
@@ -352,12 +369,13 @@ mod tests {
                 Reject::CardData { .. } => 23,
                 Reject::CrossOrigin { .. } => 24,
                 Reject::MisdirectedRequest => 25,
+                Reject::InjectionDetected { .. } => 26,
             }
         }
         let mut covered: Vec<usize> = table.iter().map(|(r, _, _)| index(r)).collect();
         covered.sort_unstable();
         covered.dedup();
-        assert_eq!(covered, (0..=25).collect::<Vec<_>>(), "every Reject has a row");
+        assert_eq!(covered, (0..=26).collect::<Vec<_>>(), "every Reject has a row");
     }
 
     fn replayed(status: u16) -> Replayed {

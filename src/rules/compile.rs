@@ -258,6 +258,7 @@ fn compile_route(
         None => defaults.card_data,
     };
     let origin = r.origin.as_ref().map(|o| super::origin::compile(cx, o.get_ref()));
+    let injection = r.injection.as_ref().map(|i| super::injection::compile(cx, i.get_ref()));
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
         name: Arc::from(name),
@@ -276,6 +277,7 @@ fn compile_route(
         idempotency,
         card_data,
         origin,
+        injection,
         fingerprint,
         methods,
         allow: None,

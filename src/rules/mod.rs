@@ -20,6 +20,7 @@ pub mod failure_limit;
 mod fnv;
 pub mod hosts;
 pub mod idempotency;
+pub mod injection;
 pub mod ipmatch;
 pub mod origin;
 pub mod raw;
@@ -279,6 +280,8 @@ pub struct Route {
     pub card_data: CardData,
     /// `[route.origin]`.
     pub origin: Option<Origin>,
+    /// `[route.injection]`.
+    pub injection: Option<injection::Injection>,
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,
@@ -318,6 +321,7 @@ impl Route {
         self.signature.is_some()
             || self.idempotency.is_some()
             || self.card_data.scans_requests()
+            || self.injection.as_ref().is_some_and(|i| i.action != injection::InjectionAction::Off)
             || self.validate.as_ref().is_some_and(Validate::needs_body)
             || self.failure_limits.iter().any(|f| f.key.needs_body())
     }

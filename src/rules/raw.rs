@@ -90,6 +90,8 @@ pub struct RawRoute {
     pub card_data: Option<Spanned<super::card_data::RawCardData>>,
     /// `[route.origin]`.
     pub origin: Option<Spanned<super::origin::RawOrigin>>,
+    /// `[route.injection]`.
+    pub injection: Option<Spanned<super::injection::RawInjection>>,
 }
 
 /// `[route.idempotency]`.
