@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -83,6 +83,32 @@ pin_project_lite::pin_project! {
         // What was read ahead of the rest, then the rest: a request past the body cap in
         // monitor mode, an answer too large to keep for replay.
         Resumed { head: Option<Bytes>, tail: Pin<Box<Body>> },
+        // An answer whose card numbers are masked as it streams (`card_data.response = "mask"`).
+        Masked { tail: Pin<Box<Body>>, state: Box<Masking> },
+    }
+}
+
+/// Called once a masked answer has ended: how many card numbers were masked, and the first.
+pub type MaskReport = Box<dyn FnOnce(usize, Option<crate::card::Hit>) + Send + Sync>;
+
+/// The state of [`Body::Masked`].
+pub struct Masking {
+    masker: crate::card::Masker,
+    done: bool,
+    trailers: Option<http::HeaderMap>,
+    report: Option<MaskReport>,
+}
+
+impl Masking {
+    /// The rest, masked; the report made.
+    fn end(&mut self) -> Option<Bytes> {
+        self.done = true;
+        let rest = self.masker.finish();
+        if let Some(report) = self.report.take() {
+            let (found, first) = self.masker.found();
+            report(found, first);
+        }
+        rest
     }
 }
 
@@ -105,7 +131,7 @@ impl Body {
         match self {
             Body::Empty => Some(&[]),
             Body::Full { data } => Some(data.as_deref().unwrap_or(&[])),
-            Body::Incoming { .. } | Body::Upstream { .. } | Body::Resumed { .. } => None,
+            Body::Incoming { .. } | Body::Upstream { .. } | Body::Resumed { .. } | Body::Masked { .. } => None,
         }
     }
 
@@ -132,6 +158,12 @@ impl Body {
     }
 
     /// A backend response body that returns `conn` to its pool when it has been read to the end.
+    /// `tail` with every card number masked as it streams; `report` is called at its end.
+    pub fn masked(tail: Body, report: MaskReport) -> Self {
+        let state = Masking { masker: crate::card::Masker::new(), done: false, trailers: None, report: Some(report) };
+        Body::Masked { tail: Box::pin(tail), state: Box::new(state) }
+    }
+
     pub fn upstream(inner: Incoming, mut conn: crate::pool::Pooled<Body>) -> Self {
         if http_body::Body::is_end_stream(&inner) {
             conn.done();
@@ -170,6 +202,25 @@ impl http_body::Body for Body {
                 Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
                 None => tail.as_mut().poll_frame(cx),
             },
+            BodyProj::Masked { tail, state } => loop {
+                if state.done {
+                    return Poll::Ready(state.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                }
+                let released = match ready!(tail.as_mut().poll_frame(cx)) {
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => state.masker.push(&data),
+                        Err(frame) => {
+                            state.trailers = frame.into_trailers().ok();
+                            state.end()
+                        }
+                    },
+                    None => state.end(),
+                };
+                if let Some(data) = released {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+            },
             BodyProj::Upstream { mut inner, conn } => {
                 let polled = inner.as_mut().poll_frame(cx);
                 let ended = match &polled {
@@ -196,6 +247,7 @@ impl http_body::Body for Body {
             Body::Incoming { inner, .. } => inner.is_end_stream(),
             Body::Upstream { inner, .. } => inner.is_end_stream(),
             Body::Resumed { head, tail } => head.is_none() && tail.is_end_stream(),
+            Body::Masked { state, .. } => state.done && state.trailers.is_none(),
         }
     }
 
@@ -205,6 +257,8 @@ impl http_body::Body for Body {
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming { inner, .. } | Body::Upstream { inner, .. } => inner.size_hint(),
             Body::Resumed { head, tail } => prefixed(head.as_ref(), tail.size_hint()),
+            // Masking keeps the length.
+            Body::Masked { tail, .. } => tail.size_hint(),
         }
     }
 }

@@ -9,6 +9,7 @@ use tower::ServiceBuilder;
 use crate::client_ip::TrustedProxies;
 use crate::context::ContextLayer;
 use crate::guard::body::BufferGuard;
+use crate::guard::card_answer::CardAnswerGuard;
 use crate::guard::card_data::CardDataGuard;
 use crate::guard::failure_limit::FailureLimitGuard;
 use crate::guard::head::HeadLimits;
@@ -139,7 +140,10 @@ pub fn build(
         .layer(GuardLayer::new(InjectionGuard, m.clone()))
         // Last: only a request every other guard let through may take an order's key, and the
         // answer it settles on is the backend's (or the proxy's own 502/504), nothing else.
-        .layer(GuardLayer::new(parts.idempotency, m))
+        .layer(GuardLayer::new(parts.idempotency, m.clone()))
+        // Innermost on the way back: card numbers in the backend's answer are masked (or the
+        // answer refused) before idempotency keeps it for replay, so none is ever stored.
+        .layer(GuardLayer::new(CardAnswerGuard::new(m.clone()), m))
         // Forward what every guard let through.
         .service(parts.proxy)
 }

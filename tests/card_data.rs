@@ -99,3 +99,94 @@ async fn a_card_number_never_reaches_the_backend_however_it_is_written() {
         "{metrics}"
     );
 }
+
+const ANSWERS: &str = r#"
+[defaults]
+card_data = { request = "allow", response = "mask" }
+
+[[route]]
+name = "orders"
+match = { path = "/orders/*" }
+[route.idempotency]
+key = "header:idempotency-key"
+
+[[route]]
+name = "strict"
+match = { path = "/strict/*" }
+[route.card_data]
+response = "block"
+
+[[route]]
+name = "raw"
+match = { path = "/raw/*" }
+[route.card_data]
+response = "allow"
+"#;
+
+#[tokio::test]
+async fn card_numbers_in_answers_are_masked_in_place_or_the_answer_is_withheld() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy_with_rules(backend.addr, "", &[("answers.toml", ANSWERS)]).await;
+    let leaking = r#"{"order":42,"card":"4111 1111 1111 1111","alt":5555555555554444,"ref":"20211203220014000512345"}"#;
+    let masked = r#"{"order":42,"card":"4111 11** **** 1111","alt":555555******4444,"ref":"20211203220014000512345"}"#;
+    for c in [h1_client(&proxy.cert), h2_client(&proxy.cert)] {
+        // mask: same length, same content-length, the digits gone; the backend was asked for an
+        // uncompressed answer.
+        let res = c
+            .post(proxy.url("/orders/echo"))
+            .header("accept-encoding", "gzip, br")
+            .header("idempotency-key", format!("k-{}", backend.count()))
+            .body(leaking)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-length"], leaking.len().to_string().as_str());
+        let asked = backend.last().headers.get("accept-encoding").cloned();
+        assert_eq!(asked, None, "accept-encoding reached the backend");
+        assert_eq!(res.text().await.unwrap(), masked);
+        // block: 502 card_data_leak instead of the answer; a clean answer passes.
+        let res = c.post(proxy.url("/strict/echo")).body(leaking).send().await.unwrap();
+        assert_eq!(res.status(), 502);
+        let body: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "card_data_leak");
+        let res = c.post(proxy.url("/strict/echo")).body("{\"amount\":1250}").send().await.unwrap();
+        assert_eq!((res.status().as_u16(), res.text().await.unwrap()), (200, "{\"amount\":1250}".into()));
+        // allow: untouched.
+        let res = c.post(proxy.url("/raw/echo")).body(leaking).send().await.unwrap();
+        assert_eq!(res.text().await.unwrap(), leaking);
+    }
+    // What idempotency keeps is the masked answer: the replay is masked too.
+    let c = h2_client(&proxy.cert);
+    let first = c.post(proxy.url("/orders/echo")).header("idempotency-key", "same").body(leaking).send().await.unwrap();
+    assert_eq!(first.text().await.unwrap(), masked);
+    let again = c.post(proxy.url("/orders/echo")).header("idempotency-key", "same").body(leaking).send().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), masked);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("payguard_decisions_total{route=\"orders\",guard=\"card_data\",decision=\"mask\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payguard_decisions_total{route=\"strict\",guard=\"card_data\",decision=\"block\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_card_number_split_across_chunks_of_a_streamed_answer_is_masked() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy_with_rules(backend.addr, "", &[("answers.toml", ANSWERS)]).await;
+    // A 140 KB answer reaches payguard in several reads; wherever they split the number, it is
+    // masked (every split point: src/card/stream.rs).
+    let mut body = "x".repeat(70_000);
+    body.push_str("4111111111111111");
+    body.push_str(&"y".repeat(70_000));
+    let c = h1_client(&proxy.cert);
+    let res =
+        c.post(proxy.url("/orders/echo")).header("idempotency-key", "big").body(body.clone()).send().await.unwrap();
+    let text = res.text().await.unwrap();
+    assert_eq!(text.len(), body.len());
+    assert!(text.contains("411111******1111") && !text.contains("4111111111111111"));
+}

@@ -4,6 +4,8 @@
 
 pub mod iin;
 pub mod scan;
+pub mod stream;
 
 pub use iin::Scheme;
 pub use scan::{find_all, first, mask, Hit, Scanner};
+pub use stream::Masker;

@@ -4,6 +4,7 @@
 //! table is pinned by a unit test because providers, shops and dashboards depend on it.
 
 pub mod body;
+pub mod card_answer;
 pub mod card_data;
 pub mod failure_limit;
 pub mod head;
@@ -93,6 +94,10 @@ pub enum Reject {
     /// `[route.injection]`: a SQL injection or XSS pattern in a value (`kind`: sqli, xss).
     #[error("a request value looks like an injection attack")]
     InjectionDetected { field: String, kind: &'static str, fingerprint: String },
+    /// `card_data.response = "block"`: the backend's answer carried a card number (or could
+    /// not be scanned). `detail`: the masked number or why.
+    #[error("the shop backend's answer was withheld")]
+    CardDataLeak { detail: String },
     /// `defaults.hosts`: the request is for a name this shop does not answer to.
     #[error("this server does not answer for the requested host")]
     MisdirectedRequest,
@@ -126,6 +131,7 @@ impl Reject {
             Reject::CardData { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Reject::CrossOrigin { .. } | Reject::InjectionDetected { .. } => StatusCode::FORBIDDEN,
             Reject::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            Reject::CardDataLeak { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -158,6 +164,7 @@ impl Reject {
             Reject::CrossOrigin { .. } => "cross_origin",
             Reject::InjectionDetected { .. } => "injection_detected",
             Reject::MisdirectedRequest => "misdirected_request",
+            Reject::CardDataLeak { .. } => "card_data_leak",
         }
     }
 
@@ -173,6 +180,7 @@ impl Reject {
             Reject::IdempotentReplay(r) => format!("{self} (key #{:08x}, status {})", r.key, r.answer.status),
             Reject::CardData { field, masked, scheme } => format!("{self}: {scheme} {masked} in {field}"),
             Reject::CrossOrigin { reason } => format!("{self}: {reason}"),
+            Reject::CardDataLeak { detail } => format!("{self}: {detail}"),
             Reject::InjectionDetected { field, kind, fingerprint } if fingerprint.is_empty() => {
                 format!("{self}: {kind} in {field}")
             }
@@ -329,6 +337,7 @@ mod tests {
             (Reject::CardData { field: "/pan".into(), masked: "x".into(), scheme: "visa" }, 422, "card_data"),
             (Reject::CrossOrigin { reason: "x" }, 403, "cross_origin"),
             (Reject::MisdirectedRequest, 421, "misdirected_request"),
+            (Reject::CardDataLeak { detail: "x".into() }, 502, "card_data_leak"),
             (
                 Reject::InjectionDetected { field: "/q".into(), kind: "sqli", fingerprint: "s&sos".into() },
                 403,
@@ -370,12 +379,13 @@ mod tests {
                 Reject::CrossOrigin { .. } => 24,
                 Reject::MisdirectedRequest => 25,
                 Reject::InjectionDetected { .. } => 26,
+                Reject::CardDataLeak { .. } => 27,
             }
         }
         let mut covered: Vec<usize> = table.iter().map(|(r, _, _)| index(r)).collect();
         covered.sort_unstable();
         covered.dedup();
-        assert_eq!(covered, (0..=26).collect::<Vec<_>>(), "every Reject has a row");
+        assert_eq!(covered, (0..=27).collect::<Vec<_>>(), "every Reject has a row");
     }
 
     fn replayed(status: u16) -> Replayed {

@@ -1,0 +1,209 @@
+//! `card_data.response`: a card number in the backend's answer. `mask` rewrites it as it streams
+//! (first six and last four digits kept, the length and `content-length` unchanged); `block`
+//! reads the answer (up to [`MAX_BLOCK_SCAN`]) and answers 502 `card_data_leak` instead.
+//!
+//! The innermost layer, so what idempotency keeps for replay is the masked answer: a card
+//! number is never stored. A route that scans answers asks the backend for an uncompressed one
+//! (`accept-encoding` removed). An answer that comes compressed anyway is not decoded yet:
+//! `block` refuses it (it cannot be shown clean), `mask` passes it with an audit line.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Response};
+use http_body_util::BodyExt as _;
+
+use super::layer::{Guard, Responded, Verdict};
+use super::Reject;
+use crate::body::Body;
+use crate::card::{self, Hit};
+use crate::exchange::Exchange;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::rescue::{broken_answer, rescue, Refusal, Stage};
+use crate::rules::{Mode, OnResponse};
+
+/// The largest answer `block` reads whole before deciding; a larger one is masked as it
+/// streams instead (and the audit line says so): it is never passed unscanned.
+pub const MAX_BLOCK_SCAN: usize = 1 << 20;
+
+const NAME: &str = "card_data";
+
+#[derive(Clone)]
+pub struct CardAnswerGuard {
+    metrics: Arc<Metrics>,
+}
+
+impl CardAnswerGuard {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        CardAnswerGuard { metrics }
+    }
+}
+
+/// What the response phase needs.
+pub struct Watch {
+    action: OnResponse,
+    route: Arc<str>,
+    request_id: HeaderValue,
+    client_ip: IpAddr,
+}
+
+impl Guard for CardAnswerGuard {
+    const NAME: &'static str = "card_answer";
+    type Future = std::future::Pending<(Exchange, Result<(), Reject>)>;
+
+    fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
+        if ex.route.as_ref().is_some_and(|r| r.card_data.response != OnResponse::Allow) {
+            ex.req.headers_mut().remove(header::ACCEPT_ENCODING);
+        }
+        Verdict::Now(ex, Ok(()))
+    }
+
+    const RESPONDS: bool = true;
+    type Hold = Box<Watch>;
+
+    fn hold(&self, ex: &mut Exchange) -> Option<Box<Watch>> {
+        let route = ex.route.as_ref().filter(|r| r.card_data.response != OnResponse::Allow)?;
+        Some(Box::new(Watch {
+            action: route.card_data.response,
+            route: route.name.clone(),
+            request_id: ex.request_id.clone(),
+            client_ip: ex.client.ip,
+        }))
+    }
+
+    type Respond = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+    fn respond(&self, watch: Box<Watch>, res: Response<Body>) -> Responded<Self::Respond> {
+        let metrics = self.metrics.clone();
+        let encoded = res
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return Responded::Now(match watch.action {
+                OnResponse::Block => leak(&watch, res, "the answer is compressed and cannot be scanned", &metrics),
+                _ => {
+                    audit_mask(&watch, "not scanned: the answer is compressed (content-encoding)");
+                    res
+                }
+            });
+        }
+        let (parts, body) = res.into_parts();
+        match watch.action {
+            OnResponse::Block => Responded::Later(Box::pin(async move {
+                match read(body).await {
+                    Read::Whole(bytes) => match card::first(&bytes) {
+                        Some(hit) => {
+                            let why = format!("{} {} in the answer", hit.scheme.name(), hit.masked());
+                            leak(&watch, Response::from_parts(parts, Body::empty()), &why, &metrics)
+                        }
+                        None => Response::from_parts(parts, Body::full(bytes)),
+                    },
+                    Read::TooLarge(head, rest) => {
+                        let report = reporter(&watch, &metrics, "answer larger than the block limit, masked instead");
+                        Response::from_parts(parts, Body::masked(Body::resumed(head, rest), report))
+                    }
+                    Read::Broken => broken_answer(&watch.route, &watch.request_id, watch.client_ip, &metrics),
+                }
+            })),
+            _ => {
+                let report = reporter(&watch, &metrics, "masked");
+                Responded::Now(Response::from_parts(parts, Body::masked(body, report)))
+            }
+        }
+    }
+}
+
+enum Read {
+    Whole(Bytes),
+    TooLarge(Bytes, Body),
+    Broken,
+}
+
+async fn read(mut body: Body) -> Read {
+    let mut buf = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Read::Whole(buf.freeze()),
+            Some(Err(_)) => return Read::Broken,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > MAX_BLOCK_SCAN {
+                        return Read::TooLarge(buf.freeze(), body);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 502 that replaces a leaking answer. It keeps the answer's extensions (it is the
+/// backend's answer, refused), so idempotency stores it rather than releasing the key: the
+/// backend may have acted.
+fn leak(watch: &Watch, res: Response<Body>, why: &str, metrics: &Metrics) -> Response<Body> {
+    let reject = Reject::CardDataLeak { detail: why.to_owned() };
+    let refusal = Refusal {
+        stage: Stage::Proxy,
+        guard: NAME,
+        reject: &reject,
+        request_id: watch.request_id.to_str().unwrap_or("-"),
+        client_ip: watch.client_ip,
+        route: Some(&watch.route),
+        mode: Mode::Enforce,
+        version: http::Version::HTTP_11,
+        passed: None,
+        elapsed: None,
+    };
+    let mut out = rescue(&refusal, metrics).unwrap_or_else(|| reject.to_response(None, "-"));
+    if let Some(t) = res.extensions().get::<crate::context::GuardTime>() {
+        out.extensions_mut().insert(*t);
+    }
+    out
+}
+
+fn reporter(watch: &Watch, metrics: &Arc<Metrics>, how: &'static str) -> crate::body::MaskReport {
+    let (route, request_id, client_ip, metrics) =
+        (watch.route.clone(), watch.request_id.clone(), watch.client_ip, metrics.clone());
+    Box::new(move |found: usize, first: Option<Hit>| {
+        let Some(first) = first else { return };
+        metrics.decision(&RouteLabel(route.clone()), NAME, "mask");
+        let detail = format!(
+            "{how}: {found} card number(s) in the answer, the first {} {}",
+            first.scheme.name(),
+            first.masked()
+        );
+        crate::telemetry::audit(&crate::telemetry::Decision {
+            request_id: request_id.to_str().unwrap_or("-"),
+            route: Some(&route),
+            client_ip,
+            guard: NAME,
+            decision: "mask",
+            reason: "card_data_leak",
+            detail: &detail,
+            key_id: None,
+            skew_secs: None,
+            passed: None,
+            elapsed: None,
+        });
+    })
+}
+
+fn audit_mask(watch: &Watch, detail: &str) {
+    crate::telemetry::audit(&crate::telemetry::Decision {
+        request_id: watch.request_id.to_str().unwrap_or("-"),
+        route: Some(&watch.route),
+        client_ip: watch.client_ip,
+        guard: NAME,
+        decision: "allow",
+        reason: "card_data_leak",
+        detail,
+        key_id: None,
+        skew_secs: None,
+        passed: None,
+        elapsed: None,
+    });
+}
