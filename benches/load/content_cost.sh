@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# What the content guards of issue #15 cost: payguard's CPU time per request on a JSON POST route
+# with all four on (defaults.hosts, card_data request = "reject" / response = "mask",
+# [route.origin], [route.injection] on every value) against the same route without them, in one
+# payguard process, alternated REPS times. Both routes validate the JSON body (content type and
+# two fields), as a checkout route does; `defaults.hosts` is on for both (it is a defaults-level
+# setting; its cost is one hash lookup per request).
+#
+#   SECS=5 REPS=5 CONNS=16 benches/load/content_cost.sh target/release/payguard
+#
+# Needs nginx (the backend), wrk, openssl, curl. Loopback only. payguard runs on one tokio
+# thread pinned to PROXY_CPU (1); wrk and nginx on CLIENT_CPU (0).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+log() { echo "[content] $*" >&2; }
+die() { log "$*"; exit 1; }
+bin=$(realpath "${1:?usage: $0 PAYGUARD_BINARY}")
+SECS=${SECS:-5} REPS=${REPS:-5} CONNS=${CONNS:-16}
+PROXY_CPU=${PROXY_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
+CLK_TCK=$(getconf CLK_TCK)
+for tool in nginx wrk openssl curl; do command -v "$tool" >/dev/null || die "missing $tool (apt-get install nginx wrk openssl curl)"; done
+D=$(mktemp -d /tmp/payguard-content.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [[ -f $D/nginx.pid ]] && kill "$(cat "$D/nginx.pid")" 2>/dev/null || true
+    rm -rf "$D"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ticks() { local rest; rest=$(cut -d')' -f2- "/proc/$1/stat"); awk '{ print $12 + $13 }' <<<"$rest"; }
+
+BACKEND=$(port)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/server.key" -out "$D/server.crt" -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+cat >"$D/nginx.conf" <<NG
+worker_processes 1; daemon on; pid $D/nginx.pid; error_log $D/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NG
+taskset -c "$CLIENT_CPU" nginx -c "$D/nginx.conf"
+mkdir -p "$D/rules"
+cat >"$D/rules/00-bench.toml" <<'R'
+[defaults]
+hosts = ["localhost", "127.0.0.1"]
+
+[[route]]
+name = "checkout"
+match = { path = "/checkout", methods = ["POST"] }
+[route.validate]
+content_type = ["application/json"]
+fields = [
+  { at = "/amount", type = "integer", min = 1 },
+  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
+]
+
+[[route]]
+name = "guarded"
+match = { path = "/guarded", methods = ["POST"] }
+[route.validate]
+content_type = ["application/json"]
+fields = [
+  { at = "/amount", type = "integer", min = 1 },
+  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
+]
+[route.card_data]
+request = "reject"
+response = "mask"
+[route.origin]
+allow = ["https://pay.example.net"]
+[route.injection]
+R
+
+# start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
+start() {
+    local name=$1 state=${2:-} p
+    p=$(port)
+    cat >"$D/$name.toml" <<C
+[server]
+listen = "127.0.0.1:$p"
+tls_cert = "$D/server.crt"
+tls_key = "$D/server.key"
+admin_listen = "off"
+[upstream]
+url = "http://127.0.0.1:$BACKEND"
+[rules]
+dir = "$D/rules"
+watch = false
+[log]
+level = "warn"
+$state
+C
+    taskset -c "$PROXY_CPU" "$bin" run --config "$D/$name.toml" --threads 1 >"$D/$name.log" 2>&1 &
+    echo "$! $p"
+}
+
+# A storefront's order: a name with an apostrophe, an address, a note, amounts; a browser's
+# same-origin header.
+cat >"$D/body.lua" <<'L'
+local path = "/"
+function init(args) path = args[1] end
+wrk.method = "POST"
+wrk.body = '{"amount":1250,"currency":"EUR","order":"A-1029-55","customer":{"name":"Ana O\'Brien","email":"ana@example.com"},"shipping":{"line1":"Flat 3 #12, 221B Baker St.","city":"London","zip":"NW1 6XE"},"note":"leave at the door","items":[{"sku":"TS-42","qty":2,"price":625}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Sec-Fetch-Site"] = "same-origin"
+function request() return wrk.format(nil, path) end
+L
+
+read -r pg_pid pg_port < <(start memory "")
+pids+=("$pg_pid")
+ready() { for _ in $(seq 1 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/checkout" -d x && return 0; sleep 0.1; done; return 1; }
+ready "$pg_port" || die "payguard did not start: $(cat "$D/memory.log")"
+contestants=("checkout $pg_pid $pg_port" "guarded $pg_pid $pg_port")
+WARM=${WARM:-5}
+for c in "${contestants[@]}"; do
+    read -r name pid p <<<"$c"
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" -s "$D/body.lua" "https://127.0.0.1:$p" -- "/$name" >/dev/null
+done
+
+out="$D/runs.csv"
+: >"$out"
+for rep in $(seq 1 "$REPS"); do
+    for c in "${contestants[@]}"; do
+        read -r name pid p <<<"$c"
+        route=$name
+        t0=$(ticks "$pid")
+        res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$D/body.lua" "https://127.0.0.1:$p" -- "/$route")
+        t1=$(ticks "$pid")
+        reqs=$(awk '/requests in/ { print $1 }' <<<"$res")
+        bad=$(awk '/Non-2xx/ { print $NF }' <<<"$res")
+        [[ -z $bad ]] || die "$name: $bad answers were not 2xx: $res"
+        rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$res")
+        us=$(awk -v t=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+        echo "$name,$rep,$us,$rps" >>"$out"
+        log "rep $rep $name: $us µs CPU/request, $rps req/s"
+    done
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { awk -F, -v n="$1" -v c="$2" '$1 == n { print $c }' "$out"; }
+echo "| route | payguard CPU µs/request, median (min–max) | req/s, median |"
+echo "|---|---|---|"
+for c in "${contestants[@]}"; do
+    read -r name _ <<<"$c"
+    m=$(col "$name" 3 | median); lo=$(col "$name" 3 | sort -n | head -1); hi=$(col "$name" 3 | sort -n | tail -1)
+    echo "| $name | $m ($lo–$hi) | $(col "$name" 4 | median) |"
+done
+awk -v x="$(col guarded 3 | median)" -v y="$(col checkout 3 | median)" 'BEGIN { printf "guarded / checkout: %.3f\n", x / y }'
