@@ -347,16 +347,7 @@ fn path_pattern(cx: &mut Ctx<'_>, p: &Spanned<String>) -> Option<PathPattern> {
 fn host(cx: &mut Ctx<'_>, h: &Spanned<String>) -> Option<String> {
     let raw = h.get_ref().as_str();
     let norm = super::router::normalize_host(raw).into_owned();
-    let valid = if let Some(inner) = norm.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        !norm.is_empty()
-            && norm.len() <= 253
-            && norm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-            && !norm.starts_with('.')
-            && !norm.contains("..")
-    };
-    if valid {
+    if super::router::valid_host(&norm) {
         Some(norm)
     } else {
         cx.err(&h.span(), format!("invalid host \"{raw}\""));

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::diag::Ctx;
 use super::raw::SpannedList;
-use super::router::normalize_host;
+use super::router::{normalize_host, valid_host};
 
 /// Exact names and `*.` suffixes, lowercase.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,16 +39,10 @@ pub(super) fn compile(cx: &mut Ctx<'_>, list: &SpannedList) -> Hosts {
             None => (false, raw),
         };
         let norm = normalize_host(name);
-        let valid = if let Some(inner) = norm.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-            !wild && inner.parse::<std::net::Ipv6Addr>().is_ok()
-        } else {
-            !norm.is_empty()
-                && norm.len() <= 253
-                && norm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-                && !norm.starts_with('.')
-                && !norm.contains("..")
-                && norm.as_ref() == name.to_ascii_lowercase().trim_end_matches('.')
-        };
+        // No port, and a wildcard only over a name.
+        let valid = valid_host(&norm)
+            && norm.as_ref() == name.to_ascii_lowercase().trim_end_matches('.')
+            && !(wild && norm.starts_with('['));
         if !valid {
             cx.err(
                 &item.span(),
