@@ -23,6 +23,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("form_and_json_validation", common::form_and_json_validation::run),
     ("service", common::service::run),
     ("service_h2", common::service::run_h2),
+    ("card_scan", common::card_scan::run),
+    ("origin", common::origin::run),
 ];
 
 fn seeds(target: &str) -> Vec<PathBuf> {
@@ -139,4 +141,14 @@ fn service_response_checks_catch_bad_answers() {
         let caught = catch_unwind(|| common::service::check_h1(input, out)).is_err();
         assert!(caught, "accepted: {:?}", String::from_utf8_lossy(out));
     }
+}
+
+#[test]
+fn card_scan_corpus() {
+    replay("card_scan", common::card_scan::run);
+}
+
+#[test]
+fn origin_corpus() {
+    replay("origin", common::origin::run);
 }

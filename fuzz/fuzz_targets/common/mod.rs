@@ -15,9 +15,11 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 // One harness per fuzz target: `run(data)` is what the target calls on every input, and what
 // `tests/fuzz_corpus.rs` calls on every committed seed.
+pub mod card_scan;
 pub mod client_ip;
 pub mod config_parser;
 pub mod form_and_json_validation;
+pub mod origin;
 pub mod path_normalize;
 pub mod rules_parser;
 pub mod service;

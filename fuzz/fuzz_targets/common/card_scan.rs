@@ -1,0 +1,37 @@
+//! `payguard::card`: the scanner never panics; what it finds is the same however the input is
+//! split into chunks (the first byte picks the split size); every hit is 13–19 digits inside
+//! the input; masking as a stream gives exactly the whole input masked in place, of the same
+//! length, and scanning that finds no card number any more.
+use payguard::card::{find_all, mask, Masker, Scanner};
+
+pub fn run(data: &[u8]) {
+    let Some((&knob, input)) = data.split_first() else { return };
+    let whole = find_all(input);
+    for h in &whole {
+        assert!((13..=19).contains(&h.len), "hit of {} digits", h.len);
+        assert!(h.start < h.end && h.end <= input.len() as u64, "hit outside the input: {h:?}");
+    }
+    let size = usize::from(knob % 64) + 1;
+    let mut chunked = Vec::new();
+    let mut s = Scanner::new();
+    for c in input.chunks(size) {
+        s.feed(c, |h| chunked.push(h));
+    }
+    s.finish(|h| chunked.push(h));
+    assert_eq!(chunked, whole, "chunks of {size} found something else");
+
+    let mut in_place = input.to_vec();
+    for h in &whole {
+        let (Ok(a), Ok(b)) = (usize::try_from(h.start), usize::try_from(h.end)) else { return };
+        mask(&mut in_place[a..b], h.len);
+    }
+    let mut m = Masker::new();
+    let mut streamed = Vec::new();
+    for c in input.chunks(size) {
+        streamed.extend(m.push(c).unwrap_or_default());
+    }
+    streamed.extend(m.finish().unwrap_or_default());
+    assert_eq!(streamed, in_place, "streamed masking differs from masking in place");
+    assert_eq!(m.found().0, whole.len());
+    assert!(find_all(&streamed).is_empty(), "a card number survived masking");
+}
