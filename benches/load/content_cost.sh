@@ -14,32 +14,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 log() { echo "[content] $*" >&2; }
 die() { log "$*"; exit 1; }
-bin=$(realpath "${1:?usage: $0 PAYGUARD_BINARY}")
-SECS=${SECS:-5} REPS=${REPS:-5} CONNS=${CONNS:-16}
-PROXY_CPU=${PROXY_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
-CLK_TCK=$(getconf CLK_TCK)
-for tool in nginx wrk openssl curl; do command -v "$tool" >/dev/null || die "missing $tool (apt-get install nginx wrk openssl curl)"; done
-D=$(mktemp -d /tmp/payguard-content.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [[ -f $D/nginx.pid ]] && kill "$(cat "$D/nginx.pid")" 2>/dev/null || true
-    rm -rf "$D"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { local rest; rest=$(cut -d')' -f2- "/proc/$1/stat"); awk '{ print $12 + $13 }' <<<"$rest"; }
-
-BACKEND=$(port)
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/server.key" -out "$D/server.crt" -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
-cat >"$D/nginx.conf" <<NG
-worker_processes 1; daemon on; pid $D/nginx.pid; error_log $D/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"ok":true}'; } } }
-NG
-taskset -c "$CLIENT_CPU" nginx -c "$D/nginx.conf"
-mkdir -p "$D/rules"
+COST_NAME=content
+# shellcheck source=benches/load/cost_lib.sh
+source "$ROOT/benches/load/cost_lib.sh"
 cat >"$D/rules/00-bench.toml" <<'R'
 [defaults]
 hosts = ["localhost", "127.0.0.1"]
@@ -71,28 +48,6 @@ allow = ["https://pay.example.net"]
 [route.injection]
 R
 
-# start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
-start() {
-    local name=$1 state=${2:-} p
-    p=$(port)
-    cat >"$D/$name.toml" <<C
-[server]
-listen = "127.0.0.1:$p"
-tls_cert = "$D/server.crt"
-tls_key = "$D/server.key"
-admin_listen = "off"
-[upstream]
-url = "http://127.0.0.1:$BACKEND"
-[rules]
-dir = "$D/rules"
-watch = false
-[log]
-level = "warn"
-$state
-C
-    taskset -c "$PROXY_CPU" "$bin" run --config "$D/$name.toml" --threads 1 >"$D/$name.log" 2>&1 &
-    echo "$! $p"
-}
 
 # A storefront's order: a name with an apostrophe, an address, a note, amounts; a browser's
 # same-origin header.
@@ -136,8 +91,6 @@ for rep in $(seq 1 "$REPS"); do
     done
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-col() { awk -F, -v n="$1" -v c="$2" '$1 == n { print $c }' "$out"; }
 echo "| route | payguard CPU µs/request, median (min–max) | req/s, median |"
 echo "|---|---|---|"
 for c in "${contestants[@]}"; do

@@ -22,8 +22,8 @@ use crate::body::Body;
 use crate::card::{self, Hit};
 use crate::exchange::Exchange;
 use crate::metrics::{Metrics, RouteLabel};
-use crate::rescue::{broken_answer, rescue, Refusal, Stage};
-use crate::rules::{Mode, OnResponse};
+use crate::rescue::{broken_answer, rescue, Refusal};
+use crate::rules::OnResponse;
 
 /// The largest answer `block` reads whole before deciding; a larger one is masked as it
 /// streams instead (and the audit line says so): it is never passed unscanned.
@@ -86,7 +86,8 @@ impl Guard for CardAnswerGuard {
             return Responded::Now(match watch.action {
                 OnResponse::Block => leak(&watch, res, "the answer is compressed and cannot be scanned", &metrics),
                 _ => {
-                    audit_mask(&watch, "not scanned: the answer is compressed (content-encoding)");
+                    let why = "not scanned: the answer is compressed (content-encoding)";
+                    audit(&watch.route, &watch.request_id, watch.client_ip, "allow", why);
                     res
                 }
             });
@@ -147,16 +148,8 @@ async fn read(mut body: Body) -> Read {
 fn leak(watch: &Watch, res: Response<Body>, why: &str, metrics: &Metrics) -> Response<Body> {
     let reject = Reject::CardDataLeak { detail: why.to_owned() };
     let refusal = Refusal {
-        stage: Stage::Proxy,
         guard: NAME,
-        reject: &reject,
-        request_id: watch.request_id.to_str().unwrap_or("-"),
-        client_ip: watch.client_ip,
-        route: Some(&watch.route),
-        mode: Mode::Enforce,
-        version: http::Version::HTTP_11,
-        passed: None,
-        elapsed: None,
+        ..Refusal::of_proxy(&reject, &watch.request_id, watch.client_ip, Some(&watch.route), http::Version::HTTP_11)
     };
     let mut out = rescue(&refusal, metrics).unwrap_or_else(|| reject.to_response(None, "-"));
     if let Some(t) = res.extensions().get::<crate::context::GuardTime>() {
@@ -176,29 +169,18 @@ fn reporter(watch: &Watch, metrics: &Arc<Metrics>, how: &'static str) -> crate::
             first.scheme.name(),
             first.masked()
         );
-        crate::telemetry::audit(&crate::telemetry::Decision {
-            request_id: request_id.to_str().unwrap_or("-"),
-            route: Some(&route),
-            client_ip,
-            guard: NAME,
-            decision: "mask",
-            reason: "card_data_leak",
-            detail: &detail,
-            key_id: None,
-            skew_secs: None,
-            passed: None,
-            elapsed: None,
-        });
+        audit(&route, &request_id, client_ip, "mask", &detail);
     })
 }
 
-fn audit_mask(watch: &Watch, detail: &str) {
+/// The audit line of an answer that was let through: masked, or not scanned.
+fn audit(route: &str, request_id: &HeaderValue, client_ip: IpAddr, decision: &'static str, detail: &str) {
     crate::telemetry::audit(&crate::telemetry::Decision {
-        request_id: watch.request_id.to_str().unwrap_or("-"),
-        route: Some(&watch.route),
-        client_ip: watch.client_ip,
+        request_id: request_id.to_str().unwrap_or("-"),
+        route: Some(route),
+        client_ip,
         guard: NAME,
-        decision: "allow",
+        decision,
         reason: "card_data_leak",
         detail,
         key_id: None,

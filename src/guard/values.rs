@@ -47,10 +47,11 @@ pub enum Kind {
 impl Kind {
     pub fn of(content_type: Option<&[u8]>) -> Kind {
         let Some(ct) = content_type else { return Kind::Other };
-        let essence = ct.split(|&b| b == b';').next().unwrap_or_default().trim_ascii().to_ascii_lowercase();
-        if essence == b"application/json" || essence.ends_with(b"+json") {
+        let essence = ct.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        let ends_json = essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
+        if essence.eq_ignore_ascii_case(b"application/json") || ends_json {
             Kind::Json
-        } else if essence == b"application/x-www-form-urlencoded" {
+        } else if essence.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
             Kind::Form
         } else {
             Kind::Other

@@ -1,0 +1,57 @@
+# Shared by the per-request cost scripts (benches/load/idempotency_cost.sh, content_cost.sh):
+# sourced after they define log() and die(). Takes the payguard binary as $1; sets up $D (a
+# temporary directory removed on exit), an nginx backend on $BACKEND pinned to CLIENT_CPU, a
+# certificate, and the helpers below. Fills $D/rules with the script's own rules before start().
+bin=$(realpath "${1:?usage: $0 PAYGUARD_BINARY}")
+SECS=${SECS:-5} REPS=${REPS:-5} CONNS=${CONNS:-16}
+PROXY_CPU=${PROXY_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
+CLK_TCK=$(getconf CLK_TCK)
+for tool in nginx wrk openssl curl; do command -v "$tool" >/dev/null || die "missing $tool (apt-get install nginx wrk openssl curl)"; done
+D=$(mktemp -d "/tmp/payguard-${COST_NAME:-cost}.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [[ -f $D/nginx.pid ]] && kill "$(cat "$D/nginx.pid")" 2>/dev/null || true
+    rm -rf "$D"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ticks() { local rest; rest=$(cut -d')' -f2- "/proc/$1/stat"); awk '{ print $12 + $13 }' <<<"$rest"; }
+
+BACKEND=$(port)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/server.key" -out "$D/server.crt" -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+cat >"$D/nginx.conf" <<NG
+worker_processes 1; daemon on; pid $D/nginx.pid; error_log $D/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NG
+taskset -c "$CLIENT_CPU" nginx -c "$D/nginx.conf"
+mkdir -p "$D/rules"
+
+# start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
+start() {
+    local name=$1 state=${2:-} p
+    p=$(port)
+    cat >"$D/$name.toml" <<C
+[server]
+listen = "127.0.0.1:$p"
+tls_cert = "$D/server.crt"
+tls_key = "$D/server.key"
+admin_listen = "off"
+[upstream]
+url = "http://127.0.0.1:$BACKEND"
+[rules]
+dir = "$D/rules"
+watch = false
+[log]
+level = "warn"
+$state
+C
+    taskset -c "$PROXY_CPU" "$bin" run --config "$D/$name.toml" --threads 1 >"$D/$name.log" 2>&1 &
+    echo "$! $p"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# col NAME COLUMN: the column of NAME's rows in $out (name,rep,µs,req/s,...).
+col() { awk -F, -v n="$1" -v c="$2" '$1 == n { print $c }' "$out"; }
