@@ -106,10 +106,9 @@ async fn shipped_rules_guard_the_example_shop() {
             .unwrap();
         assert_eq!(res.status(), 400, "{body}");
     }
-    let card = |number: &str, extra: &str| {
-        format!(r#"{{"order_id":"{order_id}","card":{{"number":"{number}","exp":"12/30","cvc":"123"}}{extra}}}"#)
-    };
-    for bad in [card("4111x", ""), card("4111111111111111", r#","admin":true"#)] {
+    let checkout =
+        |token: &str, extra: &str| format!(r#"{{"order_id":"{order_id}","payment_token":"{token}"{extra}}}"#);
+    for bad in [checkout("tok visa", ""), checkout("tok_visa", r#","admin":true"#)] {
         let res = c
             .post(proxy.url("/api/checkout"))
             .header("content-type", "application/json")
@@ -119,11 +118,21 @@ async fn shipped_rules_guard_the_example_shop() {
             .unwrap();
         assert_eq!(res.status(), 400);
     }
+    // The shop takes tokens: a card number in a request is a broken integration or an attack.
+    let res = c
+        .post(proxy.url("/api/orders?card=4111-1111-1111-1111"))
+        .header("content-type", "application/json")
+        .body(r#"{"product_id":"prod_mug","quantity":1,"email":"a@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(json(res).await["error"], "card_data");
     assert_eq!(count().await, before, "rejected requests reached the shop");
 
     // A double-submitted payment: both submissions at once, one charge. The shop sees one; the
     // other is answered 409 while the first runs, or with the first answer (marked as a replay).
-    let pay = card("4111111111111111", "");
+    let pay = checkout("tok_visa", "");
     let submit =
         || c.post(proxy.url("/api/checkout")).header("content-type", "application/json").body(pay.clone()).send();
     let (a, b) = tokio::join!(submit(), submit());
@@ -139,14 +148,53 @@ async fn shipped_rules_guard_the_example_shop() {
     let again = submit().await.unwrap();
     assert_eq!((again.status().as_u16(), again.headers()["idempotent-replayed"].to_str().unwrap()), (200, "true"));
     assert_eq!(json(again).await, answers[0].2, "the replay is the first answer");
-    assert_eq!(shop_json(&shop, &format!("/api/orders/{order_id}")).await["charges"], 1, "charged once");
+    let in_shop = shop_json(&shop, &format!("/api/orders/{order_id}")).await;
+    assert_eq!(in_shop["charges"], 1, "charged once");
+    // The shop's order page leaks the full card number; through payguard it arrives masked,
+    // first six and last four, over HTTP/2 and HTTP/1.1.
+    assert_eq!(in_shop["payment"]["card_number"], "4242424242424242");
+    for client in [&c, &h1_client(&proxy.cert)] {
+        let page = client.get(proxy.url(&format!("/api/orders/{order_id}"))).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page = json(page).await;
+        assert_eq!(page["payment"]["card_number"], "424242******4242", "{page}");
+        assert_eq!(page["order_id"], in_shop["order_id"]);
+    }
+    // Injection patterns on the storefront are recorded, not refused (shipped as "monitor").
+    let res = c
+        .post(proxy.url("/api/orders?ref=1%27%20OR%20%271%27%3D%271"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", "203.0.113.30")
+        .body(r#"{"product_id":"prod_mug","quantity":1,"email":"a@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"payguard_decisions_total{route="orders-create",guard="injection",decision="would_block"} 1"#),
+        "{metrics}"
+    );
+    // A cross-site page may not post an order.
+    let res = c
+        .post(proxy.url("/api/orders"))
+        .header("content-type", "application/json")
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "https://evil.example")
+        .body(r#"{"product_id":"prod_mug","quantity":1,"email":"a@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "cross_origin");
     // The same order with another card is another request for the same key: refused, from
     // any address (the key is the shop's order id, shared by the route).
     let res = c
         .post(proxy.url("/api/checkout"))
         .header("content-type", "application/json")
         .header("x-forwarded-for", "203.0.113.9")
-        .body(card("5555555555554444", ""))
+        .body(checkout("tok_mastercard", ""))
         .send()
         .await
         .unwrap();
@@ -169,8 +217,8 @@ async fn shipped_rules_guard_the_example_shop() {
             .unwrap();
         json(res).await["order_id"].as_str().unwrap().to_owned()
     };
-    let attempt = |order: String, number: &str| {
-        let body = format!(r#"{{"order_id":"{order}","card":{{"number":"{number}","exp":"12/30","cvc":"123"}}}}"#);
+    let attempt = |order: String, token: &str| {
+        let body = format!(r#"{{"order_id":"{order}","payment_token":"{token}"}}"#);
         c.post(proxy.url("/api/checkout"))
             .header("content-type", "application/json")
             .header("x-forwarded-for", tester)
@@ -178,13 +226,13 @@ async fn shipped_rules_guard_the_example_shop() {
             .send()
     };
     for _ in 0..3 {
-        let res = attempt(new_order().await, "4000000000000002").await.unwrap();
+        let res = attempt(new_order().await, "tok_chargeDeclined").await.unwrap();
         assert_eq!(res.status(), 402);
         assert_eq!(json(res).await["error"], "card_declined");
     }
     let order = new_order().await;
     let before = count().await;
-    let res = attempt(order, "4111111111111111").await.unwrap();
+    let res = attempt(order, "tok_visa").await.unwrap();
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(json(res).await["error"], "too_many_failures");

@@ -8,7 +8,15 @@
 const crypto = require('node:crypto');
 const express = require('express');
 
-const DECLINED_TEST_CARD = '4000000000000002';
+// Payment tokens, as the provider's hosted fields or SDK hand them out in the browser: the card
+// number never reaches the shop. The fake provider below resolves a token to the card it stands
+// for, the way a real provider's API returns card details.
+const TEST_TOKENS = {
+  tok_visa: '4242424242424242',
+  tok_mastercard: '5555555555554444',
+  tok_chargeDeclined: '4000000000000002',
+};
+const DECLINED_TOKEN = 'tok_chargeDeclined';
 const HOST = '127.0.0.1';
 const PORT = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
 const DEMO_USER = process.env.SHOP_USER || 'demo';
@@ -142,15 +150,20 @@ app.post('/api/checkout', (req, res) => {
   const body = parseBody(req);
   const order = body && typeof body === 'object' ? orders.get(body.order_id) : undefined;
   if (!order) return res.status(404).json({ error: 'order_not_found' });
-  // Fake payment: the card is never logged or stored. The well-known declined test card
-  // (4000 0000 0000 0002) is declined, so that card testing can be tried against the shop.
-  if (body.card && body.card.number === DECLINED_TEST_CARD) {
+  const card = typeof body.payment_token === 'string' ? TEST_TOKENS[body.payment_token] : undefined;
+  if (card === undefined) return res.status(400).json({ error: 'unknown_payment_token' });
+  // Fake payment. The declined test token is declined, so that card testing can be tried
+  // against the shop.
+  if (body.payment_token === DECLINED_TOKEN) {
     log(`checkout ${order.order_id} declined`);
     return res.status(402).json({ error: 'card_declined', order_id: order.order_id });
   }
   // A real shop would charge the card here: every request that gets this far is one charge.
   order.charges = (order.charges || 0) + 1;
   order.status = 'paid';
+  // The legacy bug payguard's card_data guard exists for: the provider's card details are kept
+  // on the order as they came, full card number included, and the order page shows them.
+  order.payment = { token: body.payment_token, card_number: card };
   log(`checkout ${order.order_id} paid (charge ${order.charges})`);
   res.json({ order_id: order.order_id, status: order.status, charge: order.charges });
 });

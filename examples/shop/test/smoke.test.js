@@ -96,13 +96,18 @@ test('orders, checkout, admin listing and payment callback', async () => {
 
   const paid = await postJson('/api/checkout', {
     order_id: id,
-    card: { number: '4242424242424242', exp: '12/30', cvc: '123' },
+    payment_token: 'tok_visa',
   });
   assert.equal(paid.status, 200);
   assert.deepEqual(paid.json, { order_id: id, status: 'paid', charge: 1 });
   const order = (await call('GET', `/api/orders/${id}`)).json;
   assert.equal(order.status, 'paid');
   assert.equal(order.charges, 1);
+  // The legacy bug payguard masks: the order page shows the full card number.
+  assert.equal(order.payment.card_number, '4242424242424242');
+  const declined = await postJson('/api/checkout', { order_id: id, payment_token: 'tok_chargeDeclined' });
+  assert.equal(declined.status, 402);
+  assert.equal((await postJson('/api/checkout', { order_id: id, payment_token: 'tok_nope' })).status, 400);
 
   // A second order gets paid by the provider callback (any content type).
   const second = await postJson('/api/orders', { product_id: p1.id, quantity: 1, email: 'b@example.com' });
