@@ -14,6 +14,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::decoding::Pull;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The streamed body grew past its cap.
@@ -85,7 +87,16 @@ pin_project_lite::pin_project! {
         Resumed { head: Option<Bytes>, tail: Pin<Box<Body>> },
         // An answer whose card numbers are masked as it streams (`card_data.response = "mask"`).
         Masked { tail: Pin<Box<Body>>, state: Box<Masking> },
+        // A compressed answer, decoded as it streams (so that it can be scanned).
+        Decoded { tail: Pin<Box<Body>>, state: Box<Decoding> },
     }
+}
+
+/// The state of [`Body::Decoded`].
+pub struct Decoding {
+    decoder: crate::decoding::Decoder,
+    done: bool,
+    trailers: Option<http::HeaderMap>,
 }
 
 /// Called once a masked answer has ended: how many card numbers were masked, and the first.
@@ -131,7 +142,11 @@ impl Body {
         match self {
             Body::Empty => Some(&[]),
             Body::Full { data } => Some(data.as_deref().unwrap_or(&[])),
-            Body::Incoming { .. } | Body::Upstream { .. } | Body::Resumed { .. } | Body::Masked { .. } => None,
+            Body::Incoming { .. }
+            | Body::Upstream { .. }
+            | Body::Resumed { .. }
+            | Body::Masked { .. }
+            | Body::Decoded { .. } => None,
         }
     }
 
@@ -162,6 +177,12 @@ impl Body {
     pub fn masked(tail: Body, report: MaskReport) -> Self {
         let state = Masking { masker: crate::card::Masker::new(), done: false, trailers: None, report: Some(report) };
         Body::Masked { tail: Box::pin(tail), state: Box::new(state) }
+    }
+
+    /// `tail`, compressed with `coding`, decoded as it streams; an error if it cannot be.
+    pub fn decoded(tail: Body, coding: crate::decoding::Coding) -> Self {
+        let state = Decoding { decoder: crate::decoding::Decoder::new(coding), done: false, trailers: None };
+        Body::Decoded { tail: Box::pin(tail), state: Box::new(state) }
     }
 
     pub fn upstream(inner: Incoming, mut conn: crate::pool::Pooled<Body>) -> Self {
@@ -221,6 +242,27 @@ impl http_body::Body for Body {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
             },
+            BodyProj::Decoded { tail, state } => loop {
+                if state.done {
+                    return Poll::Ready(state.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                }
+                match state.decoder.pull() {
+                    Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+                    Ok(Pull::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Pull::Done) => state.done = true,
+                    Ok(Pull::NeedInput) => match ready!(tail.as_mut().poll_frame(cx)) {
+                        Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => state.decoder.push(data),
+                            Err(frame) => {
+                                state.trailers = frame.into_trailers().ok();
+                                state.decoder.end();
+                            }
+                        },
+                        None => state.decoder.end(),
+                    },
+                }
+            },
             BodyProj::Upstream { mut inner, conn } => {
                 let polled = inner.as_mut().poll_frame(cx);
                 let ended = match &polled {
@@ -248,6 +290,7 @@ impl http_body::Body for Body {
             Body::Upstream { inner, .. } => inner.is_end_stream(),
             Body::Resumed { head, tail } => head.is_none() && tail.is_end_stream(),
             Body::Masked { state, .. } => state.done && state.trailers.is_none(),
+            Body::Decoded { state, .. } => state.done && state.trailers.is_none(),
         }
     }
 
@@ -259,6 +302,7 @@ impl http_body::Body for Body {
             Body::Resumed { head, tail } => prefixed(head.as_ref(), tail.size_hint()),
             // Masking keeps the length.
             Body::Masked { tail, .. } => tail.size_hint(),
+            Body::Decoded { .. } => SizeHint::new(),
         }
     }
 }

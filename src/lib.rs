@@ -9,6 +9,7 @@ pub mod card;
 pub mod client_ip;
 pub mod config;
 pub mod context;
+pub mod decoding;
 pub mod diag;
 pub mod exchange;
 pub mod files;

@@ -4,8 +4,11 @@
 //!
 //! The innermost layer, so what idempotency keeps for replay is the masked answer: a card
 //! number is never stored. A route that scans answers asks the backend for an uncompressed one
-//! (`accept-encoding` removed). An answer that comes compressed anyway is not decoded yet:
-//! `block` refuses it (it cannot be shown clean), `mask` passes it with an audit line.
+//! (`accept-encoding` removed). One that comes compressed anyway (gzip, deflate, br) is decoded
+//! for the scan: `mask` sends it on decoded and masked, `block` passes it as it came when it is
+//! clean. One that cannot be decoded (another coding, or corrupt) cannot be shown clean: `block`
+//! refuses it, `mask` passes it with an audit line (a corrupt stream found while masking ends
+//! the answer).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -18,8 +21,9 @@ use http_body_util::BodyExt as _;
 
 use super::layer::{Guard, Responded, Verdict};
 use super::Reject;
-use crate::body::Body;
-use crate::card::{self, Hit};
+use crate::body::{Body, MaskReport};
+use crate::card::{self, Hit, Scanner};
+use crate::decoding::{Coding, Decoder, Pull, Unsupported};
 use crate::exchange::Exchange;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::rescue::{broken_answer, rescue, Refusal};
@@ -28,6 +32,10 @@ use crate::rules::OnResponse;
 /// The largest answer `block` reads whole before deciding; a larger one is masked as it
 /// streams instead (and the audit line says so): it is never passed unscanned.
 pub const MAX_BLOCK_SCAN: usize = 1 << 20;
+
+/// The most a compressed answer `block` read whole may decode to; past that it is refused as
+/// one that cannot be scanned (a decompression bomb).
+pub const MAX_DECODED_SCAN: usize = 64 << 20;
 
 const NAME: &str = "card_data";
 
@@ -78,44 +86,108 @@ impl Guard for CardAnswerGuard {
 
     fn respond(&self, watch: Box<Watch>, res: Response<Body>) -> Responded<Self::Respond> {
         let metrics = self.metrics.clone();
-        let encoded = res
-            .headers()
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
-            return Responded::Now(match watch.action {
-                OnResponse::Block => leak(&watch, res, "the answer is compressed and cannot be scanned", &metrics),
-                _ => {
-                    let why = "not scanned: the answer is compressed (content-encoding)";
-                    audit(&watch.route, &watch.request_id, watch.client_ip, "allow", why);
-                    res
-                }
-            });
-        }
+        let coding = match Coding::of(res.headers()) {
+            // Nothing to decode: a HEAD, 204 or 304 answer.
+            Ok(coding) => coding.filter(|_| !http_body::Body::is_end_stream(res.body())),
+            Err(Unsupported(what)) => {
+                let why = format!("the answer's content-encoding {what:?} cannot be decoded to be scanned");
+                return Responded::Now(match watch.action {
+                    OnResponse::Block => leak(&watch, res, &why, &metrics),
+                    _ => {
+                        audit(
+                            &watch.route,
+                            &watch.request_id,
+                            watch.client_ip,
+                            "allow",
+                            &format!("not scanned: {why}"),
+                        );
+                        res
+                    }
+                });
+            }
+        };
         let (parts, body) = res.into_parts();
         match watch.action {
             OnResponse::Block => Responded::Later(Box::pin(async move {
                 match read(body).await {
-                    Read::Whole(bytes) => match card::first(&bytes) {
-                        Some(hit) => {
+                    Read::Whole(bytes) => match first_in(&bytes, coding) {
+                        Ok(Some(hit)) => {
                             let why = format!("{} {} in the answer", hit.scheme.name(), hit.masked());
                             leak(&watch, Response::from_parts(parts, Body::empty()), &why, &metrics)
                         }
-                        None => Response::from_parts(parts, Body::full(bytes)),
+                        // Clean: the answer as it came, compressed or not.
+                        Ok(None) => Response::from_parts(parts, Body::full(bytes)),
+                        Err(why) => leak(&watch, Response::from_parts(parts, Body::empty()), &why, &metrics),
                     },
                     Read::TooLarge(head, rest) => {
                         let report = reporter(&watch, &metrics, "answer larger than the block limit, masked instead");
-                        Response::from_parts(parts, Body::masked(Body::resumed(head, rest), report))
+                        masked(parts, Body::resumed(head, rest), coding, report)
                     }
                     Read::Broken => broken_answer(&watch.route, &watch.request_id, watch.client_ip, &metrics),
                 }
             })),
             _ => {
                 let report = reporter(&watch, &metrics, "masked");
-                Responded::Now(Response::from_parts(parts, Body::masked(body, report)))
+                Responded::Now(masked(parts, body, coding, report))
             }
         }
     }
+}
+
+/// The answer with its card numbers masked as it streams. A compressed one is decoded first and
+/// goes on uncompressed: its `content-encoding` and `content-length` no longer apply, and its
+/// `ETag`, if strong, becomes weak (the bytes changed, what they mean did not).
+fn masked(mut parts: http::response::Parts, body: Body, coding: Option<Coding>, report: MaskReport) -> Response<Body> {
+    let body = match coding {
+        None => body,
+        Some(coding) => {
+            parts.headers.remove(header::CONTENT_ENCODING);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            if let Some(etag) = parts.headers.get_mut(header::ETAG) {
+                if !etag.as_bytes().starts_with(b"W/") {
+                    let mut weak = b"W/".to_vec();
+                    weak.extend_from_slice(etag.as_bytes());
+                    if let Ok(v) = HeaderValue::from_bytes(&weak) {
+                        *etag = v;
+                    }
+                }
+            }
+            Body::decoded(body, coding)
+        }
+    };
+    Response::from_parts(parts, Body::masked(body, report))
+}
+
+/// The first card number in a whole answer, decoded first if it is compressed. An error says
+/// why it could not be scanned: it does not decode, or decodes to more than [`MAX_DECODED_SCAN`].
+fn first_in(bytes: &Bytes, coding: Option<Coding>) -> Result<Option<Hit>, String> {
+    let Some(coding) = coding else { return Ok(card::first(bytes)) };
+    let mut decoder = Decoder::new(coding);
+    decoder.push(bytes.clone());
+    decoder.end();
+    let (mut scanner, mut first, mut total) = (Scanner::new(), None, 0usize);
+    loop {
+        match decoder.pull().map_err(|e| e.to_string())? {
+            Pull::Data(data) => {
+                total += data.len();
+                if total > MAX_DECODED_SCAN {
+                    return Err(format!("the {} answer decodes to more than {MAX_DECODED_SCAN} bytes", coding.name()));
+                }
+                scanner.feed(&data, |h| {
+                    first.get_or_insert(h);
+                });
+                if first.is_some() {
+                    return Ok(first);
+                }
+            }
+            Pull::Done => break,
+            Pull::NeedInput => return Err(format!("the {} answer is truncated", coding.name())),
+        }
+    }
+    scanner.finish(|h| {
+        first.get_or_insert(h);
+    });
+    Ok(first)
 }
 
 enum Read {
@@ -158,7 +230,7 @@ fn leak(watch: &Watch, res: Response<Body>, why: &str, metrics: &Metrics) -> Res
     out
 }
 
-fn reporter(watch: &Watch, metrics: &Arc<Metrics>, how: &'static str) -> crate::body::MaskReport {
+fn reporter(watch: &Watch, metrics: &Arc<Metrics>, how: &'static str) -> MaskReport {
     let (route, request_id, client_ip, metrics) =
         (watch.route.clone(), watch.request_id.clone(), watch.client_ip, metrics.clone());
     Box::new(move |found: usize, first: Option<Hit>| {

@@ -54,8 +54,8 @@ impl Check for CardDataGuard {
             return Ok(());
         }
         let content_type = ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes);
-        let body = ex.req.body().buffered().unwrap_or_default();
-        match in_request(ex.req.uri().query(), content_type, body) {
+        let body = values::body(ex)?;
+        match in_request(ex.req.uri().query(), content_type, &body) {
             None => Ok(()),
             Some(found) => Err(Reject::CardData {
                 field: found.field,

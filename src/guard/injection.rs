@@ -86,8 +86,8 @@ impl Check for InjectionGuard {
             return Ok(());
         }
         let content_type = ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes);
-        let body = ex.req.body().buffered().unwrap_or_default();
-        match in_request(ex.req.uri().query(), content_type, body, rule.fields.as_ref()) {
+        let body = values::body(ex)?;
+        match in_request(ex.req.uri().query(), content_type, &body, rule.fields.as_ref()) {
             None => Ok(()),
             Some(f) => Err(Reject::InjectionDetected { field: f.field, kind: f.kind, fingerprint: f.fingerprint }),
         }

@@ -8,6 +8,39 @@ use std::ops::ControlFlow;
 
 use serde_json::Value;
 
+use super::Reject;
+use crate::decoding::{Coding, Decoder, Pull};
+use crate::exchange::Exchange;
+
+/// A request's buffered body as the backend will read it: decoded when it came compressed
+/// (`content-encoding` gzip, deflate or br, which Express and most frameworks inflate before
+/// the application sees the body), so that a compressed body does not slip past a content
+/// guard. A coding payguard cannot decode is 415, a corrupt body 400, one that decodes to more
+/// than the route's body cap 413: what cannot be looked at is not passed.
+pub fn body(ex: &Exchange) -> Result<Cow<'_, [u8]>, Reject> {
+    let raw = ex.req.body().buffered().unwrap_or_default();
+    let coding = Coding::of(ex.req.headers()).map_err(|_| Reject::UnsupportedEncoding)?;
+    let Some(coding) = coding.filter(|_| !raw.is_empty()) else { return Ok(Cow::Borrowed(raw)) };
+    let cap = ex.route.as_ref().map_or(u64::MAX, |r| r.max_body);
+    let mut decoder = Decoder::new(coding);
+    decoder.push(bytes::Bytes::copy_from_slice(raw));
+    decoder.end();
+    let mut out = Vec::new();
+    loop {
+        match decoder.pull() {
+            Ok(Pull::Data(d)) => {
+                out.extend_from_slice(&d);
+                if out.len() as u64 > cap {
+                    return Err(Reject::BodyTooLarge { limit: cap });
+                }
+            }
+            Ok(Pull::Done) => return Ok(Cow::Owned(out)),
+            Ok(Pull::NeedInput) => return Err(Reject::InvalidRequest(format!("body: truncated {}", coding.name()))),
+            Err(e) => return Err(Reject::InvalidRequest(format!("body: {e}"))),
+        }
+    }
+}
+
 /// Where a value is, for an audit line: `query:<name>`, `form:<name>`, a JSON pointer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place<'a> {

@@ -148,6 +148,12 @@ impl Backend {
             .unwrap_or(StatusCode::OK);
         let h = res.headers_mut();
         h.insert("content-type", "application/json".parse().unwrap());
+        // `?encoding=E`: the answer claims that content-encoding (the echoed body is already
+        // encoded), whatever the request accepted, as a careless backend does.
+        if let Some(e) = query.get("encoding") {
+            h.insert("content-encoding", e.parse().unwrap());
+            h.insert("etag", "\"v1\"".parse().unwrap());
+        }
         // Hop-by-hop headers a backend may send; payguard must not pass them on.
         h.insert("connection", "x-backend-hop".parse().unwrap());
         h.insert("x-backend-hop", "1".parse().unwrap());
