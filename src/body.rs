@@ -174,8 +174,8 @@ impl Body {
 
     /// A backend response body that returns `conn` to its pool when it has been read to the end.
     /// `tail` with every card number masked as it streams; `report` is called at its end.
-    pub fn masked(tail: Body, report: MaskReport) -> Self {
-        let state = Masking { masker: crate::card::Masker::new(), done: false, trailers: None, report: Some(report) };
+    pub fn masked(tail: Body, masker: crate::card::Masker, report: MaskReport) -> Self {
+        let state = Masking { masker, done: false, trailers: None, report: Some(report) };
         Body::Masked { tail: Box::pin(tail), state: Box::new(state) }
     }
 
@@ -300,8 +300,12 @@ impl http_body::Body for Body {
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming { inner, .. } | Body::Upstream { inner, .. } => inner.size_hint(),
             Body::Resumed { head, tail } => prefixed(head.as_ref(), tail.size_hint()),
-            // Masking keeps the length.
-            Body::Masked { tail, .. } => tail.size_hint(),
+            Body::Masked { tail, state } if state.masker.keeps_length() => tail.size_hint(),
+            Body::Masked { tail, .. } => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(tail.size_hint().lower());
+                hint
+            }
             Body::Decoded { .. } => SizeHint::new(),
         }
     }

@@ -1,9 +1,13 @@
 //! Masking card numbers in a stream (a backend's answer) with bounded memory: bytes are let go
 //! as soon as they can no longer be part of a card number; the few that still may (an open run
 //! of digit groups, at most a few dozen bytes) are held until the next chunk decides them. The
-//! length never changes, so a `content-length` stays true.
+//! length never changes, so a `content-length` stays true, except in a JSON document
+//! ([`Masker::json`]), where a card number written as a JSON number becomes a string of the same
+//! digits masked (`555555******4444` would not parse), two bytes longer.
 
-use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::scan::{mask, Hit, Scanner};
 
@@ -15,11 +19,45 @@ pub struct Masker {
     base: u64,
     found: usize,
     first: Option<Hit>,
+    /// A JSON document: where it is inside a string, and where quotes go.
+    json: Option<Json>,
+}
+
+#[derive(Debug, Default)]
+struct Json {
+    /// Bytes before this offset have been read for the string state.
+    read_to: u64,
+    in_string: bool,
+    escaped: bool,
+    /// The last byte let go (what precedes `held[0]`).
+    before: Option<u8>,
+    /// Offsets before which a `"` goes, ascending.
+    quotes: VecDeque<u64>,
+}
+
+impl Json {
+    /// Reads `bytes` (the stream from `read_to`) for the string state.
+    fn read(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            match (self.in_string, self.escaped, b) {
+                (true, true, _) => self.escaped = false,
+                (true, false, b'\\') => self.escaped = true,
+                (_, false, b'"') => self.in_string = !self.in_string,
+                _ => {}
+            }
+        }
+        self.read_to += bytes.len() as u64;
+    }
 }
 
 impl Masker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A masker for a JSON document: a card number that is a JSON number is quoted.
+    pub fn json() -> Self {
+        Masker { json: Some(Json::default()), ..Self::default() }
     }
 
     /// Takes a chunk; returns what can be let go now (masked), if anything.
@@ -40,6 +78,11 @@ impl Masker {
         self.release(self.scanner.position())
     }
 
+    /// Whether what comes out is as long as what went in (a JSON masker may add quotes).
+    pub fn keeps_length(&self) -> bool {
+        self.json.is_none()
+    }
+
     /// Card numbers masked so far, and the first of them.
     pub fn found(&self) -> (usize, Option<Hit>) {
         (self.found, self.first)
@@ -57,6 +100,31 @@ impl Masker {
                 self.found += 1;
                 self.first.get_or_insert(*hit);
             }
+            self.quote_if_number(hit, from, to);
+        }
+    }
+
+    /// In a JSON document, a hit outside any string that is a whole JSON number (one run of
+    /// digits, where a value may start and end) is to be quoted.
+    fn quote_if_number(&mut self, hit: &Hit, from: usize, to: usize) {
+        let Some(json) = self.json.as_mut() else { return };
+        if let Some(unread) = json
+            .read_to
+            .checked_sub(self.base)
+            .and_then(|r| usize::try_from(r).ok())
+            .and_then(|r| self.held.get(r..from))
+        {
+            json.read(unread);
+        }
+        let one_run = hit.end - hit.start == u64::from(hit.len);
+        let before = if from == 0 { json.before } else { self.held.get(from - 1).copied() };
+        let after = self.held.get(to).copied();
+        // What may stand around a JSON number (the stream's start or end included).
+        let opens = |b: Option<u8>| matches!(b, None | Some(b':' | b'[' | b',' | b' ' | b'\t' | b'\n' | b'\r'));
+        let closes = |b: Option<u8>| matches!(b, None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r'));
+        if !json.in_string && one_run && opens(before) && closes(after) {
+            json.quotes.push_back(hit.start);
+            json.quotes.push_back(hit.end);
         }
     }
 
@@ -65,13 +133,36 @@ impl Masker {
         if n == 0 {
             return None;
         }
+        let base = self.base;
         self.base += n as u64;
-        Some(self.held.split_to(n).freeze())
+        let out = self.held.split_to(n);
+        let Some(json) = self.json.as_mut() else { return Some(out.freeze()) };
+        if let Some(unread) =
+            json.read_to.checked_sub(base).and_then(|r| usize::try_from(r).ok()).and_then(|r| out.get(r..))
+        {
+            json.read(unread);
+        }
+        json.before = out.last().copied();
+        if json.quotes.front().is_none_or(|&q| q > self.base) {
+            return Some(out.freeze());
+        }
+        let mut quoted = BytesMut::with_capacity(out.len() + 2);
+        let mut from = 0;
+        while let Some(at) = json.quotes.front().copied().filter(|&q| q <= self.base) {
+            json.quotes.pop_front();
+            let at = usize::try_from(at - base).unwrap_or(out.len()).min(out.len());
+            quoted.put_slice(&out[from..at]);
+            quoted.put_u8(b'"');
+            from = at;
+        }
+        quoted.put_slice(&out[from..]);
+        Some(quoted.freeze())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn through(chunks: &[&[u8]]) -> (Vec<u8>, usize) {
@@ -94,6 +185,32 @@ mod tests {
             assert_eq!(out, expected, "chunks of {size}");
             assert_eq!(found, 2);
         }
+    }
+
+    fn through_json(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut m = Masker::json();
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(m.push(c).unwrap_or_default());
+        }
+        out.extend(m.finish().unwrap_or_default());
+        out
+    }
+
+    #[test]
+    fn a_json_number_becomes_a_masked_string() {
+        let text = br#"{"n":5555555555554444,"s":"4111111111111111","a":[378282246310005],"t":"x\" 4111111111111111 \\","m":-4111111111111111,"e":4111111111111111e2,"z":6011111111111117}"#;
+        let expected = br#"{"n":"555555******4444","s":"411111******1111","a":["378282*****0005"],"t":"x\" 411111******1111 \\","m":-411111******1111,"e":411111******1111e2,"z":"601111******1117"}"#;
+        for size in 1..text.len() {
+            let chunks: Vec<&[u8]> = text.chunks(size).collect();
+            assert_eq!(
+                String::from_utf8(through_json(&chunks)).unwrap(),
+                String::from_utf8(expected.to_vec()).unwrap(),
+                "chunks of {size}"
+            );
+        }
+        let parsed: serde_json::Value = serde_json::from_slice(&through_json(&[br#"[4111111111111111]"#])).unwrap();
+        assert_eq!(parsed, serde_json::json!(["411111******1111"]));
     }
 
     #[test]

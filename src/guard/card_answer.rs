@@ -20,9 +20,10 @@ use http::{header, HeaderValue, Response};
 use http_body_util::BodyExt as _;
 
 use super::layer::{Guard, Responded, Verdict};
+use super::values::Kind;
 use super::Reject;
 use crate::body::{Body, MaskReport};
-use crate::card::{self, Hit, Scanner};
+use crate::card::{self, Hit, Masker, Scanner};
 use crate::decoding::{Coding, Decoder, Pull, Unsupported};
 use crate::exchange::Exchange;
 use crate::metrics::{Metrics, RouteLabel};
@@ -128,7 +129,29 @@ impl Guard for CardAnswerGuard {
             })),
             _ => {
                 let report = reporter(&watch, &metrics, "masked");
-                Responded::Now(masked(parts, body, coding, report))
+                let short = crate::body::declared_length(&parts.headers).is_some_and(|n| n <= MAX_BLOCK_SCAN as u64);
+                if !(short && coding.is_none() && is_json(&parts.headers)) {
+                    return Responded::Now(masked(parts, body, coding, report));
+                }
+                // A JSON answer of known, modest length is masked whole, so that it keeps a
+                // true `content-length` even when a number has to be quoted.
+                Responded::Later(Box::pin(async move {
+                    match read(body).await {
+                        Read::Whole(bytes) => {
+                            let mut masker = Masker::json();
+                            let mut out = BytesMut::with_capacity(bytes.len());
+                            out.extend(masker.push(&bytes).unwrap_or_default());
+                            out.extend(masker.finish().unwrap_or_default());
+                            let (found, first) = masker.found();
+                            report(found, first);
+                            let mut parts = parts;
+                            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+                            Response::from_parts(parts, Body::full(out.freeze()))
+                        }
+                        Read::TooLarge(head, rest) => masked(parts, Body::resumed(head, rest), None, report),
+                        Read::Broken => broken_answer(&watch.route, &watch.request_id, watch.client_ip, &metrics),
+                    }
+                }))
             }
         }
     }
@@ -138,6 +161,13 @@ impl Guard for CardAnswerGuard {
 /// goes on uncompressed: its `content-encoding` and `content-length` no longer apply, and its
 /// `ETag`, if strong, becomes weak (the bytes changed, what they mean did not).
 fn masked(mut parts: http::response::Parts, body: Body, coding: Option<Coding>, report: MaskReport) -> Response<Body> {
+    let masker = if is_json(&parts.headers) {
+        // A quoted number makes the answer longer than it says.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Masker::json()
+    } else {
+        Masker::new()
+    };
     let body = match coding {
         None => body,
         Some(coding) => {
@@ -155,7 +185,11 @@ fn masked(mut parts: http::response::Parts, body: Body, coding: Option<Coding>, 
             Body::decoded(body, coding)
         }
     };
-    Response::from_parts(parts, Body::masked(body, report))
+    Response::from_parts(parts, Body::masked(body, masker, report))
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    Kind::of(headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes)) == Kind::Json
 }
 
 /// The first card number in a whole answer, decoded first if it is compressed. An error says
