@@ -23,6 +23,11 @@ use crate::telemetry;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 
+/// Set by the server on a request whose host the connection's certificate does not cover, on
+/// a connection opened (SNI) for another host: the router answers 421.
+#[derive(Debug, Clone, Copy)]
+pub struct Misdirected;
+
 /// Set by the server on every request of a connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {

@@ -259,7 +259,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls_config = Arc::new(tls::server_config(resolver.clone(), provider.clone())?);
     spawn_until(
         stopped.clone(),
-        tls::watch_certificates(resolver, cert, key, provider, metrics.clone(), Duration::from_secs(1)),
+        tls::watch_certificates(resolver.clone(), cert, key, provider, metrics.clone(), Duration::from_secs(1)),
     );
 
     let listener = bind_client_listener(config.server.listen, config.server.send_buffer)?;
@@ -288,6 +288,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = server::Server {
         listener,
         tls: tokio_rustls::TlsAcceptor::from(tls_config),
+        certs: resolver.clone(),
         service,
         config: config.server.clone(),
         metrics: metrics.clone(),

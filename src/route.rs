@@ -219,7 +219,8 @@ where
             .authority()
             .map(|a| a.host())
             .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-        if active.rules.defaults().hosts.as_ref().is_some_and(|h| !h.allows(host)) {
+        let misdirected = req.extensions().get::<crate::context::Misdirected>().is_some();
+        if misdirected || active.rules.defaults().hosts.as_ref().is_some_and(|h| !h.allows(host)) {
             if let Some(res) = refuse(&req, Reject::MisdirectedRequest, &self.metrics) {
                 return res;
             }

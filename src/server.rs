@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::config::ServerConfig;
-use crate::context::{ConnInfo, LoggedBody};
+use crate::context::{ConnInfo, LoggedBody, Misdirected};
 use crate::framing::{Ambiguous, AmbiguousFraming, FramingIo};
 use crate::metrics::Metrics;
 use crate::tcp_info::Delivery;
@@ -44,6 +44,8 @@ impl<F: Fn(IpAddr) -> bool + Send + Sync + 'static> PeerFilter for F {
 pub struct Server<S> {
     pub listener: TcpListener,
     pub tls: TlsAcceptor,
+    /// The certificate the acceptor serves, to tell which hosts it covers.
+    pub certs: Arc<crate::tls::CertResolver>,
     pub service: S,
     pub config: ServerConfig,
     pub metrics: Arc<Metrics>,
@@ -86,7 +88,7 @@ where
     /// Serves until `shutdown` fires, then drains in-flight connections for up to
     /// `shutdown_grace`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Server { listener, tls, service, config, metrics, peer_filter } = self;
+        let Server { listener, tls, certs, service, config, metrics, peer_filter } = self;
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let tracker = TaskTracker::new();
         let (h1, h2) = builders(&config);
@@ -121,6 +123,7 @@ where
             };
             let conn = Connection {
                 tls: tls.clone(),
+                certs: certs.clone(),
                 service: service.clone(),
                 metrics: metrics.clone(),
                 handshake_timeout: config.handshake_timeout,
@@ -177,6 +180,7 @@ impl RefusalLog {
 
 struct Connection<S> {
     tls: TlsAcceptor,
+    certs: Arc<crate::tls::CertResolver>,
     service: S,
     metrics: Arc<Metrics>,
     handshake_timeout: Duration,
@@ -189,6 +193,19 @@ struct Connection<S> {
     max_h2_resets: u32,
     max_h2_control_frames: u32,
     shutdown: CancellationToken,
+}
+
+/// A request for a host other than the one the connection was opened for (its SNI) that the
+/// certificate does not cover: the client should not have sent it here (RFC 9110 §15.5.20).
+fn misdirected<B>(req: &Request<B>, sni: &str, certs: &crate::tls::CertResolver) -> bool {
+    let authority = match req.uri().authority() {
+        Some(a) => Some(a.clone()),
+        None => req.headers().get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()),
+    };
+    let Some(authority) = authority else { return false };
+    let host = authority.host();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    !host.eq_ignore_ascii_case(sni) && !certs.covers(host)
 }
 
 struct OpenGuard(Arc<Metrics>);
@@ -291,6 +308,7 @@ where
         // reading pins in memory, besides the kernel's buffers, until send_timeout.
         tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let sni: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
         // Valid while `conn` (which owns the socket) lives, and only used while it does.
         let fd = tls.get_ref().0.as_raw_fd();
         let mut watch = SendWatch::new(self.send_timeout, self.min_send_rate);
@@ -315,8 +333,12 @@ where
         // pending-accept limit: each one already cost a backend request) are budgeted.
         let resets = is_h2.then(|| Arc::new(ResetBudget::new(self.max_h2_resets)));
         let budget = resets.clone();
+        let certs = self.certs.clone();
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
+            if sni.as_deref().is_some_and(|sni| misdirected(&req, sni, &certs)) {
+                req.extensions_mut().insert(Misdirected);
+            }
             if ambiguous.contains(requests.fetch_add(1, Ordering::Relaxed)) {
                 req.extensions_mut().insert(AmbiguousFraming);
             }

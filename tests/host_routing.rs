@@ -107,3 +107,25 @@ async fn h1_absolute_form_target_that_disagrees_with_host_is_refused() {
     assert_eq!(backend.last().header_all("host"), ["www.shop.test"]);
     proxy.stop().await;
 }
+
+/// A client may send a request for another host down a connection it opened (SNI) for one,
+/// when the certificate covers both (HTTP/2 connection reuse). A host the certificate does not
+/// cover was misdirected: 421, so the client retries on a connection of its own.
+#[tokio::test]
+async fn a_host_the_certificate_does_not_cover_is_misdirected() {
+    let (backend, proxy) = setup().await;
+    // The certificate covers localhost and *.shop.test; the connection's SNI is localhost.
+    let (status, body) = h2_get(&proxy, "pay.other.test", &[]).await;
+    assert_eq!((status, body["error"].as_str()), (421, Some("misdirected_request")), "{body}");
+    assert_eq!(h2_get(&proxy, "shop.test", &[]).await.0, 421, "*.shop.test does not cover shop.test");
+    let req = |host: &str| format!("GET /orders HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    assert_eq!(h1_raw(&proxy, &req("pay.other.test")).await, 421);
+    assert_eq!(h1_raw(&proxy, &req("127.0.0.2")).await, 421);
+    assert_eq!(backend.count(), 0, "a misdirected request reached the backend");
+    // Covered hosts are served on the same connection kind: the SNI's own, a wildcard's, the IP's.
+    assert_eq!(h2_get(&proxy, "www.shop.test", &[]).await.0, 200);
+    assert_eq!(h2_get(&proxy, "LOCALHOST", &[]).await.0, 200);
+    assert_eq!(h1_raw(&proxy, &req("127.0.0.1:443")).await, 200);
+    assert_eq!(backend.count(), 3);
+    proxy.stop().await;
+}

@@ -80,6 +80,18 @@ impl CertResolver {
     pub fn replace(&self, key: CertifiedKey) {
         self.current.store(Arc::new(key));
     }
+
+    /// Whether the certificate served now is valid for `host` (a DNS name, wildcards as TLS
+    /// clients read them, or an IP address). An HTTP/2 client may send a request for another
+    /// host down a connection it opened for one, when it believes the certificate covers both
+    /// (RFC 9113 §9.1.1); a request the certificate does not cover was misdirected.
+    pub fn covers(&self, host: &str) -> bool {
+        let key = self.current.load();
+        let Some(leaf) = key.cert.first() else { return false };
+        let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else { return false };
+        let Ok(name) = rustls_pki_types::ServerName::try_from(host) else { return false };
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    }
 }
 
 impl ResolvesServerCert for CertResolver {

@@ -185,7 +185,7 @@ fn async_stream(
     })
 }
 
-/// A certificate for 127.0.0.1/localhost generated now.
+/// A certificate for 127.0.0.1, localhost and *.shop.test generated now.
 #[derive(Clone)]
 pub struct TestCert {
     pub cert_pem: String,
@@ -194,7 +194,8 @@ pub struct TestCert {
 }
 
 pub fn make_cert() -> TestCert {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into(), "*.shop.test".into()]).unwrap();
     TestCert { cert_pem: ck.cert.pem(), key_pem: ck.key_pair.serialize_pem(), der: ck.cert.der().to_vec() }
 }
 
