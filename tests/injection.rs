@@ -174,3 +174,36 @@ async fn an_injection_pattern_is_refused_as_the_backend_would_decode_it() {
         "{metrics}"
     );
 }
+
+/// The vendored detector's keyword lookup (a hash probe, vendor/README.md) answers what the
+/// published crate's binary search over the same table answers: for every entry, in any case,
+/// and for words that are not entries.
+#[test]
+fn the_patched_keyword_lookup_answers_as_the_binary_search_did() {
+    use libinjectionrs::sqli::sqli_data::{lookup_word_type, SQL_KEYWORDS};
+    let by_search = |word: &str| {
+        let upper = word.to_ascii_uppercase();
+        SQL_KEYWORDS.binary_search_by(|k| k.word.cmp(&upper)).ok().map(|i| SQL_KEYWORDS[i].token_type)
+    };
+    let mut words: Vec<String> = Vec::new();
+    for k in SQL_KEYWORDS {
+        words.push(k.word.to_owned());
+        words.push(k.word.to_ascii_lowercase());
+        words.push(format!("{}x", k.word));
+        words.push(k.word[..k.word.len() / 2].to_owned());
+    }
+    words.extend(["", "London", "leave", "ünïcode", "SELECT\u{a0}", &"A".repeat(40)].map(String::from));
+    assert!(words.len() > 35_000);
+    for w in &words {
+        let ours = lookup_word_type(w);
+        let theirs = by_search(w);
+        assert_eq!(ours.is_some(), theirs.is_some(), "{w:?}");
+        if let (Some(t), Some(b)) = (ours, theirs) {
+            let expected = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
+                .iter()
+                .find(|k| k.token_type == b)
+                .and_then(|k| lookup_word_type(k.word));
+            assert_eq!(Some(t), expected, "{w:?}: same token type as the table says");
+        }
+    }
+}

@@ -8,6 +8,9 @@
 #
 #   SECS=5 REPS=5 CONNS=16 benches/load/content_cost.sh target/release/payguard
 #
+# ROUTES="checkout guarded card origin injection" adds a route per guard, each alone, to see
+# what each costs.
+#
 # Needs nginx (the backend), wrk, openssl, curl. Loopback only. payguard runs on one tokio
 # thread pinned to PROXY_CPU (1); wrk and nginx on CLIENT_CPU (0).
 set -euo pipefail
@@ -47,6 +50,25 @@ response = "mask"
 allow = ["https://pay.example.net"]
 [route.injection]
 R
+for one in card origin injection; do
+    cat >>"$D/rules/00-bench.toml" <<R
+
+[[route]]
+name = "$one"
+match = { path = "/$one", methods = ["POST"] }
+[route.validate]
+content_type = ["application/json"]
+fields = [
+  { at = "/amount", type = "integer", min = 1 },
+  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
+]
+R
+    case $one in
+        card) printf '[route.card_data]\nrequest = "reject"\nresponse = "mask"\n' ;;
+        origin) printf '[route.origin]\nallow = ["https://pay.example.net"]\n' ;;
+        injection) printf '[route.injection]\n' ;;
+    esac >>"$D/rules/00-bench.toml"
+done
 
 
 # A storefront's order: a name with an apostrophe, an address, a note, amounts; a browser's
@@ -65,7 +87,8 @@ read -r pg_pid pg_port < <(start memory "")
 pids+=("$pg_pid")
 ready() { for _ in $(seq 1 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/checkout" -d x && return 0; sleep 0.1; done; return 1; }
 ready "$pg_port" || die "payguard did not start: $(cat "$D/memory.log")"
-contestants=("checkout $pg_pid $pg_port" "guarded $pg_pid $pg_port")
+contestants=()
+for r in ${ROUTES:-checkout guarded}; do contestants+=("$r $pg_pid $pg_port"); done
 WARM=${WARM:-5}
 for c in "${contestants[@]}"; do
     read -r name pid p <<<"$c"

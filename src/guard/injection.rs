@@ -28,14 +28,69 @@ pub struct Finding {
     pub fingerprint: String,
 }
 
-/// The pattern in one value, if any.
+/// The pattern in one value, if any. Each detector runs only on a value it could flag (see
+/// [`may_be_sqli`] and [`may_be_xss`]): what is skipped is what libinjection would pass anyway.
 pub fn detect(value: &[u8]) -> Option<(&'static str, String)> {
-    let sqli = libinjectionrs::detect_sqli(value);
-    if sqli.is_injection() {
-        let fingerprint = sqli.fingerprint.map(|f| f.as_str().to_owned()).unwrap_or_default();
-        return Some(("sqli", fingerprint));
+    if may_be_sqli(value) {
+        let sqli = libinjectionrs::detect_sqli(value);
+        if sqli.is_injection() {
+            let fingerprint = sqli.fingerprint.map(|f| f.as_str().to_owned()).unwrap_or_default();
+            return Some(("sqli", fingerprint));
+        }
     }
-    libinjectionrs::detect_xss(value).is_injection().then(|| ("xss", String::new()))
+    (may_be_xss(value) && libinjectionrs::detect_xss(value).is_injection()).then(|| ("xss", String::new()))
+}
+
+/// Longest run of letters and digits [`may_be_sqli`] reasons about; a longer one is left to
+/// libinjection.
+const MAX_PLAIN_WORD: usize = 64;
+
+/// Whether libinjection's SQLi detector could flag `value`. It cannot when the value is only
+/// words it does not know and numbers, separated by spaces (`London`, `NW1 6XE`), which is much
+/// of what a shop's forms hold:
+/// - with no quote, comment or operator character, its tokenizer makes only barewords (`n`) and
+///   numbers (`1`) of such a value, in one pass (the quote and MySQL passes need a quote or a
+///   comment); the letters that may open a string (`b`, `e`, `n`, `q`, `u`, `x`) do so only
+///   before a quote;
+/// - a word becomes something else only when it, or it and the words after it, are in its
+///   keyword table: every word the tokenizer can make here (a space-separated word, and in one
+///   that starts with a digit, whatever follows the number, from any letter on) is looked up,
+///   and a word that begins one of the table's multi-word entries (`GROUP BY`) counts as known;
+/// - its folding rules change types only next to other kinds of tokens, and no fingerprint on its
+///   list is made of `n` and `1` alone (the tests check the table).
+pub fn may_be_sqli(value: &[u8]) -> bool {
+    if !value.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b' ') {
+        return true;
+    }
+    value.split(|&b| b == b' ').filter(|w| !w.is_empty()).any(|word| {
+        if word.len() > MAX_PLAIN_WORD || known_word(word) {
+            return true;
+        }
+        word[0].is_ascii_digit()
+            && (1..word.len()).any(|i| (word[i].is_ascii_alphabetic() || word[i] == b'_') && known_word(&word[i..]))
+    })
+}
+
+/// In libinjection's keyword table, or the first word of one of its multi-word entries.
+fn known_word(word: &[u8]) -> bool {
+    static MULTI_WORD_FIRSTS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        let mut firsts: Vec<&str> = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
+            .iter()
+            .filter_map(|k| k.word.split_once(' ').map(|(first, _)| first))
+            .collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        firsts
+    });
+    let Ok(text) = std::str::from_utf8(word) else { return true };
+    libinjectionrs::sqli::sqli_data::lookup_word_type(text).is_some()
+        || MULTI_WORD_FIRSTS.iter().any(|first| first.eq_ignore_ascii_case(text))
+}
+
+/// Whether libinjection's XSS detector could flag `value`: only through a tag (`<`) or an
+/// attribute's value (after `=`), in whichever of its five HTML contexts.
+pub fn may_be_xss(value: &[u8]) -> bool {
+    value.iter().any(|&b| b == b'<' || b == b'=')
 }
 
 /// The first value of the request with a pattern: the query's values, then a JSON or form
@@ -124,6 +179,122 @@ mod tests {
         );
         // Other bodies have no fields to decode.
         assert_eq!(find(None, "text/plain", "1' OR '1'='1"), None);
+    }
+
+    /// A small deterministic generator, so the property tests below need no seed file.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.next() as usize % items.len()]
+        }
+    }
+
+    #[test]
+    fn no_listed_fingerprint_is_made_of_barewords_and_numbers_alone() {
+        let table = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
+        let fingerprints: Vec<&str> = table.iter().filter(|k| k.token_type == b'F').map(|k| k.word).collect();
+        assert!(fingerprints.len() > 8000, "the fingerprint list is in the table");
+        let plain: Vec<&&str> =
+            fingerprints.iter().filter(|f| f.len() > 1 && f[1..].bytes().all(|b| b == b'N' || b == b'1')).collect();
+        assert!(plain.is_empty(), "{plain:?}");
+    }
+
+    #[test]
+    fn values_skipped_are_values_libinjection_passes() {
+        let table = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
+        let keywords: Vec<&str> = table
+            .iter()
+            .map(|k| k.word)
+            .filter(|w| w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .collect();
+        let words = [
+            "London", "EUR", "NW1", "6XE", "door", "Ana", "x", "b", "e", "n", "q", "u", "0x", "0b1", "1e", "1e5",
+            "12d", "3f", "_", "a_b", "9", "007", "1a2b", "0xfg", "1eunion", "1union", "1select", "2or", "4and",
+        ];
+        let mut rng = Lcg(7);
+        let (mut skipped, mut flagged) = (0, 0);
+        for _ in 0..200_000 {
+            let n = 1 + rng.next() as usize % 6;
+            let mut value = String::new();
+            for i in 0..n {
+                if i > 0 {
+                    value.push_str(if rng.next() % 8 == 0 { "  " } else { " " });
+                }
+                let word = if rng.next() % 3 == 0 { rng.pick(&keywords) } else { rng.pick(&words) };
+                if rng.next() % 2 == 0 {
+                    value.push_str(&word.to_ascii_lowercase());
+                } else {
+                    value.push_str(word);
+                }
+            }
+            let sqli = libinjectionrs::detect_sqli(value.as_bytes()).is_injection();
+            flagged += usize::from(sqli);
+            if !may_be_sqli(value.as_bytes()) {
+                skipped += 1;
+                assert!(!sqli, "{value:?} skipped, yet libinjection flags it");
+            }
+        }
+        assert!(skipped > 10_000 && flagged > 100, "skipped {skipped}, flagged {flagged}: the test covers both sides");
+    }
+
+    #[test]
+    fn values_without_a_tag_or_an_attribute_value_are_not_xss() {
+        let parts = [
+            "onerror",
+            "onload",
+            "style",
+            "href",
+            "src",
+            "javascript:alert(1)",
+            "\"",
+            "'",
+            "`",
+            ">",
+            "/",
+            " ",
+            "\t",
+            "&#x3c;",
+            "alert(1)",
+            "x",
+            "expression(",
+            "data:text/html",
+            "<",
+            "=",
+            "!--",
+            "?",
+            "[if",
+            "xml",
+        ];
+        let mut rng = Lcg(11);
+        let (mut skipped, mut flagged) = (0, 0);
+        for _ in 0..200_000 {
+            let n = 1 + rng.next() as usize % 8;
+            let value: String = (0..n).map(|_| *rng.pick(&parts)).collect();
+            let xss = libinjectionrs::detect_xss(value.as_bytes()).is_injection();
+            flagged += usize::from(xss);
+            if !may_be_xss(value.as_bytes()) {
+                skipped += 1;
+                assert!(!xss, "{value:?} skipped, yet libinjection flags it");
+            }
+        }
+        assert!(skipped > 10_000 && flagged > 1_000, "skipped {skipped}, flagged {flagged}");
+    }
+
+    #[test]
+    fn the_prefilters_pass_what_they_must() {
+        for v in ["EUR", "London", "NW1 6XE", "ord_123abc", "4 2 7"] {
+            assert!(!may_be_sqli(v.as_bytes()), "{v}");
+        }
+        for v in ["leave at the door", "1union select 1", "1 union select 1", "group by", "x'1'", "a-b", "Ana O'Brien"]
+        {
+            assert!(may_be_sqli(v.as_bytes()), "{v}");
+        }
+        assert!(!may_be_xss(b"leave at the door"));
+        assert!(may_be_xss(b"<b>") && may_be_xss(b"x onload=alert(1)"));
     }
 
     #[test]
