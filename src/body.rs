@@ -230,7 +230,7 @@ impl http_body::Body for Body {
                 let released = match ready!(tail.as_mut().poll_frame(cx)) {
                     Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => state.masker.push(&data),
+                        Ok(data) => state.masker.push_bytes(data),
                         Err(frame) => {
                             state.trailers = frame.into_trailers().ok();
                             state.end()

@@ -25,6 +25,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("service_h2", common::service::run_h2),
     ("card_scan", common::card_scan::run),
     ("origin", common::origin::run),
+    ("decoding", common::decoding::run),
 ];
 
 fn seeds(target: &str) -> Vec<PathBuf> {
@@ -151,4 +152,9 @@ fn card_scan_corpus() {
 #[test]
 fn origin_corpus() {
     replay("origin", common::origin::run);
+}
+
+#[test]
+fn decoding_corpus() {
+    replay("decoding", common::decoding::run);
 }

@@ -1,7 +1,10 @@
 //! `payguard::card`: the scanner never panics; what it finds is the same however the input is
 //! split into chunks (the first byte picks the split size); every hit is 13–19 digits inside
 //! the input; masking as a stream gives exactly the whole input masked in place, of the same
-//! length, and scanning that finds no card number any more.
+//! length, and scanning that finds no card number any more (chunks passed as slices or as
+//! `Bytes`, copied or not); a JSON masker gives the same output whatever the chunks, and leaves
+//! no card number either.
+use bytes::Bytes;
 use payguard::card::{find_all, mask, Masker, Scanner};
 
 pub fn run(data: &[u8]) {
@@ -25,13 +28,23 @@ pub fn run(data: &[u8]) {
         let (Ok(a), Ok(b)) = (usize::try_from(h.start), usize::try_from(h.end)) else { return };
         mask(&mut in_place[a..b], h.len);
     }
-    let mut m = Masker::new();
-    let mut streamed = Vec::new();
-    for c in input.chunks(size) {
-        streamed.extend(m.push(c).unwrap_or_default());
-    }
-    streamed.extend(m.finish().unwrap_or_default());
+    let through = |mut m: Masker, size: usize| {
+        let mut out = Vec::new();
+        for (i, c) in input.chunks(size).enumerate() {
+            let released =
+                if (usize::from(knob >> 6) + i) % 2 == 0 { m.push(c) } else { m.push_bytes(Bytes::copy_from_slice(c)) };
+            out.extend(released.unwrap_or_default());
+        }
+        out.extend(m.finish().unwrap_or_default());
+        (out, m.found().0)
+    };
+    let (streamed, found) = through(Masker::new(), size);
     assert_eq!(streamed, in_place, "streamed masking differs from masking in place");
-    assert_eq!(m.found().0, whole.len());
+    assert_eq!(found, whole.len());
     assert!(find_all(&streamed).is_empty(), "a card number survived masking");
+
+    let (json_whole, _) = through(Masker::json(), input.len().max(1));
+    let (json_chunked, _) = through(Masker::json(), size);
+    assert_eq!(json_chunked, json_whole, "JSON masking in chunks of {size} differs");
+    assert!(find_all(&json_chunked).is_empty(), "a card number survived JSON masking");
 }

@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub mod card_scan;
 pub mod client_ip;
 pub mod config_parser;
+pub mod decoding;
 pub mod form_and_json_validation;
 pub mod origin;
 pub mod path_normalize;
