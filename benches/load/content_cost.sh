@@ -9,7 +9,8 @@
 #   SECS=5 REPS=5 CONNS=16 benches/load/content_cost.sh target/release/payguard
 #
 # ROUTES="checkout guarded card origin injection" adds a route per guard, each alone, to see
-# what each costs.
+# what each costs. PERF_ROUTE=NAME records a profile of payguard during that route's first run
+# (perf record -g, to PERF_OUT, default /tmp/content_cost.perf).
 #
 # Needs nginx (the backend), wrk, openssl, curl. Loopback only. payguard runs on one tokio
 # thread pinned to PROXY_CPU (1); wrk and nginx on CLIENT_CPU (0).
@@ -102,6 +103,9 @@ for rep in $(seq 1 "$REPS"); do
         read -r name pid p <<<"$c"
         route=$name
         t0=$(ticks "$pid")
+        if [[ ${PERF_ROUTE:-} == "$name" && $rep == 1 ]]; then
+            perf record -q -e cpu-clock -g -p "$pid" -o "${PERF_OUT:-/tmp/content_cost.perf}" -- sleep "$SECS" 2>/dev/null &
+        fi
         res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$D/body.lua" "https://127.0.0.1:$p" -- "/$route")
         t1=$(ticks "$pid")
         reqs=$(awk '/requests in/ { print $1 }' <<<"$res")

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
-use serde_json::Value;
+use serde::de::DeserializeSeed as _;
 
 use super::Reject;
 use crate::decoding::{Coding, Decoder, Pull};
@@ -111,41 +111,148 @@ pub fn pairs<B>(data: &[u8], query: bool, visit: &mut Visit<'_, B>) -> ControlFl
     ControlFlow::Continue(())
 }
 
-/// Every member name, string and number of a JSON document. `Err` when it does not parse.
+/// Every member name, string and number of a JSON document, in document order, as the parser
+/// reads it (no tree is built). `Err` when it does not parse before a visit stops the walk.
 pub fn json<B>(body: &[u8], visit: &mut Visit<'_, B>) -> Result<ControlFlow<B>, serde_json::Error> {
-    let value: Value = serde_json::from_slice(body)?;
     let mut pointer = String::new();
-    Ok(walk(&value, &mut pointer, visit))
+    let mut stop = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walked = Walk { pointer: &mut pointer, visit, stop: &mut stop }.deserialize(&mut de);
+    if let Some(b) = stop {
+        return Ok(ControlFlow::Break(b));
+    }
+    walked?;
+    de.end()?;
+    Ok(ControlFlow::Continue(()))
 }
 
-fn walk<B>(value: &Value, pointer: &mut String, visit: &mut Visit<'_, B>) -> ControlFlow<B> {
-    match value {
-        Value::String(s) => visit(Place::Json(pointer), Text::String, s.as_bytes()),
-        Value::Number(n) => visit(Place::Json(pointer), Text::Number, n.to_string().as_bytes()),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&i.to_string());
-                let flow = walk(item, pointer, visit);
-                pointer.truncate(len);
-                flow?;
+/// The walk over one JSON value; a visit that breaks leaves its value in `stop` and ends the
+/// parse with an error that [`json`] turns back into the break.
+struct Walk<'a, 'v, B> {
+    pointer: &'a mut String,
+    visit: &'a mut Visit<'v, B>,
+    stop: &'a mut Option<B>,
+}
+
+impl<'v, B> Walk<'_, 'v, B> {
+    fn emit<E: serde::de::Error>(&mut self, place: Place<'_>, text: Text, value: &[u8]) -> Result<(), E> {
+        match (self.visit)(place, text, value) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(b) => {
+                *self.stop = Some(b);
+                Err(E::custom("stopped"))
             }
-            ControlFlow::Continue(())
         }
-        Value::Object(fields) => {
-            for (name, item) in fields {
-                visit(Place::JsonName(pointer), Text::String, name.as_bytes())?;
-                let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&escape(name));
-                let flow = walk(item, pointer, visit);
-                pointer.truncate(len);
-                flow?;
+    }
+
+    fn value<E: serde::de::Error>(mut self, text: Text, value: &[u8]) -> Result<(), E> {
+        let pointer = std::mem::take(self.pointer);
+        let emitted = self.emit(Place::Json(&pointer), text, value);
+        *self.pointer = pointer;
+        emitted
+    }
+
+    fn reborrow(&mut self) -> Walk<'_, 'v, B> {
+        Walk { pointer: self.pointer, visit: self.visit, stop: self.stop }
+    }
+}
+
+impl<'de, B> serde::de::DeserializeSeed<'de> for Walk<'_, '_, B> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, B> serde::de::Visitor<'de> for Walk<'_, '_, B> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.value(Text::String, v.as_bytes())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<(), E> {
+        self.value(Text::Number, itoa::Buffer::new().format(n).as_bytes())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<(), E> {
+        self.value(Text::Number, itoa::Buffer::new().format(n).as_bytes())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<(), E> {
+        let text = serde_json::Number::from_f64(n).map(|n| n.to_string()).unwrap_or_default();
+        self.value(Text::Number, text.as_bytes())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = itoa::Buffer::new();
+        for i in 0usize.. {
+            let len = self.pointer.len();
+            self.pointer.push('/');
+            self.pointer.push_str(index.format(i));
+            let more = seq.next_element_seed(self.reborrow());
+            self.pointer.truncate(len);
+            if more?.is_none() {
+                break;
             }
-            ControlFlow::Continue(())
         }
-        Value::Null | Value::Bool(_) => ControlFlow::Continue(()),
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key_seed(Name)? {
+            let pointer = std::mem::take(self.pointer);
+            let emitted = self.emit(Place::JsonName(&pointer), Text::String, name.as_bytes());
+            *self.pointer = pointer;
+            emitted?;
+            let len = self.pointer.len();
+            self.pointer.push('/');
+            self.pointer.push_str(&escape(&name));
+            let walked = map.next_value_seed(self.reborrow());
+            self.pointer.truncate(len);
+            walked?;
+        }
+        Ok(())
+    }
+}
+
+/// A member name, borrowed from the body when it has no escapes.
+struct Name;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 
@@ -187,6 +294,24 @@ mod tests {
                 ("/ (a name)".into(), Text::String, "t".into()),
             ]
         );
+    }
+
+    #[test]
+    fn json_numbers_as_written_and_a_stop_stops_the_parse() {
+        let numbers = all_json(r#"[5555555555554444,-12,1.5,[{"k":[0]}]]"#);
+        let texts: Vec<&str> = numbers.iter().map(|(_, _, v)| v.as_str()).collect();
+        assert_eq!(texts, ["5555555555554444", "-12", "1.5", "k", "0"]);
+        assert_eq!(numbers[4].0, "/3/0/k/0");
+        assert!(json::<()>(br#"{"a":"x"} junk"#, &mut |_, _, _| ControlFlow::Continue(())).is_err());
+        assert!(json::<()>(br#"{"a":"x""#, &mut |_, _, _| ControlFlow::Continue(())).is_err());
+        let stopped = json(br#"{"a":"stop","b": nonsense"#, &mut |_, _, v| {
+            if v == b"stop" {
+                ControlFlow::Break(7)
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!(stopped.unwrap(), ControlFlow::Break(7));
     }
 
     #[test]
