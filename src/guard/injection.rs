@@ -306,7 +306,9 @@ mod tests {
             let mut value = String::new();
             for i in 0..n {
                 if i > 0 {
-                    value.push_str(*rng.pick(&[" ", " ", " ", "  ", "", "", ".", ",", "-", "+", "@", "\t"]));
+                    let separators = [" ", " ", " ", "  ", "", "", ".", ",", "-", "+", "@", "\t"];
+                    let separator = *rng.pick(&separators);
+                    value.push_str(separator);
                 }
                 let word = if rng.next() % 3 == 0 { rng.pick(&keywords) } else { rng.pick(&words) };
                 if rng.next() % 2 == 0 {
