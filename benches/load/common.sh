@@ -19,6 +19,8 @@
 # build), to compare two builds side by side in one run.
 : "${PAYGUARD_BASE_PORT:=18446}"
 : "${PAYGUARD_BASE_ADMIN_PORT:=18902}"
+# The floors of issue #16 (benches/floor/): bare forwarders, built by benches/floor/build.sh.
+: "${FLOOR_HYPER_PORT:=18447}"
 : "${QUIET_MAX:=15}"            # before each run, wait until both cores are below this busy % ...
 : "${QUIET_TIMEOUT:=300}"       # ... for at most this many seconds, then measure anyway (and warn)
 : "${KEEP_TMP:=0}"              # 1: keep the temp dir (configs, logs) after the run
@@ -221,6 +223,7 @@ PORT[nginx]=$NGINX_PORT
 PORT[haproxy]=$HAPROXY_PORT
 PORT[payguard]=$PAYGUARD_PORT
 PORT[payguard_base]=$PAYGUARD_BASE_PORT
+PORT[floor_hyper]=$FLOOR_HYPER_PORT
 
 NGINX_USER=""
 if [[ $EUID == 0 ]]; then NGINX_USER="user root root;"; fi
@@ -319,6 +322,17 @@ start_payguard() {
 start_payguard_base() {
     [[ -x ${PAYGUARD_BASE_BIN:-} ]] || die "PROXIES names payguard_base: set PAYGUARD_BASE_BIN to an executable"
     start_payguard_bin payguard_base "$PAYGUARD_BASE_BIN" "$PAYGUARD_BASE_PORT" "$PAYGUARD_BASE_ADMIN_PORT"
+}
+
+# Floor 1 of issue #16: hyper + tokio-rustls + payguard's pool, nothing else (GUARD=0 only: a
+# floor applies no rules). FLOOR_BIN_DIR: where benches/floor/build.sh put the binaries.
+start_floor_hyper() {
+    [[ $GUARD == 0 ]] || die "floor_hyper applies no rules: run it with GUARD=0"
+    local bin=${FLOOR_BIN_DIR:-$ROOT/benches/floor/target/release}/floor-hyper
+    [[ -x $bin ]] || die "$bin missing: run benches/floor/build.sh"
+    taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$FLOOR_HYPER_PORT" "$TMP/server.crt" "$TMP/server.key" "127.0.0.1:$BACKEND_PORT" >>"$TMP/floor_hyper.log" 2>&1 &
+    PID[floor_hyper]=$!
+    PIDS+=("${PID[floor_hyper]}")
 }
 
 # The GUARD=1 rules for payguard: the same three checks the peers get, all passing.
