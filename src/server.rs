@@ -198,13 +198,14 @@ struct Connection<S> {
 /// A request for a host other than the one the connection was opened for (its SNI) that the
 /// certificate does not cover: the client should not have sent it here (RFC 9110 §15.5.20).
 fn misdirected<B>(req: &Request<B>, sni: &str, certs: &crate::tls::CertResolver) -> bool {
-    let authority = match req.uri().authority() {
-        Some(a) => Some(a.clone()),
-        None => req.headers().get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()),
+    let host = match req.uri().authority() {
+        Some(a) => Some(a.host()),
+        None => req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()),
     };
-    let Some(authority) = authority else { return false };
-    let host = authority.host();
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let Some(host) = host else { return false };
+    // Borrowed unless the host has capitals: nothing is allocated for the usual request.
+    let host = crate::rules::router::normalize_host(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&host);
     !host.eq_ignore_ascii_case(sni) && !certs.covers(host)
 }
 

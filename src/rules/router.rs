@@ -53,7 +53,6 @@ pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
     }
 }
 
-/// Lowercases, strips the port (`host:8443`, `[::1]:8443`) and a trailing dot.
 /// Whether a normalised host (see [`normalize_host`]) is a DNS name or a bracketed IPv6 address.
 pub(crate) fn valid_host(norm: &str) -> bool {
     if let Some(inner) = norm.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
@@ -67,6 +66,7 @@ pub(crate) fn valid_host(norm: &str) -> bool {
     }
 }
 
+/// Lowercases, strips the port (`host:8443`, `[::1]:8443`) and a trailing dot.
 pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
     let no_port = if host.starts_with('[') {
         match host.find(']') {
