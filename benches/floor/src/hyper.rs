@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use http::uri::Authority;
-use http::{header, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,6 +26,8 @@ use payguard::body::Body;
 use payguard::pool::Pool;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+mod forward;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -62,35 +64,5 @@ async fn serve(listen: SocketAddr, acceptor: TlsAcceptor, backend: Authority) ->
 }
 
 async fn forward(pool: Arc<Pool<Body>>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let (mut parts, body) = req.into_parts();
-    // The backend speaks HTTP/1.1 with an origin-form target and a Host header.
-    if let Some(authority) = parts.uri.authority().cloned() {
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(v) = authority.as_str().parse() {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
-    if let Some(pq) = parts.uri.path_and_query().cloned() {
-        parts.uri = Uri::from(pq);
-    }
-    parts.version = Version::HTTP_11;
-    let req = Request::from_parts(parts, Body::from(body));
-    let Ok(mut conn) = pool.checkout().await else { return Ok(bad_gateway()) };
-    let Some(sender) = conn.sender() else { return Ok(bad_gateway()) };
-    match sender.send_request(req).await {
-        Ok(res) => {
-            let (mut parts, body) = res.into_parts();
-            parts.headers.remove(header::CONNECTION);
-            parts.headers.remove("keep-alive");
-            Ok(Response::from_parts(parts, Body::upstream(body, conn)))
-        }
-        Err(_) => Ok(bad_gateway()),
-    }
-}
-
-fn bad_gateway() -> Response<Body> {
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::BAD_GATEWAY;
-    res
+    Ok(forward::forward(pool, req.map(Body::from)).await)
 }

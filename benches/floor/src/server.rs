@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use http::uri::Authority;
-use http::{header, Request, Response, StatusCode, Uri, Version};
+use http::Response;
 use payguard::body::Body;
 use payguard::client_ip::TrustedProxies;
 use payguard::context::{ContextLayer, Contextual};
@@ -26,6 +26,8 @@ use payguard::pool::Pool;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::{Layer as _, Service};
+
+mod forward;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -74,36 +76,6 @@ impl Service<Contextual> for Forward {
 
     fn call(&mut self, c: Contextual) -> Self::Future {
         let pool = self.pool.clone();
-        Box::pin(async move {
-            let (mut parts, body) = c.req.into_parts();
-            if let Some(authority) = parts.uri.authority().cloned() {
-                if !parts.headers.contains_key(header::HOST) {
-                    if let Ok(v) = authority.as_str().parse() {
-                        parts.headers.insert(header::HOST, v);
-                    }
-                }
-            }
-            if let Some(pq) = parts.uri.path_and_query().cloned() {
-                parts.uri = Uri::from(pq);
-            }
-            parts.version = Version::HTTP_11;
-            let Ok(mut conn) = pool.checkout().await else { return Ok(bad_gateway()) };
-            let Some(sender) = conn.sender() else { return Ok(bad_gateway()) };
-            match sender.send_request(Request::from_parts(parts, body)).await {
-                Ok(res) => {
-                    let (mut parts, body) = res.into_parts();
-                    parts.headers.remove(header::CONNECTION);
-                    parts.headers.remove("keep-alive");
-                    Ok(Response::from_parts(parts, Body::upstream(body, conn)))
-                }
-                Err(_) => Ok(bad_gateway()),
-            }
-        })
+        Box::pin(async move { Ok(forward::forward(pool, c.req).await) })
     }
-}
-
-fn bad_gateway() -> Response<Body> {
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::BAD_GATEWAY;
-    res
 }

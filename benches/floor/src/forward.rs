@@ -1,0 +1,40 @@
+//! The bare forward both floors share: the request as the backend wants it (HTTP/1.1, an
+//! origin-form target, a Host header), sent through payguard's pool; 502 when that fails.
+
+use std::sync::Arc;
+
+use http::{header, Request, Response, StatusCode, Uri, Version};
+use payguard::body::Body;
+use payguard::pool::Pool;
+
+pub async fn forward(pool: Arc<Pool<Body>>, req: Request<Body>) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(authority) = parts.uri.authority().cloned() {
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(v) = authority.as_str().parse() {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    if let Some(pq) = parts.uri.path_and_query().cloned() {
+        parts.uri = Uri::from(pq);
+    }
+    parts.version = Version::HTTP_11;
+    let Ok(mut conn) = pool.checkout().await else { return bad_gateway() };
+    let Some(sender) = conn.sender() else { return bad_gateway() };
+    match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(res) => {
+            let (mut parts, body) = res.into_parts();
+            parts.headers.remove(header::CONNECTION);
+            parts.headers.remove("keep-alive");
+            Response::from_parts(parts, Body::upstream(body, conn))
+        }
+        Err(_) => bad_gateway(),
+    }
+}
+
+fn bad_gateway() -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::BAD_GATEWAY;
+    res
+}
