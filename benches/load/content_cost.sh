@@ -10,7 +10,7 @@
 #
 # ROUTES="checkout guarded card origin injection" adds a route per guard, each alone, to see
 # what each costs. PERF_ROUTE=NAME records a profile of payguard during that route's first run
-# (perf record -g, to PERF_OUT, default /tmp/content_cost.perf).
+# (perf record -g, to PERF_OUT, default /tmp/content.perf).
 #
 # Needs nginx (the backend), wrk, openssl, curl. Loopback only. payguard runs on one tokio
 # thread pinned to PROXY_CPU (1); wrk and nginx on CLIENT_CPU (0).
@@ -21,56 +21,28 @@ die() { log "$*"; exit 1; }
 COST_NAME=content
 # shellcheck source=benches/load/cost_lib.sh
 source "$ROOT/benches/load/cost_lib.sh"
-cat >"$D/rules/00-bench.toml" <<'R'
-[defaults]
-hosts = ["localhost", "127.0.0.1"]
-
-[[route]]
-name = "checkout"
-match = { path = "/checkout", methods = ["POST"] }
-[route.validate]
-content_type = ["application/json"]
-fields = [
-  { at = "/amount", type = "integer", min = 1 },
-  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
-]
-
-[[route]]
-name = "guarded"
-match = { path = "/guarded", methods = ["POST"] }
-[route.validate]
-content_type = ["application/json"]
-fields = [
-  { at = "/amount", type = "integer", min = 1 },
-  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
-]
-[route.card_data]
-request = "reject"
-response = "mask"
-[route.origin]
-allow = ["https://pay.example.net"]
-[route.injection]
-R
-for one in card origin injection; do
-    cat >>"$D/rules/00-bench.toml" <<R
-
-[[route]]
-name = "$one"
-match = { path = "/$one", methods = ["POST"] }
-[route.validate]
-content_type = ["application/json"]
-fields = [
-  { at = "/amount", type = "integer", min = 1 },
-  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
-]
-R
-    case $one in
-        card) printf '[route.card_data]\nrequest = "reject"\nresponse = "mask"\n' ;;
-        origin) printf '[route.origin]\nallow = ["https://pay.example.net"]\n' ;;
-        injection) printf '[route.injection]\n' ;;
-    esac >>"$D/rules/00-bench.toml"
-done
-
+# route NAME [GUARD...]: a JSON POST route with the same validation, plus the named guards.
+route() {
+    local name=$1 g
+    shift
+    printf '\n[[route]]\nname = "%s"\nmatch = { path = "/%s", methods = ["POST"] }\n' "$name" "$name"
+    printf '[route.validate]\ncontent_type = ["application/json"]\nfields = [\n'
+    printf '  { at = "/amount", type = "integer", min = 1 },\n'
+    printf '  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },\n]\n'
+    for g in "$@"; do
+        case $g in
+            card) printf '[route.card_data]\nrequest = "reject"\nresponse = "mask"\n' ;;
+            origin) printf '[route.origin]\nallow = ["https://pay.example.net"]\n' ;;
+            injection) printf '[route.injection]\n' ;;
+        esac
+    done
+}
+{
+    printf '[defaults]\nhosts = ["localhost", "127.0.0.1"]\n'
+    route checkout
+    route guarded card origin injection
+    for one in card origin injection; do route "$one" "$one"; done
+} >"$D/rules/00-bench.toml"
 
 # A storefront's order: a name with an apostrophe, an address, a note, amounts; a browser's
 # same-origin header.
@@ -101,18 +73,8 @@ out="$D/runs.csv"
 for rep in $(seq 1 "$REPS"); do
     for c in "${contestants[@]}"; do
         read -r name pid p <<<"$c"
-        route=$name
-        t0=$(ticks "$pid")
-        if [[ ${PERF_ROUTE:-} == "$name" && $rep == 1 ]]; then
-            perf record -q -e cpu-clock -g -p "$pid" -o "${PERF_OUT:-/tmp/content_cost.perf}" -- sleep "$SECS" 2>/dev/null &
-        fi
-        res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$D/body.lua" "https://127.0.0.1:$p" -- "/$route")
-        t1=$(ticks "$pid")
-        reqs=$(awk '/requests in/ { print $1 }' <<<"$res")
-        bad=$(awk '/Non-2xx/ { print $NF }' <<<"$res")
-        [[ -z $bad ]] || die "$name: $bad answers were not 2xx: $res"
-        rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$res")
-        us=$(awk -v t=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+        m=$(measure "$pid" "$p" "$D/body.lua" "$name")
+        read -r us rps _ <<<"$m"
         echo "$name,$rep,$us,$rps" >>"$out"
         log "rep $rep $name: $us µs CPU/request, $rps req/s"
     done
@@ -122,7 +84,6 @@ echo "| route | payguard CPU µs/request, median (min–max) | req/s, median |"
 echo "|---|---|---|"
 for c in "${contestants[@]}"; do
     read -r name _ <<<"$c"
-    m=$(col "$name" 3 | median); lo=$(col "$name" 3 | sort -n | head -1); hi=$(col "$name" 3 | sort -n | tail -1)
-    echo "| $name | $m ($lo–$hi) | $(col "$name" 4 | median) |"
+    echo "| $name | $(spread "$name") | $(col "$name" 4 | median) |"
 done
 awk -v x="$(col guarded 3 | median)" -v y="$(col checkout 3 | median)" 'BEGIN { printf "guarded / checkout: %.3f\n", x / y }'

@@ -55,3 +55,27 @@ C
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # col NAME COLUMN: the column of NAME's rows in $out (name,rep,µs,req/s,...).
 col() { awk -F, -v n="$1" -v c="$2" '$1 == n { print $c }' "$out"; }
+
+# measure PID PORT SCRIPT ROUTE: one wrk run of SECS seconds against /ROUTE, every answer 2xx
+# (call it as m=$(measure ...), so that a failure stops the script); prints "µs_of_CPU_per_request req/s requests". PERF_ROUTE=ROUTE records a profile of the
+# first such run (perf record -g, to PERF_OUT).
+measure() {
+    local pid=$1 p=$2 script=$3 route=$4 t0 t1 res reqs bad rps
+    t0=$(ticks "$pid")
+    if [[ ${PERF_ROUTE:-} == "$route" && ! -e $D/perf.done ]]; then
+        touch "$D/perf.done"
+        perf record -q -e cpu-clock -g -p "$pid" -o "${PERF_OUT:-/tmp/${COST_NAME:-cost}.perf}" -- sleep "$SECS" 2>/dev/null &
+    fi
+    res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$script" "https://127.0.0.1:$p" -- "/$route")
+    t1=$(ticks "$pid")
+    reqs=$(awk '/requests in/ { print $1 }' <<<"$res")
+    bad=$(awk '/Non-2xx/ { print $NF }' <<<"$res")
+    [[ -z $bad ]] || die "$route: $bad answers were not 2xx: $res"
+    rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$res")
+    awk -v t=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" -v r="$rps" 'BEGIN { printf "%.2f %s %d\n", t * 1e6 / hz / n, r, n }'
+}
+
+# spread NAME: "median (min–max)" of NAME's µs/request in $out.
+spread() {
+    echo "$(col "$1" 3 | median) ($(col "$1" 3 | sort -n | head -1)–$(col "$1" 3 | sort -n | tail -1))"
+}

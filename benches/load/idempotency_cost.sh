@@ -120,16 +120,10 @@ for rep in $(seq 1 "$REPS"); do
         route=${name%-redis}
         calls0=0
         [[ $name == *redis ]] && calls0=$(script_calls)
-        t0=$(ticks "$pid")
-        res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$D/keys.lua" "https://127.0.0.1:$p" -- "/$route")
-        t1=$(ticks "$pid")
-        reqs=$(awk '/requests in/ { print $1 }' <<<"$res")
-        bad=$(awk '/Non-2xx/ { print $NF }' <<<"$res")
-        [[ -z $bad ]] || die "$name: $bad answers were not 2xx: $res"
-        rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$res")
+        m=$(measure "$pid" "$p" "$D/keys.lua" "$route")
+        read -r us rps reqs <<<"$m"
         per_call="-"
         [[ $name == *redis ]] && per_call=$(awk -v a="$calls0" -v b="$(script_calls)" -v n="$reqs" 'BEGIN { printf "%.2f", (b - a) / n }')
-        us=$(awk -v t=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
         echo "$name,$rep,$us,$rps,$per_call" >>"$out"
         log "rep $rep $name: $us µs CPU/request, $rps req/s, redis scripts/request $per_call"
     done
@@ -139,8 +133,7 @@ echo "| route | payguard CPU µs/request, median (min–max) | req/s, median | R
 echo "|---|---|---|---|"
 for c in "${contestants[@]}"; do
     read -r name _ <<<"$c"
-    m=$(col "$name" 3 | median); lo=$(col "$name" 3 | sort -n | head -1); hi=$(col "$name" 3 | sort -n | tail -1)
-    echo "| $name | $m ($lo–$hi) | $(col "$name" 4 | median) | $(col "$name" 5 | head -1) |"
+    echo "| $name | $(spread "$name") | $(col "$name" 4 | median) | $(col "$name" 5 | head -1) |"
 done
 for pair in "idem plain" "idem-redis plain" "checkout-idem checkout"; do
     read -r a b <<<"$pair"
