@@ -193,6 +193,25 @@ impl Body {
     }
 }
 
+/// A request body as the context layer receives it: hyper's, from a client connection, or one
+/// already in memory (`payguard explain` and `payguard test` decide requests without a client).
+pub trait RequestBody: http_body::Body + Send + 'static {
+    /// The exchange's body; `deadline`: when it must have ended.
+    fn into_request(self, deadline: Option<Instant>) -> Body;
+}
+
+impl RequestBody for Incoming {
+    fn into_request(self, deadline: Option<Instant>) -> Body {
+        Body::request(self, deadline)
+    }
+}
+
+impl RequestBody for Body {
+    fn into_request(self, _deadline: Option<Instant>) -> Body {
+        self
+    }
+}
+
 impl From<Incoming> for Body {
     fn from(inner: Incoming) -> Self {
         Body::incoming(inner, u64::MAX)

@@ -13,10 +13,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, RequestBody};
 use crate::client_ip::{ClientIp, TrustedProxies};
 use crate::metrics::{Metrics, RouteLabel};
 use crate::telemetry;
@@ -142,9 +141,10 @@ pub struct ContextService<S> {
     added: AddedHeaders,
 }
 
-impl<S> Service<Request<Incoming>> for ContextService<S>
+impl<S, B> Service<Request<B>> for ContextService<S>
 where
     S: Service<Contextual, Response = Response<Body>, Error = Infallible>,
+    B: RequestBody,
 {
     type Response = Response<LoggedBody>;
     type Error = Infallible;
@@ -154,7 +154,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
         let (peer, peer_header, body_timeout) = match parts.extensions.remove::<ConnInfo>() {
@@ -194,7 +194,7 @@ where
             Some(t) if !http_body::Body::is_end_stream(&body) => Some(tokio::time::Instant::from_std(start + t)),
             _ => None,
         };
-        let req = Request::from_parts(parts, Body::request(body, deadline));
+        let req = Request::from_parts(parts, body.into_request(deadline));
         ResponseFuture {
             inner: self.inner.call(Contextual { ctx, req }),
             record: Some(record),

@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod guard;
 pub mod h2_flood;
 pub mod metrics;
+pub mod offline;
 pub mod pool;
 pub mod proxy;
 pub mod rescue;

@@ -37,6 +37,30 @@ enum Command {
         #[arg(short, long, env = "PAYGUARD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Decide one request offline: the route, every guard's decision and why, the answer.
+    /// No backend is contacted (a stand-in answers 200 {}); signatures are really verified;
+    /// shared state starts empty. Exits 0 whatever the decision, 2 on bad arguments.
+    Explain {
+        /// Path to payguard.toml.
+        #[arg(short, long, env = "PAYGUARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print one JSON object instead of the report.
+        #[arg(long)]
+        json: bool,
+        /// GET, POST, …
+        method: String,
+        /// https://host/path?query, or /path?query (host: localhost unless -H Host is given).
+        url: String,
+        /// A request header, as 'Name: value' (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The request body: a file, or - for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        body: Option<PathBuf>,
+        /// The client's address.
+        #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+        from: std::net::IpAddr,
+    },
 }
 
 fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
@@ -48,7 +72,106 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { config: None, threads: None }) {
         Command::Check { config } => check(config_path(config).as_deref()),
         Command::Run { config, threads } => run(config_path(config).as_deref(), threads),
+        Command::Explain { config, json, method, url, headers, body, from } => {
+            let probe = match probe(&method, &url, &headers, body.as_deref(), from) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("payguard explain: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            explain(config_path(config).as_deref(), &probe, json)
+        }
     }
+}
+
+/// A request from `explain`'s arguments.
+fn probe(
+    method: &str,
+    url: &str,
+    headers: &[String],
+    body: Option<&Path>,
+    from: std::net::IpAddr,
+) -> anyhow::Result<payguard::offline::Probe> {
+    use anyhow::Context as _;
+    let method = http::Method::from_bytes(method.as_bytes()).context("invalid method")?;
+    let headers = headers
+        .iter()
+        .map(|h| {
+            let (name, value) = h.split_once(':').with_context(|| format!("header {h:?} is not 'Name: value'"))?;
+            let name =
+                http::HeaderName::try_from(name.trim()).with_context(|| format!("invalid header name in {h:?}"))?;
+            let value =
+                http::HeaderValue::try_from(value.trim()).with_context(|| format!("invalid header value in {h:?}"))?;
+            Ok((name, value))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let body = match body {
+        None => bytes::Bytes::new(),
+        Some(p) if p == Path::new("-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read the body from stdin")?;
+            buf.into()
+        }
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?.into(),
+    };
+    Ok(payguard::offline::Probe { method, url: url.to_string(), headers, body, from, backend: Default::default() })
+}
+
+/// `payguard explain`: decides `probe` against the configured rules and prints the report.
+fn explain(path: Option<&Path>, probe: &payguard::offline::Probe, json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let decided = rt.block_on(async {
+        let offline = payguard::offline::Offline::new(config).await?;
+        let decision = offline.session().decide(probe).await;
+        decision
+    });
+    let decision = match decided {
+        Ok(d) => d,
+        Err(e @ payguard::offline::OfflineError::Request(_)) => {
+            eprintln!("payguard explain: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("payguard explain: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if json {
+        let mut v = serde_json::to_value(&decision).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("added_headers".into(), serde_json::json!(decision.added_headers(&probe.headers)));
+        }
+        format!("{v:#}\n")
+    } else {
+        decision.render(&probe.headers)
+    };
+    print_out(&text)
+}
+
+/// Writes `text` to stdout; a stdout that cannot be written is an error exit, not a panic.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// Prints `payguard check`'s report. A stdout that cannot be written (a full disk, a closed

@@ -147,7 +147,7 @@ fn closes_connection(stage: Stage, version: Version) -> bool {
 /// A refusal below any request (the peer denied at accept, a head the HTTP layer could not
 /// parse): only an audit line, since there is no request to answer or the HTTP layer answered.
 pub fn refused_connection(peer: IpAddr, guard: &'static str, reason: &str, detail: &dyn std::fmt::Display) {
-    tracing::info!(target: "payguard::audit", client_ip = %peer, guard, decision = "block", reason, detail = %detail);
+    tracing::info!(target: crate::telemetry::AUDIT_TARGET, client_ip = %peer, guard, decision = "block", reason, detail = %detail);
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::guard::head::HeadLimits;
 use crate::guard::idempotency::IdempotencyGuard;
 use crate::guard::injection::InjectionGuard;
 use crate::guard::ip::IpGuard;
-use crate::guard::layer::GuardLayer;
+use crate::guard::layer::{Guard, GuardLayer};
 use crate::guard::origin::OriginGuard;
 use crate::guard::rate_limit::RateLimitGuard;
 use crate::guard::replay::ReplayGuard;
@@ -60,13 +60,13 @@ fn response_headers(server: &crate::config::ServerConfig) -> crate::context::Add
 
 /// The stack for a configuration: the one assembly used by the server and the fuzz harness.
 /// The state stores are the caller's (their upkeep tasks, or none).
-pub fn from_config(
+pub fn from_config<B: crate::body::RequestBody>(
     config: &crate::config::Config,
     rules: SharedRules,
     metrics: Arc<Metrics>,
     stores: crate::state::Stores,
 ) -> impl tower::Service<
-    http::Request<hyper::body::Incoming>,
+    http::Request<B>,
     Response = http::Response<crate::context::LoggedBody>,
     Error = std::convert::Infallible,
     Future = impl Send,
@@ -91,11 +91,30 @@ pub fn from_config(
     })
 }
 
+/// The guards of [`build`] in the order a request meets them, by the names of their audit
+/// lines, metrics and trail steps. `payguard explain` lists them so; a test holds it to the
+/// trail of a request that passed them all.
+pub const GUARDS: [&str; 13] = [
+    <IpGuard as Guard>::NAME,
+    <RateLimitGuard as Guard>::NAME,
+    <HeaderGuard as Guard>::NAME,
+    <OriginGuard as Guard>::NAME,
+    <BufferGuard as Guard>::NAME,
+    <FailureLimitGuard as Guard>::NAME,
+    <SignatureGuard as Guard>::NAME,
+    <ReplayGuard as Guard>::NAME,
+    <BodyGuard as Guard>::NAME,
+    <CardDataGuard as Guard>::NAME,
+    <InjectionGuard as Guard>::NAME,
+    <IdempotencyGuard as Guard>::NAME,
+    <CardAnswerGuard as Guard>::NAME,
+];
+
 /// The service handed to hyper for every connection.
-pub fn build(
+pub fn build<B: crate::body::RequestBody>(
     parts: StackParts,
 ) -> impl tower::Service<
-    http::Request<hyper::body::Incoming>,
+    http::Request<B>,
     Response = http::Response<crate::context::LoggedBody>,
     Error = std::convert::Infallible,
     Future = impl Send,

@@ -315,9 +315,12 @@ pub struct Decision<'a> {
     pub elapsed: Option<std::time::Duration>,
 }
 
+/// The target of every audit line.
+pub const AUDIT_TARGET: &str = "payguard::audit";
+
 pub fn audit(d: &Decision<'_>) {
     tracing::info!(
-        target: "payguard::audit",
+        target: AUDIT_TARGET,
         request_id = d.request_id,
         route = d.route,
         client_ip = %d.client_ip,

@@ -380,3 +380,148 @@ fn shipped_rules_pass_check() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("route(s) in rules"), "{text}");
 }
+
+/// Rules for `explain`: a Stripe callback route, and a storefront route in monitor mode.
+const EXPLAIN_RULES: &[(&str, &str)] = &[
+    (
+        "10-pay.toml",
+        r#"# The payment callbacks.
+
+[[route]]
+name = "stripe"
+match = { path = "/stripe", methods = ["POST"] }
+[route.signature]
+provider = "stripe"
+secrets = ["env:PG_EXPLAIN_STRIPE"]
+"#,
+    ),
+    (
+        "20-shop.toml",
+        r#"[[route]]
+name = "search"
+mode = "monitor"
+match = { path = "/search" }
+[route.injection]
+"#,
+    ),
+];
+
+fn explain(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("explain")
+        .args(["--config", "payguard.toml"])
+        .args(args)
+        .current_dir(dir)
+        .env("PG_EXPLAIN_STRIPE", "whsec_explain")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+fn explain_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = explain(dir, &[&["--json"], args].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn explain_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    // The upstream is never contacted: a closed port proves it.
+    write_config(dir.path(), &make_cert(), "127.0.0.1:9".parse().unwrap(), "", EXPLAIN_RULES);
+    dir
+}
+
+fn stripe_header(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("stripe-signature: t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn explain_shows_route_guards_and_answer_of_a_verified_callback() {
+    let dir = explain_dir();
+    let body = r#"{"id":"evt_1"}"#;
+    std::fs::write(dir.path().join("evt.json"), body).unwrap();
+    let sig = stripe_header("whsec_explain", body);
+    let v = explain_json(dir.path(), &["POST", "https://shop.test/stripe", "-H", &sig, "--body", "evt.json"]);
+    assert_eq!(v["route"], "stripe", "{v:#}");
+    assert!(v["defined_at"].as_str().unwrap().ends_with("10-pay.toml:4:8"), "{v:#}");
+    assert_eq!((v["status"].as_u64(), v["forwarded"].as_bool()), (Some(200), Some(true)), "{v:#}");
+    assert!(v["error"].is_null());
+    // Every guard, in stack order, after the router.
+    let guards: Vec<&str> = v["guards"].as_array().unwrap().iter().map(|g| g["guard"].as_str().unwrap()).collect();
+    assert_eq!(guards[0], "route");
+    assert_eq!(guards[1..], payguard::stack::GUARDS);
+    let signature = v["guards"].as_array().unwrap().iter().find(|g| g["guard"] == "signature").unwrap();
+    assert_eq!(signature["decision"], "pass");
+    assert!(signature["reason"].as_str().unwrap().contains("secrets[0]"), "{signature}");
+    assert_eq!(v["added_headers"]["x-payguard-verified"], "stripe", "{v:#}");
+    assert_eq!(v["added_headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(v["backend_request"]["path"], "/stripe");
+
+    // The same callback, signed with another secret: refused, nothing after the signature ran.
+    let bad = stripe_header("whsec_other", body);
+    let v = explain_json(dir.path(), &["POST", "/stripe", "-H", &bad, "--body", "evt.json", "--from", "203.0.113.9"]);
+    assert_eq!((v["status"].as_u64(), v["error"].as_str()), (Some(401), Some("signature_invalid")), "{v:#}");
+    assert_eq!(v["forwarded"], false);
+    let decision = |g: &str| {
+        v["guards"].as_array().unwrap().iter().find(|s| s["guard"] == g).unwrap()["decision"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(decision("signature"), "block");
+    assert_eq!(decision("replay"), "not_reached");
+    assert_eq!(decision("ip"), "pass");
+}
+
+#[test]
+fn explain_shows_monitor_decisions_and_a_readable_report() {
+    let dir = explain_dir();
+    let v = explain_json(dir.path(), &["GET", "/search?q=1%27%20OR%20%271%27%3D%271"]);
+    assert_eq!((v["route"].as_str(), v["mode"].as_str()), (Some("search"), Some("monitor")));
+    let injection = v["guards"].as_array().unwrap().iter().find(|g| g["guard"] == "injection").unwrap();
+    assert_eq!(injection["decision"], "would_block", "{v:#}");
+    assert!(injection["reason"].as_str().unwrap().contains("sqli"), "{injection}");
+    assert_eq!((v["status"].as_u64(), v["forwarded"].as_bool()), (Some(200), Some(true)));
+
+    let (code, out, _) = explain(dir.path(), &["POST", "/nowhere"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("route    none matched"), "{out}");
+    assert!(out.contains("answer   200"), "{out}");
+
+    let (code, out, _) = explain(dir.path(), &["POST", "/stripe"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("route    stripe (rules/10-pay.toml:4:8, enforce)"), "{out}");
+    assert!(out.contains("signature_invalid") && out.contains("not forwarded"), "{out}");
+    assert!(out.contains("empty at start"), "{out}");
+}
+
+#[test]
+fn explain_refuses_bad_arguments_with_exit_2() {
+    let dir = explain_dir();
+    for args in [&["GET"][..], &["GET", "/", "-H", "no colon"], &["GET", "/", "--from", "nowhere"], &["G ET", "/"]] {
+        let (code, out, err) = explain(dir.path(), args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+    }
+}
+
+/// `payguard explain` lists the guards in `stack::GUARDS` order: it is the order a request
+/// really meets them, as the proxy's own refusal after the last of them says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_order_explain_shows_is_the_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let cfg = write_config(dir.path(), &cert, closed_port().await, "", OPEN_RULES);
+    let pg = Child_::spawn(&cfg);
+    let res = h1_client(&cert).get(url(pg.addr, "/anything")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let lines = log_lines_for(&pg, &id).await;
+    let audit = lines.iter().find(|l| l["target"] == "payguard::audit").expect("an audit line");
+    assert_eq!(audit["guard"], "proxy");
+    assert_eq!(audit["passed"], payguard::stack::GUARDS.join(","), "{audit}");
+}

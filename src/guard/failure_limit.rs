@@ -247,7 +247,7 @@ async fn record(store: &dyn FailureStore, metrics: &Metrics, held: &Held, k: &Co
             metrics.failure(&label, ban.is_some());
             if let Some(ban) = ban {
                 tracing::info!(
-                    target: "payguard::audit",
+                    target: crate::telemetry::AUDIT_TARGET,
                     request_id = held.request_id.to_str().unwrap_or("-"),
                     route = %held.route.name,
                     client_ip = %held.client_ip,

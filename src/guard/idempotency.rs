@@ -566,7 +566,7 @@ async fn timed_out(
 /// The key is held as indeterminate: later attempts get 409 until `retention` ends.
 fn audit_hold(held: &Held, a: &Attempt, why: &str) {
     tracing::info!(
-        target: "payguard::audit",
+        target: crate::telemetry::AUDIT_TARGET,
         request_id = held.request_id.to_str().unwrap_or("-"),
         route = %held.route.name,
         client_ip = %held.client_ip,

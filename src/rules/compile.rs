@@ -261,6 +261,7 @@ fn compile_route(
     let injection = r.injection.as_ref().map(|i| super::injection::compile(cx, i.get_ref()));
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
     Some(Route {
+        defined_at: Arc::from(cx.src.location(&name_span)),
         name: Arc::from(name),
         host,
         path: path?,

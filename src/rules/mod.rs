@@ -250,6 +250,8 @@ impl RawSignature {
 pub struct Route {
     /// Unique name, for logs and metrics.
     pub name: Arc<str>,
+    /// Where it is defined: `file:line:col` of its name.
+    pub defined_at: Arc<str>,
     /// Host to match (lowercase, no port), or any.
     pub host: Option<String>,
     /// Path to match.
