@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod offline;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod rescue;
 pub mod route;
 pub mod rules;
@@ -65,6 +66,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    /// Reloads rules and certificates (SIGHUP).
+    pub reloader: reload::Reloader,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -239,20 +242,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(arc_swap::ArcSwap::from_pointee(rules::active::ActiveRules::new(rule_set, 1)));
     health.rules_version.store(1, Ordering::Relaxed);
     health.rules_loaded.store(true, Ordering::Relaxed);
-    if config.rules.watch {
-        let watcher = rules::watch::watch(
-            config.rules.dir.clone(),
-            rules::Env::of(&config),
-            shared.clone(),
-            metrics.clone(),
-            Duration::from_millis(500),
-            {
-                let health = health.clone();
-                move |version| health.rules_version.store(version, Ordering::Relaxed)
-            },
-        );
-        spawn_until(stopped.clone(), watcher);
-    }
+    let reloader = reload::Reloader::default();
+    let watcher = rules::watch::watch(
+        config.rules.dir.clone(),
+        rules::Env::of(&config),
+        shared.clone(),
+        metrics.clone(),
+        config.rules.watch.then_some(Duration::from_millis(500)),
+        reloader.requests(),
+        {
+            let health = health.clone();
+            move |version| health.rules_version.store(version, Ordering::Relaxed)
+        },
+    );
+    spawn_until(stopped.clone(), watcher);
 
     let provider = tls::provider();
     let (cert, key) = tls::cert_paths(&config.server.tls)?;
@@ -260,7 +263,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls_config = Arc::new(tls::server_config(resolver.clone(), provider.clone())?);
     spawn_until(
         stopped.clone(),
-        tls::watch_certificates(resolver.clone(), cert, key, provider, metrics.clone(), Duration::from_secs(1)),
+        tls::watch_certificates(
+            resolver.clone(),
+            cert,
+            key,
+            provider,
+            metrics.clone(),
+            Duration::from_secs(1),
+            reloader.requests(),
+        ),
     );
 
     let listener = bind_client_listener(config.server.listen, config.server.send_buffer)?;
@@ -310,7 +321,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             stopped.cancel();
         }
     });
-    Ok(Running { addr, admin_addr, health, metrics, shutdown, task })
+    Ok(Running { addr, admin_addr, health, metrics, reloader, shutdown, task })
 }
 
 /// `payguard check`: validates the config and what it points at. Returns a one-line summary,

@@ -235,11 +235,15 @@ fn run(path: Option<&Path>, threads: Option<usize>) -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Install the signal handlers before anything listens: a SIGTERM that arrived before them
     // would kill the process with requests in flight.
-    let signals = Signals::install()?;
+    let mut signals = Signals::install()?;
     let running = payguard::start(config).await?;
     let token = running.shutdown_token();
+    let reloader = running.reloader.clone();
     tokio::spawn(async move {
-        signals.recv().await;
+        while let Signal::Reload = signals.recv().await {
+            tracing::info!(target: "payguard", "SIGHUP: reloading rules and certificates");
+            reloader.request();
+        }
         tracing::info!(target: "payguard", "shutdown signal received; draining");
         token.cancel();
     });
@@ -253,6 +257,15 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+enum Signal {
+    /// SIGTERM, SIGINT: drain and stop.
+    Stop,
+    /// SIGHUP: reload rules and certificates.
+    Reload,
 }
 
 impl Signals {
@@ -260,21 +273,27 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
+            })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
     }
 
-    async fn recv(mut self) {
+    async fn recv(&mut self) -> Signal {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
         }
     }
 }

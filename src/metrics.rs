@@ -80,6 +80,10 @@ impl MetricConstructor<Histogram> for SkewBuckets {
     }
 }
 
+/// The `kind`s of `payguard_upstream_errors_total`: the backend refused the connection, broke
+/// it, did not answer within `response_timeout`, or broke off its answer's body.
+pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "io", "timeout", "body"];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -102,6 +106,8 @@ pub struct Metrics {
     pub response_bytes: Counter<u64, AtomicU64>,
     /// 1 while the state store answers (always 1 for the memory backend), else 0.
     pub state_store_up: Gauge,
+    /// When the served certificate expires (its notAfter), in Unix seconds.
+    pub cert_expiry: Gauge,
     /// `[[route.failure_limit]]`: failed attempts counted, bans started, bans in force.
     pub failures: Family<RouteLabels, Counter>,
     pub bans: Family<RouteLabels, Counter>,
@@ -142,11 +148,21 @@ impl Metrics {
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
             state_store_up: Gauge::default(),
+            cert_expiry: Gauge::default(),
             failures: Family::default(),
             bans: Family::default(),
             bans_active: Gauge::default(),
             idempotency: Family::default(),
         };
+        // The series with a known, small set of labels exist from the start at 0: an alert on
+        // their increase sees the first error, and a dashboard shows 0 rather than no data.
+        for result in ["ok", "error"] {
+            drop(m.cert_reloads.get_or_create(&ResultLabels { result }));
+            drop(m.rule_reloads.get_or_create(&ResultLabels { result }));
+        }
+        for kind in UPSTREAM_ERROR_KINDS {
+            drop(m.upstream_errors.get_or_create(&KindLabels { kind }));
+        }
         let r = &mut m.registry;
         r.register("requests", "Requests answered, by route and status", m.requests.clone());
         r.register("request_duration_seconds", "Time from request head to end of response body", m.latency.clone());
@@ -201,6 +217,11 @@ impl Metrics {
             "1 while the state store (replay keys, rate limits) answers, else 0",
             m.state_store_up.clone(),
         );
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate expires (notAfter), in Unix seconds",
+            m.cert_expiry.clone(),
+        );
         r.register_collector(Box::new(crate::telemetry::LogCollector));
         m
     }
@@ -218,6 +239,7 @@ impl Metrics {
         self.response_bytes.inc_by(bytes);
     }
 
+    /// `kind`: one of [`UPSTREAM_ERROR_KINDS`].
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
     }

@@ -154,6 +154,7 @@ struct Child_ {
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
     addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
 }
 
 impl Child_ {
@@ -183,7 +184,8 @@ impl Child_ {
         let ready = rx.recv_timeout(Duration::from_secs(30)).expect("payguard did not start");
         let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
         let addr = v["listen"].as_str().unwrap().parse().unwrap();
-        Child_ { child, lines, reader: Some(reader), addr }
+        let admin = v["admin"].as_str().unwrap().parse().unwrap();
+        Child_ { child, lines, reader: Some(reader), addr, admin }
     }
 
     fn signal(&self, sig: &str) {
@@ -524,4 +526,86 @@ async fn the_stack_order_explain_shows_is_the_real_one() {
     let audit = lines.iter().find(|l| l["target"] == "payguard::audit").expect("an audit line");
     assert_eq!(audit["guard"], "proxy");
     assert_eq!(audit["passed"], payguard::stack::GUARDS.join(","), "{audit}");
+}
+
+/// The value of an unlabelled metric, or of one labelled series (`name{labels}`).
+async fn metric(admin: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let text = admin_get(admin, "/metrics").await.text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// SIGHUP (`systemctl reload`) loads rules and certificates again, even with `[rules] watch`
+/// off and files that look unchanged; a bad rule file is refused and the old rules serve on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_and_certificates_and_the_expiry_is_exported() {
+    use x509_cert::der::Decode;
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let deny = ("00-r.toml", "[defaults]\naction = \"deny\"\n");
+    let cfg = write_config(dir.path(), &cert, backend.addr, "[rules]\nwatch = false\n", &[deny]);
+    let pg = Child_::spawn(&cfg);
+    let client = h1_client(&cert);
+    let status = |path: &'static str| {
+        let (client, addr) = (client.clone(), pg.addr);
+        async move { client.get(url(addr, path)).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/a").await, 404);
+
+    let leaf = x509_cert::Certificate::from_der(&cert.der).unwrap();
+    let not_after = leaf.tbs_certificate.validity.not_after.to_unix_duration().as_secs() as f64;
+    assert_eq!(metric(pg.admin, "payguard_certificate_expiry_timestamp_seconds").await, Some(not_after));
+
+    let rules = dir.path().join("rules");
+    std::fs::write(rules.join("10-a.toml"), "[[route]]\nname = \"a\"\nmatch = { path = \"/a\" }\n").unwrap();
+    pg.signal("HUP");
+    assert!(eventually(Duration::from_secs(10), || async { status("/a").await == 200 }).await, "rules reloaded");
+    let reloaded =
+        || async { metric(pg.admin, "payguard_certificate_reloads_total{result=\"ok\"}").await == Some(1.0) };
+    assert!(eventually(Duration::from_secs(10), reloaded).await, "the unchanged certificate was loaded again");
+
+    std::fs::write(rules.join("10-a.toml"), "[[route]]\nname = 1\n").unwrap();
+    pg.signal("HUP");
+    let refused = || async { metric(pg.admin, "payguard_rule_reloads_total{result=\"error\"}").await == Some(1.0) };
+    assert!(eventually(Duration::from_secs(10), refused).await);
+    assert_eq!(status("/a").await, 200, "the last good rules keep serving");
+    assert!(pg.log().iter().any(|l| l.contains("10-a.toml:2:")), "the problem is reported with file:line");
+}
+
+/// Every metric the shipped alerts and dashboard (contrib/) query exists on a running payguard,
+/// once the events they watch have happened: a series labelled by route appears with its first
+/// event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_of_the_shipped_alerts_and_dashboard_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("contrib/metric_names.py"))
+        .arg(root.join("contrib/prometheus/alerts.yml"))
+        .arg(root.join("contrib/grafana/payguard.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    assert!(names.len() >= 8, "{names:?}");
+
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    // A route that bans a client after one declined payment.
+    let rules = "[[route]]\nname = \"pay\"\nmatch = { path = \"/pay/*\" }\n\
+                 [[route.failure_limit]]\nfailure = { status = [\"402\"] }\nthreshold = 1\nwindow = \"1m\"\nban = \"1m\"\n";
+    let cfg = write_config(dir.path(), &cert, backend.addr, "", &[("00-r.toml", rules)]);
+    let pg = Child_::spawn(&cfg);
+    let client = h1_client(&cert);
+    assert_eq!(client.get(url(pg.addr, "/pay/status/402")).send().await.unwrap().status(), 402);
+    assert_eq!(client.get(url(pg.addr, "/pay/x")).send().await.unwrap().status(), 429);
+
+    let text = admin_get(pg.admin, "/metrics").await.text().await.unwrap();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| {
+            !text.lines().any(|l| l.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        })
+        .collect();
+    assert!(missing.is_empty(), "not on /metrics: {missing:?}\n{text}");
 }

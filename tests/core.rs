@@ -255,7 +255,7 @@ async fn certificate_reload_and_broken_replacement() {
     assert!(
         eventually(Duration::from_secs(10), || async move {
             let m = admin_get(admin, "/metrics").await.text().await.unwrap();
-            m.contains("payguard_certificate_reloads_total{result=\"error\"}")
+            m.contains("payguard_certificate_reloads_total{result=\"error\"} 1")
         })
         .await
     );

@@ -1,5 +1,5 @@
-//! Hot reload: the rule directory is checked every `every`; when any file in it changed, the
-//! whole set is loaded again. A valid set replaces the active one atomically (in-flight requests
+//! Hot reload: the rule directory is checked every `poll` (`[rules] watch`), and loaded again
+//! on request (SIGHUP); when any file in it changed, or on request, the whole set is loaded. A valid set replaces the active one atomically (in-flight requests
 //! keep the `Arc` they hold); an invalid one is reported as `file:line:col` lines, counted, and
 //! the last good set keeps serving.
 //!
@@ -99,25 +99,33 @@ fn has_rule_files(dir: &Path) -> bool {
     entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "toml"))
 }
 
-/// Polls `dir` every `every`; on a change, [`reload`]s it and tells `applied` the new version.
+/// Polls `dir` every `poll` (when set) and [`reload`]s it on a change, and whenever a reload is
+/// requested; tells `applied` each new version.
 pub async fn watch(
     dir: PathBuf,
     env: super::Env,
     shared: SharedRules,
     metrics: Arc<Metrics>,
-    every: Duration,
+    poll: Option<Duration>,
+    mut requests: crate::reload::Requests,
     applied: impl Fn(u64) + Send + 'static,
 ) {
     let mut last = fingerprint(&dir);
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let asked = tokio::select! {
+            _ = tick.tick(), if poll.is_some() => false,
+            () = requests.next() => true,
+        };
         let now = fingerprint(&dir);
-        if now == last {
+        if now == last && !asked {
             continue;
         }
         last = now;
+        if asked {
+            tracing::info!(target: "payguard::rules", dir = %dir.display(), "reload requested");
+        }
         if let Some(version) = reload(&dir, &env, &shared, &metrics) {
             applied(version);
         }

@@ -66,6 +66,21 @@ pub fn load_certified_key(cert: &Path, key: &Path, provider: &CryptoProvider) ->
     }
 }
 
+/// When the leaf certificate of `ck` expires (its notAfter), in Unix seconds.
+pub fn not_after(ck: &CertifiedKey) -> Option<u64> {
+    use x509_cert::der::Decode;
+    let leaf = x509_cert::Certificate::from_der(ck.end_entity_cert().ok()?.as_ref()).ok()?;
+    Some(leaf.tbs_certificate.validity.not_after.to_unix_duration().as_secs())
+}
+
+/// Serves `ck` from now on and exports its expiry.
+fn serve(resolver: &CertResolver, ck: CertifiedKey, metrics: &Metrics) {
+    if let Some(secs) = not_after(&ck) {
+        metrics.cert_expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
+    }
+    resolver.replace(ck);
+}
+
 /// Serves whatever certificate is current; swapped atomically on reload.
 #[derive(Debug)]
 pub struct CertResolver {
@@ -79,6 +94,10 @@ impl CertResolver {
 
     pub fn replace(&self, key: CertifiedKey) {
         self.current.store(Arc::new(key));
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
     }
 
     /// Whether the certificate served now is valid for `host` (a DNS name, wildcards as TLS
@@ -133,6 +152,7 @@ pub async fn watch_certificates(
     provider: Arc<CryptoProvider>,
     metrics: Arc<Metrics>,
     every: Duration,
+    mut reload: crate::reload::Requests,
 ) {
     let fingerprint = |p: &Path| {
         crate::files::read(p).ok().map(|b| {
@@ -144,16 +164,23 @@ pub async fn watch_certificates(
     let mut last = (fingerprint(&cert), fingerprint(&key));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The certificate loaded at start.
+    if let Some(secs) = not_after(&resolver.current()) {
+        metrics.cert_expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
+    }
     loop {
-        tick.tick().await;
+        let asked = tokio::select! {
+            _ = tick.tick() => false,
+            () = reload.next() => true,
+        };
         let now = (fingerprint(&cert), fingerprint(&key));
-        if now == last {
+        if now == last && !asked {
             continue;
         }
         last = now;
         match load_certified_key(&cert, &key, &provider) {
             Ok(ck) => {
-                resolver.replace(ck);
+                serve(&resolver, ck, &metrics);
                 metrics.cert_reload(true);
                 tracing::info!(target: "payguard::tls", cert = %cert.display(), "certificate reloaded");
             }
