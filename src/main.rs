@@ -61,6 +61,25 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
         from: std::net::IpAddr,
     },
+    /// Print the headers (and, for providers that sign the body, the signed body after a
+    /// blank line) of a validly signed test callback, with the current time and a fresh nonce.
+    Sign {
+        /// stripe, standard-webhooks, hmac, adyen-hmac, wechatpay-v3 or alipay-rsa2.
+        #[arg(long)]
+        provider: String,
+        /// The shared secret: env:NAME, file:path, or the value itself.
+        #[arg(long, required_unless_present = "private_key", conflicts_with = "private_key")]
+        secret: Option<String>,
+        /// An RSA private key (PEM) for wechatpay-v3 and alipay-rsa2.
+        #[arg(long, value_name = "FILE")]
+        private_key: Option<PathBuf>,
+        /// The key id: WeChat Pay's certificate serial or public key id; hmac's key id.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// The callback body: a file, or - for standard input (default: empty).
+        #[arg(long, value_name = "FILE|-")]
+        body: Option<PathBuf>,
+    },
 }
 
 fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
@@ -82,7 +101,68 @@ fn main() -> ExitCode {
             };
             explain(config_path(config).as_deref(), &probe, json)
         }
+        Command::Sign { provider, secret, private_key, key_id, body } => {
+            match sign(&provider, secret.as_deref(), private_key.as_deref(), key_id.as_deref(), body.as_deref()) {
+                Ok(text) => print_out(&text),
+                Err(e) => {
+                    eprintln!("payguard sign: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
+}
+
+/// Reads a body argument: a file, `-` for standard input, or nothing.
+fn read_body(body: Option<&Path>) -> anyhow::Result<bytes::Bytes> {
+    use anyhow::Context as _;
+    Ok(match body {
+        None => bytes::Bytes::new(),
+        Some(p) if p == Path::new("-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read the body from stdin")?;
+            buf.into()
+        }
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?.into(),
+    })
+}
+
+/// `payguard sign`: the signed callback's headers as `Name: value` lines, then the signed body
+/// when signing changed it.
+fn sign(
+    provider: &str,
+    secret: Option<&str>,
+    private_key: Option<&Path>,
+    key_id: Option<&str>,
+    body: Option<&Path>,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use payguard::signature::sign::{self, SigningKey};
+    let key = match (secret, private_key) {
+        (Some(spec), _) if spec.starts_with("env:") || spec.starts_with("file:") => {
+            SigningKey::Secret(payguard::files::resolve_secret(spec, Path::new(".")).map_err(anyhow::Error::msg)?)
+        }
+        (Some(value), _) => SigningKey::Secret(value.as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            SigningKey::rsa_pem(&pem)?
+        }
+        (None, None) => anyhow::bail!("give --secret or --private-key"),
+    };
+    let body = read_body(body)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let req = sign::Unsigned { method: "POST", path: "/", query: None, body: &body };
+    let signed = sign::sign(provider, None, &key, key_id, &req, i64::try_from(now)?)?;
+    let mut out = String::new();
+    for (name, value) in &signed.headers {
+        out.push_str(&format!("{name}: {value}\n"));
+    }
+    if let Some(body) = &signed.body {
+        out.push('\n');
+        out.push_str(&String::from_utf8_lossy(body));
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// A request from `explain`'s arguments.
@@ -106,15 +186,7 @@ fn probe(
             Ok((name, value))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let body = match body {
-        None => bytes::Bytes::new(),
-        Some(p) if p == Path::new("-") => {
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read the body from stdin")?;
-            buf.into()
-        }
-        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?.into(),
-    };
+    let body = read_body(body)?;
     Ok(payguard::offline::Probe { method, url: url.to_string(), headers, body, from, backend: Default::default() })
 }
 

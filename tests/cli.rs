@@ -609,3 +609,88 @@ async fn every_metric_of_the_shipped_alerts_and_dashboard_exists() {
         .collect();
     assert!(missing.is_empty(), "not on /metrics: {missing:?}\n{text}");
 }
+
+fn sign(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("sign").args(args).envs(env.iter().copied()).current_dir(dir).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The header lines and the body `payguard sign` printed, as `explain` arguments.
+fn signed_args(out: &str) -> (Vec<String>, Option<String>) {
+    let (head, body) = match out.split_once("\n\n") {
+        Some((h, b)) => (h, Some(b.trim_end_matches('\n').to_string())),
+        None => (out.trim_end(), None),
+    };
+    (head.lines().flat_map(|l| ["-H".to_string(), l.to_string()]).collect(), body)
+}
+
+/// What `payguard sign` prints passes the real verifier: a Stripe callback (secret from the
+/// environment) and an Alipay notification (form body signed with an RSA key made here).
+#[test]
+fn sign_makes_callbacks_that_verify() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair as _;
+    let dir = explain_dir();
+    let body = r#"{"id":"evt_2","type":"payment_intent.succeeded"}"#;
+    std::fs::write(dir.path().join("evt.json"), body).unwrap();
+    let (code, out, err) = sign(
+        &["--provider", "stripe", "--secret", "env:PG_S", "--body", "evt.json"],
+        &[("PG_S", "whsec_explain")],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("stripe-signature: t="), "{out}");
+    let (headers, none) = signed_args(&out);
+    assert!(none.is_none());
+    let args: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let v = explain_json(dir.path(), &[&["POST", "/stripe", "--body", "evt.json"], &args[..]].concat());
+    assert_eq!((v["status"].as_u64(), v["forwarded"].as_bool()), (Some(200), Some(true)), "{v:#}");
+
+    // Alipay: an RSA key pair made now; payguard holds the public half.
+    let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let pem = |label: &str, der: &[u8]| {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    };
+    let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp).unwrap();
+    std::fs::write(dir.path().join("alipay.key"), pem("PRIVATE KEY", pkcs8.as_ref())).unwrap();
+    let spki = kp.public_key().as_der().unwrap();
+    std::fs::write(dir.path().join("rules/alipay.pub"), pem("PUBLIC KEY", spki.as_ref())).unwrap();
+    std::fs::write(
+        dir.path().join("rules/30-alipay.toml"),
+        "[[route]]\nname = \"alipay\"\nmatch = { path = \"/alipay\" }\n[route.signature]\nprovider = \"alipay-rsa2\"\n\
+         public_key = \"file:alipay.pub\"\ntolerance = \"5m\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("form.txt"),
+        "out_trade_no=20261207001&total_amount=88.00&trade_status=TRADE_SUCCESS",
+    )
+    .unwrap();
+    let (code, out, err) =
+        sign(&["--provider", "alipay-rsa2", "--private-key", "alipay.key", "--body", "form.txt"], &[], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let (headers, body) = signed_args(&out);
+    let body = body.expect("the signed body after a blank line");
+    assert!(body.contains("sign_type=RSA2&sign=") && body.contains("notify_id="), "{body}");
+    std::fs::write(dir.path().join("signed.txt"), &body).unwrap();
+    let args: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let v = explain_json(dir.path(), &[&["POST", "/alipay", "--body", "signed.txt"], &args[..]].concat());
+    assert_eq!((v["route"].as_str(), v["status"].as_u64()), (Some("alipay"), Some(200)), "{v:#}");
+    assert_eq!(v["added_headers"]["x-payguard-verified"], "alipay-rsa2");
+
+    // The wrong kind of key, an unknown provider, PayPal: refused with a reason, exit 2.
+    for (args, says) in [
+        (&["--provider", "alipay-rsa2", "--secret", "x"][..], "--private-key"),
+        (&["--provider", "nope", "--secret", "x"][..], "unknown provider"),
+        (&["--provider", "paypal", "--secret", "x"][..], "own certificate"),
+        (&["--provider", "stripe"][..], "--secret"),
+    ] {
+        let (code, _, err) = sign(args, &[], dir.path());
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -14,6 +14,7 @@
 //!
 //! Adyen signs no timestamp; the replay key is the item signatures (or the header signature).
 
+use base64::Engine as _;
 use serde::Deserialize;
 
 use super::config::Fields;
@@ -93,20 +94,56 @@ pub(crate) fn parse_notification(body: &[u8]) -> Result<Vec<SignedItem>, Signatu
             };
             let signature =
                 decode_base64_array::<32>(&signature_b64).ok_or(SignatureError::Malformed("hmacSignature"))?;
-            let amount = item.amount.unwrap_or_default();
-            let fields = [
-                item.psp_reference.unwrap_or_default(),
-                item.original_reference.unwrap_or_default(),
-                item.merchant_account_code.unwrap_or_default(),
-                item.merchant_reference.unwrap_or_default(),
-                scalar(amount.value.as_ref())?,
-                amount.currency.unwrap_or_default(),
-                item.event_code.unwrap_or_default(),
-                scalar(item.success.as_ref())?,
-            ];
-            Ok(SignedItem { data: fields.join(":"), signature_b64, signature })
+            Ok(SignedItem { data: data_to_sign(item)?, signature_b64, signature })
         })
         .collect()
+}
+
+/// The signed text of one notification item.
+fn data_to_sign(item: Item) -> Result<String, SignatureError> {
+    let amount = item.amount.unwrap_or_default();
+    let fields = [
+        item.psp_reference.unwrap_or_default(),
+        item.original_reference.unwrap_or_default(),
+        item.merchant_account_code.unwrap_or_default(),
+        item.merchant_reference.unwrap_or_default(),
+        scalar(amount.value.as_ref())?,
+        amount.currency.unwrap_or_default(),
+        item.event_code.unwrap_or_default(),
+        scalar(item.success.as_ref())?,
+    ];
+    Ok(fields.join(":"))
+}
+
+/// `body` with every notification item's `additionalData.hmacSignature` set for `key_hex`;
+/// for a body that is not a standard notification, the `HmacSignature` header over it.
+pub(crate) fn sign(body: &[u8], key_hex: &[u8]) -> Result<super::Signed, String> {
+    let key = std::str::from_utf8(key_hex)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .filter(|k| !k.is_empty())
+        .map(Secret::new)
+        .ok_or("the Adyen HMAC key must be hex, as shown in the Customer Area")?;
+    let mac = |data: &[u8]| hmac_parts(&key, &[data]).map(|m| base64::engine::general_purpose::STANDARD.encode(m));
+    let mut doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let Some(items) = doc.get_mut("notificationItems").and_then(serde_json::Value::as_array_mut) else {
+        let sig = mac(body).ok_or("unusable HMAC key")?;
+        return Ok(super::Signed { headers: vec![(HEADER.to_string(), sig)], body: None });
+    };
+    for wrapper in items {
+        let item = wrapper.get_mut("NotificationRequestItem").ok_or("an item without NotificationRequestItem")?;
+        let parsed: Item = serde_json::from_value(item.clone()).map_err(|e| format!("notification item: {e}"))?;
+        let data = data_to_sign(parsed).map_err(|e| e.to_string())?;
+        let sig = mac(data.as_bytes()).ok_or("unusable HMAC key")?;
+        let object = item.as_object_mut().ok_or("a notification item must be an object")?;
+        let extra = object.entry("additionalData").or_insert_with(|| serde_json::json!({}));
+        extra
+            .as_object_mut()
+            .ok_or("additionalData must be an object")?
+            .insert("hmacSignature".into(), serde_json::Value::String(sig));
+    }
+    let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+    Ok(super::Signed { headers: Vec::new(), body: Some(body) })
 }
 
 impl Adyen {

@@ -242,6 +242,64 @@ impl GenericHmac {
     }
 }
 
+/// The headers of a request signed as `table` (a route's `[route.signature]`, or GitHub's
+/// defaults without one) would verify it, with `secret` (and `key_id` when the table names
+/// keys by id).
+pub(crate) fn sign(
+    table: Option<&super::SignatureTable>,
+    secret: &[u8],
+    key_id: Option<&str>,
+    req: &super::Unsigned<'_>,
+    now: i64,
+    nonce: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let opt = |v: &Option<toml::Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+    let (mut header, mut prefix, mut encoding, mut ts_header, mut nonce_header, mut key_id_header, mut message) =
+        (None, None, None, None, None, None, None);
+    if let Some(t) = table {
+        (header, prefix, encoding) = (opt(&t.header), opt(&t.prefix), opt(&t.encoding));
+        (ts_header, nonce_header, key_id_header, message) =
+            (opt(&t.timestamp_header), opt(&t.nonce_header), opt(&t.key_id_header), opt(&t.message));
+    }
+    let segments = match &message {
+        Some(m) => compile_template(m)?,
+        None => vec![Segment::Body],
+    };
+    let key = Secret::new(secret.to_vec());
+    let mut mac = key.mac().ok_or("unusable HMAC key")?;
+    let ts = now.to_string();
+    for segment in &segments {
+        match segment {
+            Segment::Literal(bytes) => Mac::update(&mut mac, bytes),
+            Segment::Method => Mac::update(&mut mac, req.method.as_bytes()),
+            Segment::Path => Mac::update(&mut mac, req.path.as_bytes()),
+            Segment::Query => Mac::update(&mut mac, req.query.unwrap_or("").as_bytes()),
+            Segment::Timestamp => Mac::update(&mut mac, ts.as_bytes()),
+            Segment::Nonce => Mac::update(&mut mac, nonce.as_bytes()),
+            Segment::Body => Mac::update(&mut mac, req.body),
+        }
+    }
+    let digest = mac.finalize().into_bytes();
+    let encoded = match encoding.as_deref() {
+        Some("base64") => base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest),
+        _ => hex::encode(digest),
+    };
+    let mut headers = vec![(
+        header.unwrap_or_else(|| DEFAULT_HEADER.to_string()),
+        format!("{}{encoded}", prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string())),
+    )];
+    if let Some(name) = ts_header {
+        headers.push((name, ts));
+    }
+    if let Some(name) = nonce_header {
+        headers.push((name, nonce.to_string()));
+    }
+    if let Some(name) = key_id_header {
+        headers.push((name, key_id.ok_or("this route names its keys: give the key id")?.to_string()));
+    }
+    Ok(headers)
+}
+
 impl Verifier for GenericHmac {
     fn provider(&self) -> &'static str {
         PROVIDER

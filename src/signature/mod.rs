@@ -25,13 +25,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod adyen;
+pub mod adyen;
 pub mod alipay;
 mod config;
 mod encoding;
 pub mod hmac;
 mod keys;
 pub mod paypal;
+pub mod sign;
 pub mod standard_webhooks;
 pub mod stripe;
 mod table;
@@ -110,6 +111,23 @@ impl fmt::Debug for ReplayId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReplayId({})", self.to_hex())
     }
+}
+
+/// A request to sign ([`sign`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Unsigned<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// A signed request: the headers to send, and the body when signing changed it (form and
+/// notification providers carry the signature in the body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
 }
 
 /// A provider's part of a signature check: one per `[route.signature]` table, built once by

@@ -61,7 +61,7 @@ pub(crate) fn parse_signature_list(value: &str, header: &'static str) -> Result<
 }
 
 /// The HMAC key of a `whsec_…` secret (the prefix is optional, as in the reference library).
-fn decode_secret(raw: &[u8]) -> Result<Secret, String> {
+pub(crate) fn decode_secret(raw: &[u8]) -> Result<Secret, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "secret is not text".to_string())?;
     let b64 = text.strip_prefix("whsec_").unwrap_or(text);
     match decode_base64(b64) {

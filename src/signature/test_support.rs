@@ -34,7 +34,7 @@ pub(crate) fn pem(label: &str, der: &[u8]) -> String {
 }
 
 pub(crate) struct RsaTestKey {
-    kp: KeyPair,
+    pub(crate) kp: KeyPair,
 }
 
 impl RsaTestKey {

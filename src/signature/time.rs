@@ -103,10 +103,35 @@ pub(crate) fn parse_alipay_time(text: &str) -> Option<i64> {
     Some(parse_date_time(text.as_bytes(), b" ")? - 8 * 3_600)
 }
 
+/// Unix seconds as Alipay's `yyyy-MM-dd HH:mm:ss` in Beijing time (H. Hinnant's
+/// `civil_from_days`).
+pub(crate) fn format_alipay_time(unix: i64) -> String {
+    let local = unix + 8 * 3_600;
+    let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", secs / 3_600, secs % 3_600 / 60, secs % 60)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alipay_time_round_trips() {
+        for unix in [0, 951_782_400, 1_700_000_000, 1_709_164_800, 4_102_444_799] {
+            assert_eq!(parse_alipay_time(&format_alipay_time(unix)), Some(unix), "{unix}");
+        }
+        assert_eq!(format_alipay_time(1_700_000_000), "2023-11-15 06:13:20");
+    }
 
     #[test]
     fn rfc3339() {
