@@ -193,6 +193,11 @@ impl Parts {
         self.route.as_ref().map_or(Mode::Enforce, |r| r.mode)
     }
 
+    /// Card-number scanning: the route's, or the defaults' for a request no route matched.
+    pub fn card_data(&self) -> crate::rules::card_data::CardData {
+        self.route.as_ref().map_or(self.active.rules.defaults().card_data, |r| r.card_data)
+    }
+
     /// The body cap: the route's, or the defaults'.
     pub fn max_body(&self) -> u64 {
         self.route.as_ref().map_or(self.active.rules.defaults().max_body, |r| r.max_body)

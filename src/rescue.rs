@@ -128,14 +128,14 @@ pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
 /// The backend broke off an answer a response phase was reading (to classify or store it):
 /// nothing usable to send. A refusal like the proxy's own 502, through this rescue point.
 pub fn broken_answer(
-    route: &Arc<str>,
+    route: Option<&Arc<str>>,
     request_id: &HeaderValue,
     client_ip: IpAddr,
     metrics: &Metrics,
 ) -> Response<Body> {
     metrics.upstream_error("body");
     let reject = Reject::UpstreamUnavailable;
-    let refusal = Refusal::of_proxy(&reject, request_id, client_ip, Some(route), Version::HTTP_11);
+    let refusal = Refusal::of_proxy(&reject, request_id, client_ip, route, Version::HTTP_11);
     rescue(&refusal, metrics).unwrap_or_else(|| reject.to_response(None, "-"))
 }
 

@@ -325,3 +325,21 @@ async fn a_card_number_split_across_chunks_of_a_streamed_answer_is_masked() {
     assert_eq!(text.len(), body.len());
     assert!(text.contains("411111******1111") && !text.contains("4111111111111111"));
 }
+
+/// `[defaults] card_data` covers requests that match no route: they are forwarded too.
+#[tokio::test]
+async fn the_defaults_scan_requests_that_match_no_route() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy_with_rules(backend.addr, "", &[("pay.toml", RULES)]).await;
+    for client in [h1_client(&proxy.cert), h2_client(&proxy.cert)] {
+        let before = backend.count();
+        let (status, body) = send(&client, &proxy, "/elsewhere?card=4111-1111-1111-1111", "text/plain", "").await;
+        assert_eq!((status, body["error"].as_str(), &body["rule"]), (422, Some("card_data"), &serde_json::Value::Null));
+        let (status, _) =
+            send(&client, &proxy, "/elsewhere", "application/json", r#"{"pan":"4111111111111111"}"#).await;
+        assert_eq!(status, 422);
+        assert_eq!(backend.count(), before, "nothing was forwarded");
+        let (status, _) = send(&client, &proxy, "/elsewhere", "application/json", r#"{"order":42}"#).await;
+        assert_eq!((status, backend.count()), (200, before + 1));
+    }
+}

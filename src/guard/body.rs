@@ -28,7 +28,8 @@ impl Guard for BufferGuard {
 
     fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
         let limit = ex.max_body();
-        let needs_body = ex.route.as_ref().is_some_and(|r| r.needs_body());
+        // Without a route, only the defaults' card-number scan reads the body.
+        let needs_body = ex.route.as_ref().map_or_else(|| ex.card_data().scans_requests(), |r| r.needs_body());
         let monitor = ex.mode() == Mode::Monitor;
         if !needs_body {
             // Streamed; in monitor mode nothing may cut a request short.

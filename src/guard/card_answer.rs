@@ -54,7 +54,8 @@ impl CardAnswerGuard {
 /// What the response phase needs.
 pub struct Watch {
     action: OnResponse,
-    route: Arc<str>,
+    /// `None`: no route matched (the defaults' `card_data` applies).
+    route: Option<Arc<str>>,
     request_id: HeaderValue,
     client_ip: IpAddr,
 }
@@ -64,7 +65,7 @@ impl Guard for CardAnswerGuard {
     type Future = std::future::Pending<(Exchange, Result<(), Reject>)>;
 
     fn check(&self, mut ex: Exchange) -> Verdict<Self::Future> {
-        if ex.route.as_ref().is_some_and(|r| r.card_data.response != OnResponse::Allow) {
+        if ex.card_data().response != OnResponse::Allow {
             ex.req.headers_mut().remove(header::ACCEPT_ENCODING);
         }
         Verdict::Now(ex, Ok(()))
@@ -74,10 +75,13 @@ impl Guard for CardAnswerGuard {
     type Hold = Box<Watch>;
 
     fn hold(&self, ex: &mut Exchange) -> Option<Box<Watch>> {
-        let route = ex.route.as_ref().filter(|r| r.card_data.response != OnResponse::Allow)?;
+        let action = ex.card_data().response;
+        if action == OnResponse::Allow {
+            return None;
+        }
         Some(Box::new(Watch {
-            action: route.card_data.response,
-            route: route.name.clone(),
+            action,
+            route: ex.route_name().cloned(),
             request_id: ex.request_id.clone(),
             client_ip: ex.client.ip,
         }))
@@ -96,7 +100,7 @@ impl Guard for CardAnswerGuard {
                     OnResponse::Block => leak(&watch, res, &why, &metrics),
                     _ => {
                         audit(
-                            &watch.route,
+                            watch.route.as_deref(),
                             &watch.request_id,
                             watch.client_ip,
                             "allow",
@@ -124,7 +128,7 @@ impl Guard for CardAnswerGuard {
                         let report = reporter(&watch, &metrics, "answer larger than the block limit, masked instead");
                         masked(parts, Body::resumed(head, rest), coding, report)
                     }
-                    Read::Broken => broken_answer(&watch.route, &watch.request_id, watch.client_ip, &metrics),
+                    Read::Broken => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, &metrics),
                 }
             })),
             _ => {
@@ -153,7 +157,9 @@ impl Guard for CardAnswerGuard {
                             Response::from_parts(parts, Body::full(out.freeze()))
                         }
                         Read::TooLarge(head, rest) => masked(parts, Body::resumed(head, rest), None, report),
-                        Read::Broken => broken_answer(&watch.route, &watch.request_id, watch.client_ip, &metrics),
+                        Read::Broken => {
+                            broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, &metrics)
+                        }
                     }
                 }))
             }
@@ -259,7 +265,7 @@ fn leak(watch: &Watch, res: Response<Body>, why: &str, metrics: &Metrics) -> Res
     let reject = Reject::CardDataLeak { detail: why.to_owned() };
     let refusal = Refusal {
         guard: NAME,
-        ..Refusal::of_proxy(&reject, &watch.request_id, watch.client_ip, Some(&watch.route), http::Version::HTTP_11)
+        ..Refusal::of_proxy(&reject, &watch.request_id, watch.client_ip, watch.route.as_ref(), http::Version::HTTP_11)
     };
     let mut out = rescue(&refusal, metrics).unwrap_or_else(|| reject.to_response(None, "-"));
     if let Some(t) = res.extensions().get::<crate::context::GuardTime>() {
@@ -273,21 +279,21 @@ fn reporter(watch: &Watch, metrics: &Arc<Metrics>, how: &'static str) -> MaskRep
         (watch.route.clone(), watch.request_id.clone(), watch.client_ip, metrics.clone());
     Box::new(move |found: usize, first: Option<Hit>| {
         let Some(first) = first else { return };
-        metrics.decision(&RouteLabel(route.clone()), NAME, "mask");
+        metrics.decision(&RouteLabel(route.clone().unwrap_or_else(|| Arc::from(""))), NAME, "mask");
         let detail = format!(
             "{how}: {found} card number(s) in the answer, the first {} {}",
             first.scheme.name(),
             first.masked()
         );
-        audit(&route, &request_id, client_ip, "mask", &detail);
+        audit(route.as_deref(), &request_id, client_ip, "mask", &detail);
     })
 }
 
 /// The audit line of an answer that was let through: masked, or not scanned.
-fn audit(route: &str, request_id: &HeaderValue, client_ip: IpAddr, decision: &'static str, detail: &str) {
+fn audit(route: Option<&str>, request_id: &HeaderValue, client_ip: IpAddr, decision: &'static str, detail: &str) {
     crate::telemetry::audit(&crate::telemetry::Decision {
         request_id: request_id.to_str().unwrap_or("-"),
-        route: Some(route),
+        route,
         client_ip,
         guard: NAME,
         decision,

@@ -50,7 +50,7 @@ impl Check for CardDataGuard {
     const NAME: &'static str = "card_data";
 
     fn check(&self, ex: &mut Exchange) -> Result<(), Reject> {
-        if !ex.route.as_ref().is_some_and(|r| r.card_data.scans_requests()) {
+        if !ex.card_data().scans_requests() {
             return Ok(());
         }
         let content_type = ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes);
@@ -66,8 +66,8 @@ impl Check for CardDataGuard {
     }
 
     fn mode(&self, ex: &Exchange) -> Mode {
-        match ex.route.as_ref().map(|r| r.card_data.request) {
-            Some(OnRequest::Monitor) => Mode::Monitor,
+        match ex.card_data().request {
+            OnRequest::Monitor => Mode::Monitor,
             _ => ex.mode(),
         }
     }

@@ -217,7 +217,7 @@ impl Guard for FailureLimitGuard {
                     }
                     Err(_) => {
                         // The backend broke off its answer: nothing to classify, nothing to send.
-                        return broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics);
+                        return broken_answer(Some(&held.route.name), &held.request_id, held.client_ip, &metrics);
                     }
                 }
             } else {

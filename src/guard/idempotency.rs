@@ -403,7 +403,7 @@ fn keep(
             Err(Some("the answer was still arriving when the lease ran out")),
         ),
         Read::Broken => (
-            broken_answer(&held.route.name, &held.request_id, held.client_ip, &metrics),
+            broken_answer(Some(&held.route.name), &held.request_id, held.client_ip, &metrics),
             Err(Some("the backend broke off its answer")),
         ),
     };
