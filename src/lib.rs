@@ -26,6 +26,7 @@ pub mod reload;
 pub mod rescue;
 pub mod route;
 pub mod rules;
+pub mod ruletest;
 pub mod server;
 pub mod signature;
 pub mod stack;

@@ -1,4 +1,5 @@
-//! The `payguard` command: `run` the proxy or `check` its configuration.
+//! The `payguard` command: `run` the proxy, `check` its configuration, and the rule authors'
+//! tools: `explain` one request, `test` rule test files, `sign` a test callback.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +62,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
         from: std::net::IpAddr,
     },
+    /// Run rule tests (TOML files of cases, docs/rules.md): each failure as file:line with
+    /// expected and got, then "N passed, N failed". Exits 1 on any failure.
+    Test {
+        /// Path to payguard.toml.
+        #[arg(short, long, env = "PAYGUARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Test files or directories (default: the tests/ directory of the rules directory).
+        paths: Vec<PathBuf>,
+    },
     /// Print the headers (and, for providers that sign the body, the signed body after a
     /// blank line) of a validly signed test callback, with the current time and a fresh nonce.
     Sign {
@@ -101,6 +111,7 @@ fn main() -> ExitCode {
             };
             explain(config_path(config).as_deref(), &probe, json)
         }
+        Command::Test { config, paths } => rule_tests(config_path(config).as_deref(), paths),
         Command::Sign { provider, secret, private_key, key_id, body } => {
             match sign(&provider, secret.as_deref(), private_key.as_deref(), key_id.as_deref(), body.as_deref()) {
                 Ok(text) => print_out(&text),
@@ -190,24 +201,74 @@ fn probe(
     Ok(payguard::offline::Probe { method, url: url.to_string(), headers, body, from, backend: Default::default() })
 }
 
-/// `payguard explain`: decides `probe` against the configured rules and prints the report.
-fn explain(path: Option<&Path>, probe: &payguard::offline::Probe, json: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
+/// The configuration, or its problems printed.
+fn load_config(path: Option<&Path>) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
         Err(problems) => {
             for p in &problems {
                 eprintln!("{p}");
             }
-            return ExitCode::FAILURE;
+            None
         }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
+    }
+}
+
+/// A runtime on this thread, for the offline commands.
+fn current_thread() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("cannot start runtime: {e}");
+            None
+        }
+    }
+}
+
+/// `payguard test`: runs the rule tests in `paths` (default: `<rules dir>/tests`).
+fn rule_tests(path: Option<&Path>, paths: Vec<PathBuf>) -> ExitCode {
+    let Some(config) = load_config(path) else { return ExitCode::FAILURE };
+    let Some(rt) = current_thread() else { return ExitCode::FAILURE };
+    let paths = if paths.is_empty() { vec![config.rules.dir.join("tests")] } else { paths };
+    let (files, errors) = payguard::ruletest::collect(&paths);
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    if files.is_empty() {
+        eprintln!(
+            "payguard test: no test files (*.toml) in {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
+    let report = rt.block_on(async {
+        let offline = payguard::offline::Offline::new(config).await?;
+        Ok::<_, payguard::offline::OfflineError>(payguard::ruletest::run(&offline, &files).await)
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("payguard test: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let mut text = String::new();
+    for line in &report.lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(&report.summary());
+    text.push('\n');
+    match print_out(&text) {
+        _ if report.failed > 0 || !errors.is_empty() => ExitCode::FAILURE,
+        code => code,
+    }
+}
+
+/// `payguard explain`: decides `probe` against the configured rules and prints the report.
+fn explain(path: Option<&Path>, probe: &payguard::offline::Probe, json: bool) -> ExitCode {
+    let Some(config) = load_config(path) else { return ExitCode::FAILURE };
+    let Some(rt) = current_thread() else { return ExitCode::FAILURE };
     let decided = rt.block_on(async {
         let offline = payguard::offline::Offline::new(config).await?;
         let decision = offline.session().decide(probe).await;
@@ -271,15 +332,7 @@ fn check(path: Option<&Path>) -> ExitCode {
 }
 
 fn run(path: Option<&Path>, threads: Option<usize>) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(problems) => {
-            for p in &problems {
-                eprintln!("{p}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(config) = load_config(path) else { return ExitCode::FAILURE };
     // Held until run() returns: dropping it flushes the log queue.
     let _log = payguard::telemetry::init(&config.log);
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -345,6 +345,19 @@ impl Offline {
     pub fn rules(&self) -> &SharedRules {
         &self.rules
     }
+
+    /// The route `probe` matches (by host, path and method), as the router would pick it.
+    pub fn route_for(&self, probe: &Probe) -> Option<Arc<crate::rules::Route>> {
+        let (target, host) = target_of(&probe.url).ok()?;
+        let header = probe.headers.iter().find(|(n, _)| n == http::header::HOST).and_then(|(_, v)| v.to_str().ok());
+        let host = host.as_deref().or(header).unwrap_or("localhost");
+        let host =
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |h| h.0);
+        match self.rules.load().rules.route(Some(host), target.path(), &probe.method) {
+            crate::rules::RouteLookup::Matched(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Splits `url` into the request target and the host it names, if any.
@@ -408,7 +421,7 @@ impl Session<'_> {
         let active = offline.rules.load();
         let route = route_name.as_deref().and_then(|n| active.rules.routes().iter().find(|r| &*r.name == n));
         let error = refusal_code(&parts.headers, &body, &request_id);
-        let guards = steps(&events[..split], &events[split..], forwarded, route.map(|r| &**r));
+        let guards = steps(&events[..split], &events[split..], forwarded, route.map(|r| &**r), active.rules.defaults());
         Ok(Decision {
             defined_at: route.map(|r| r.defined_at.to_string()),
             mode: route.map(|r| match r.mode {
@@ -440,9 +453,19 @@ fn refusal_code(headers: &HeaderMap, body: &[u8], request_id: &str) -> Option<St
     v.get("error")?.as_str().map(str::to_string)
 }
 
-/// Whether a guard has anything to do on `route` (for the reason of a pass).
-fn configured(guard: &str, route: Option<&crate::rules::Route>) -> bool {
-    let Some(r) = route else { return matches!(guard, "body") };
+/// Whether a guard has anything to do on `route`, or under `defaults` for a request that
+/// matched none (for the reason of a pass).
+fn configured(guard: &str, route: Option<&crate::rules::Route>, defaults: &crate::rules::Defaults) -> bool {
+    let Some(r) = route else {
+        return match guard {
+            "ip" => defaults.ip_allow.is_some() || !defaults.ip_deny.is_empty(),
+            "rate_limit" => defaults.rate_limit.is_some(),
+            "card_data" => defaults.card_data.scans_requests(),
+            "card_answer" => defaults.card_data.response != crate::rules::card_data::OnResponse::Allow,
+            "validate" | "body" => true,
+            _ => false,
+        };
+    };
     match guard {
         "ip" => r.ip_allow.is_some() || !r.ip_deny.is_empty(),
         "rate_limit" => r.rate_limit.is_some(),
@@ -472,6 +495,7 @@ fn steps(
     response: &[AuditEvent],
     forwarded: bool,
     route: Option<&crate::rules::Route>,
+    defaults: &crate::rules::Defaults,
 ) -> Vec<GuardStep> {
     let step = |guard: &str, decision: &str, reason: String, phase| GuardStep {
         guard: guard.to_string(),
@@ -508,7 +532,7 @@ fn steps(
         } else if let Some(e) = mine.first() {
             out.push(step(guard, "pass", reason_of(e), "request"));
         } else {
-            let why = if configured(guard, route) { "passed" } else { "nothing to check on this route" };
+            let why = if configured(guard, route, defaults) { "passed" } else { "nothing to check on this route" };
             out.push(step(guard, "pass", why.to_string(), "request"));
         }
     }
@@ -534,6 +558,7 @@ mod tests {
             &[],
             false,
             None,
+            &crate::rules::Defaults::default(),
         );
         let get = |g: &str| s.iter().find(|s| s.guard == g).unwrap().decision.clone();
         assert_eq!(get("route"), "pass");
@@ -546,9 +571,37 @@ mod tests {
 
     #[test]
     fn a_router_refusal_reaches_no_guard() {
-        let s = steps(&[ev("route", "block", "no_route")], &[], false, None);
+        let s = steps(&[ev("route", "block", "no_route")], &[], false, None, &crate::rules::Defaults::default());
         assert_eq!(s[0].decision, "block");
         assert!(s[1..].iter().all(|s| s.decision == "not_reached"));
+    }
+
+    /// The real stack, offline: a card number in the answer to a request that matched no
+    /// route is masked under `[defaults] card_data`, and the response phase shows it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unrouted_answer_is_masked_under_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("00.toml"),
+            "[defaults]\ncard_data = { request = \"reject\", response = \"mask\" }\n",
+        )
+        .unwrap();
+        let config = Config::parse(&format!("[rules]\ndir = {:?}\n", dir.path().display().to_string()), None).unwrap();
+        let offline = Offline::new(config).await.unwrap();
+        let mut session = offline.session();
+        let probe = Probe {
+            method: Method::GET,
+            url: "/anything".into(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            from: IpAddr::from([127, 0, 0, 1]),
+            backend: Answer { body: Bytes::from_static(br#"{"card":"4111111111111111"}"#), ..Answer::default() },
+        };
+        let d = session.decide(&probe).await.unwrap();
+        assert_eq!((d.status, d.forwarded, d.route.as_deref()), (200, true, None));
+        assert_eq!(d.response_body, r#"{"card":"411111******1111"}"#);
+        let mask = d.guards.iter().find(|g| g.phase == "response").expect("a response-phase step");
+        assert_eq!((mask.guard.as_str(), mask.decision.as_str()), ("card_data", "mask"));
     }
 
     #[test]
