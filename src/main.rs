@@ -77,7 +77,7 @@ enum Command {
         /// stripe, standard-webhooks, hmac, adyen-hmac, wechatpay-v3 or alipay-rsa2.
         #[arg(long)]
         provider: String,
-        /// The shared secret: env:NAME, file:path, or the value itself.
+        /// The shared secret, as env:NAME or file:path (as in rule files).
         #[arg(long, required_unless_present = "private_key", conflicts_with = "private_key")]
         secret: Option<String>,
         /// An RSA private key (PEM) for wechatpay-v3 and alipay-rsa2.
@@ -150,10 +150,10 @@ fn sign(
     use anyhow::Context as _;
     use payguard::signature::sign::{self, SigningKey};
     let key = match (secret, private_key) {
-        (Some(spec), _) if spec.starts_with("env:") || spec.starts_with("file:") => {
+        // As in rule files: never the secret itself, which shell history and `ps` would show.
+        (Some(spec), _) => {
             SigningKey::Secret(payguard::files::resolve_secret(spec, Path::new(".")).map_err(anyhow::Error::msg)?)
         }
-        (Some(value), _) => SigningKey::Secret(value.as_bytes().to_vec()),
         (None, Some(path)) => {
             let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             SigningKey::rsa_pem(&pem)?

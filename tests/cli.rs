@@ -686,12 +686,13 @@ fn sign_makes_callbacks_that_verify() {
 
     // The wrong kind of key, an unknown provider, PayPal: refused with a reason, exit 2.
     for (args, says) in [
-        (&["--provider", "alipay-rsa2", "--secret", "x"][..], "--private-key"),
-        (&["--provider", "nope", "--secret", "x"][..], "unknown provider"),
-        (&["--provider", "paypal", "--secret", "x"][..], "own certificate"),
+        (&["--provider", "alipay-rsa2", "--secret", "env:PG_X"][..], "--private-key"),
+        (&["--provider", "nope", "--secret", "env:PG_X"][..], "unknown provider"),
+        (&["--provider", "paypal", "--secret", "env:PG_X"][..], "own certificate"),
         (&["--provider", "stripe"][..], "--secret"),
+        (&["--provider", "stripe", "--secret", "whsec_in_the_clear"][..], "env:NAME"),
     ] {
-        let (code, _, err) = sign(args, &[], dir.path());
+        let (code, _, err) = sign(args, &[("PG_X", "x")], dir.path());
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
