@@ -56,6 +56,13 @@ pub struct DecisionLabels {
     pub decision: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub route: RouteLabel,
+    /// The error code the client got (RULES.md's error table).
+    pub reason: &'static str,
+}
+
 #[derive(Clone)]
 pub struct LatencyBuckets;
 
@@ -101,6 +108,8 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub rule_reloads: Family<ResultLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Refusals payguard answered, by error code.
+    pub refusals: Family<RefusalLabels, Counter>,
     pub signature_skew: Family<RouteLabels, Histogram, SkewBuckets>,
     pub request_bytes: Counter<u64, AtomicU64>,
     pub response_bytes: Counter<u64, AtomicU64>,
@@ -144,6 +153,7 @@ impl Metrics {
             cert_reloads: Family::default(),
             rule_reloads: Family::default(),
             decisions: Family::default(),
+            refusals: Family::default(),
             signature_skew: Family::new_with_constructor(SkewBuckets),
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
@@ -197,6 +207,7 @@ impl Metrics {
         r.register("certificate_reloads", "Certificate reload attempts, by result", m.cert_reloads.clone());
         r.register("rule_reloads", "Rule reload attempts, by result", m.rule_reloads.clone());
         r.register("decisions", "Guard decisions, by route, guard and decision", m.decisions.clone());
+        r.register("refusals", "Refusals payguard answered, by route and error code", m.refusals.clone());
         r.register("failures", "Failed attempts counted by failure limits, by route", m.failures.clone());
         r.register("bans", "Bans started by failure limits, by route", m.bans.clone());
         r.register("bans_active", "Failure-limit bans in force", m.bans_active.clone());
@@ -288,5 +299,9 @@ impl Metrics {
 
     pub fn decision(&self, route: &RouteLabel, guard: &'static str, decision: &'static str) {
         self.decisions.get_or_create(&DecisionLabels { route: route.clone(), guard, decision }).inc();
+    }
+
+    pub fn refusal(&self, route: &RouteLabel, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { route: route.clone(), reason }).inc();
     }
 }

@@ -115,6 +115,9 @@ pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
     if monitor {
         return None;
     }
+    if decision == "block" {
+        metrics.refusal(&label, r.reject.code());
+    }
     let mut res = r.reject.to_response(route_name, r.request_id);
     if closes_connection(r.stage, r.version) {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -199,5 +202,8 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("payguard_decisions_total{route=\"orders\",guard=\"test\",decision=\"would_block\"} 1"));
         assert!(text.contains("payguard_decisions_total{route=\"orders\",guard=\"test\",decision=\"block\"} 1"));
+        // Refusals answered, by error code: the monitor-mode one is not among them.
+        assert!(text.contains("payguard_refusals_total{route=\"orders\",reason=\"ip_denied\"} 1"), "{text}");
+        assert!(text.contains("payguard_refusals_total{route=\"\",reason=\"invalid_request\"} 2"), "{text}");
     }
 }
