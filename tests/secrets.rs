@@ -264,6 +264,11 @@ fn assert_labels_bounded(page: &str) {
                     !v.is_empty() && v.len() <= 16 && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
                     "{line}"
                 ),
+                // An error code of the contract's table.
+                "reason" => assert!(
+                    !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{line}"
+                ),
                 other => panic!("unexpected label {other} in {line}"),
             }
         }
