@@ -342,10 +342,6 @@ impl Offline {
         Session { offline: self, service: BoxCloneSyncService::new(service) }
     }
 
-    pub fn rules(&self) -> &SharedRules {
-        &self.rules
-    }
-
     /// The route `probe` matches (by host, path and method), as the router would pick it.
     pub fn route_for(&self, probe: &Probe) -> Option<Arc<crate::rules::Route>> {
         let (target, host) = target_of(&probe.url).ok()?;
