@@ -21,6 +21,11 @@
 : "${PAYGUARD_BASE_ADMIN_PORT:=18902}"
 # The floors of issue #16 (benches/floor/): bare forwarders, built by benches/floor/build.sh.
 : "${FLOOR_HYPER_PORT:=18447}"
+: "${FLOOR_BYTES_PORT:=18448}"
+: "${FLOOR_URING_PORT:=18449}"
+# Proxies that speak HTTP/1.1 only (ALPN http/1.1): run.sh gives them no HTTP/2 run.
+# shellcheck disable=SC2034 # read by run.sh
+H1_ONLY="floor_bytes floor_uring"
 : "${QUIET_MAX:=15}"            # before each run, wait until both cores are below this busy % ...
 : "${QUIET_TIMEOUT:=300}"       # ... for at most this many seconds, then measure anyway (and warn)
 : "${KEEP_TMP:=0}"              # 1: keep the temp dir (configs, logs) after the run
@@ -224,6 +229,8 @@ PORT[haproxy]=$HAPROXY_PORT
 PORT[payguard]=$PAYGUARD_PORT
 PORT[payguard_base]=$PAYGUARD_BASE_PORT
 PORT[floor_hyper]=$FLOOR_HYPER_PORT
+PORT[floor_bytes]=$FLOOR_BYTES_PORT
+PORT[floor_uring]=$FLOOR_URING_PORT
 
 NGINX_USER=""
 if [[ $EUID == 0 ]]; then NGINX_USER="user root root;"; fi
@@ -324,16 +331,25 @@ start_payguard_base() {
     start_payguard_bin payguard_base "$PAYGUARD_BASE_BIN" "$PAYGUARD_BASE_PORT" "$PAYGUARD_BASE_ADMIN_PORT"
 }
 
-# Floor 1 of issue #16: hyper + tokio-rustls + payguard's pool, nothing else (GUARD=0 only: a
-# floor applies no rules). FLOOR_BIN_DIR: where benches/floor/build.sh put the binaries.
-start_floor_hyper() {
-    [[ $GUARD == 0 ]] || die "floor_hyper applies no rules: run it with GUARD=0"
-    local bin=${FLOOR_BIN_DIR:-$ROOT/benches/floor/target/release}/floor-hyper
+# The floors of issue #16 (GUARD=0 only: a floor applies no rules), each on one thread:
+# - floor_hyper: hyper + tokio-rustls + payguard's pool, nothing else;
+# - floor_bytes: an HTTP/1.1 path of its own (httparse, heads forwarded as bytes) on tokio +
+#   tokio-rustls; HTTP/1.1 only;
+# - floor_uring: the same HTTP/1.1 path on monoio (io_uring, thread-per-core) + rustls; HTTP/1.1
+#   only.
+# FLOOR_BIN_DIR: where benches/floor/build.sh put the binaries.
+start_floor() { # name binary port
+    local name=$1 bin=${FLOOR_BIN_DIR:-$ROOT/benches/floor/target/release}/$2 port=$3
+    [[ $GUARD == 0 ]] || die "$name applies no rules: run it with GUARD=0"
     [[ -x $bin ]] || die "$bin missing: run benches/floor/build.sh"
-    taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$FLOOR_HYPER_PORT" "$TMP/server.crt" "$TMP/server.key" "127.0.0.1:$BACKEND_PORT" >>"$TMP/floor_hyper.log" 2>&1 &
-    PID[floor_hyper]=$!
-    PIDS+=("${PID[floor_hyper]}")
+    port_in_use "$port" && die "port $port ($name) is already in use"
+    taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$port" "$TMP/server.crt" "$TMP/server.key" "127.0.0.1:$BACKEND_PORT" >>"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("${PID[$name]}")
 }
+start_floor_hyper() { start_floor floor_hyper floor-hyper "$FLOOR_HYPER_PORT"; }
+start_floor_bytes() { start_floor floor_bytes floor-bytes "$FLOOR_BYTES_PORT"; }
+start_floor_uring() { start_floor floor_uring floor-uring "$FLOOR_URING_PORT"; }
 
 # The GUARD=1 rules for payguard: the same three checks the peers get, all passing.
 guard_rules() {
@@ -382,8 +398,9 @@ EOF
     PIDS+=("${PID[$name]}")
 }
 
-# Starts every proxy in $PROXIES and checks each: HTTP/1.1 and HTTP/2 answer {"ok":true}; with
-# GUARD=1 also that its header validation refuses a request without User-Agent and a POST.
+# Starts every proxy in $PROXIES and checks each: HTTP/1.1 and HTTP/2 answer {"ok":true} (an
+# HTTP/1.1-only proxy answers curl --http2 over HTTP/1.1); with GUARD=1 also that its header
+# validation refuses a request without User-Agent and a POST.
 start_proxies() {
     local p v body tlsv code
     for p in $PROXIES; do

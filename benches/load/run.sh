@@ -192,6 +192,7 @@ if [[ $H2 == 1 ]]; then PROTOS="h1 h2"; fi
 for rep in $(seq "$REPS"); do
     for proto in $PROTOS; do
         for p in $PROXIES; do
+            if [[ $proto == h2 && " $H1_ONLY " == *" $p "* ]]; then continue; fi
             wait_quiet
             measure "$rep" "$p" "$proto"
         done
