@@ -260,7 +260,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let provider = tls::provider();
     let (cert, key) = tls::cert_paths(&config.server.tls)?;
-    let resolver = Arc::new(tls::CertResolver::new(tls::load_certified_key(&cert, &key, &provider)?));
+    let certified = tls::load_certified_key(&cert, &key, &provider)?;
+    tls::export_expiry(&certified, &metrics);
+    let resolver = Arc::new(tls::CertResolver::new(certified));
     let tls_config = Arc::new(tls::server_config(resolver.clone(), provider.clone())?);
     spawn_until(
         stopped.clone(),

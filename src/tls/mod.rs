@@ -73,11 +73,16 @@ pub fn not_after(ck: &CertifiedKey) -> Option<u64> {
     Some(leaf.tbs_certificate.validity.not_after.to_unix_duration().as_secs())
 }
 
-/// Serves `ck` from now on and exports its expiry.
-fn serve(resolver: &CertResolver, ck: CertifiedKey, metrics: &Metrics) {
-    if let Some(secs) = not_after(&ck) {
+/// Exports when `ck` expires (`payguard_certificate_expiry_timestamp_seconds`).
+pub fn export_expiry(ck: &CertifiedKey, metrics: &Metrics) {
+    if let Some(secs) = not_after(ck) {
         metrics.cert_expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
+}
+
+/// Serves `ck` from now on and exports its expiry.
+fn serve(resolver: &CertResolver, ck: CertifiedKey, metrics: &Metrics) {
+    export_expiry(&ck, metrics);
     resolver.replace(ck);
 }
 
@@ -94,10 +99,6 @@ impl CertResolver {
 
     pub fn replace(&self, key: CertifiedKey) {
         self.current.store(Arc::new(key));
-    }
-
-    pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.load_full()
     }
 
     /// Whether the certificate served now is valid for `host` (a DNS name, wildcards as TLS
@@ -164,10 +165,6 @@ pub async fn watch_certificates(
     let mut last = (fingerprint(&cert), fingerprint(&key));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The certificate loaded at start.
-    if let Some(secs) = not_after(&resolver.current()) {
-        metrics.cert_expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
-    }
     loop {
         let asked = tokio::select! {
             _ = tick.tick() => false,
