@@ -8,12 +8,10 @@
 //! Usage: floor-bytes LISTEN_ADDR CERT_PEM KEY_PEM BACKEND_ADDR
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -21,18 +19,7 @@ use tokio_rustls::TlsAcceptor;
 mod h1;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let [_, listen, cert, key, backend] = &args[..] else {
-        bail!("usage: floor-bytes LISTEN_ADDR CERT_PEM KEY_PEM BACKEND_ADDR");
-    };
-    let listen: SocketAddr = listen.parse().context("LISTEN_ADDR")?;
-    let backend = backend.to_socket_addrs().context("BACKEND_ADDR")?.next().context("BACKEND_ADDR: no address")?;
-    let provider = payguard::tls::provider();
-    let key = payguard::tls::load_certified_key(Path::new(cert), Path::new(key), &provider)?;
-    let resolver = Arc::new(payguard::tls::CertResolver::new(key));
-    let mut config = payguard::tls::server_config(resolver, provider)?;
-    // The same TLS set-up as payguard's, HTTP/1.1 only.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (listen, backend, config) = h1::setup("floor-bytes")?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(serve(listen, acceptor, backend))

@@ -769,6 +769,27 @@ impl Chunked {
     }
 }
 
+/// The command line both floors take (`LISTEN_ADDR CERT_PEM KEY_PEM BACKEND_ADDR`): where to
+/// listen, the backend, and payguard's own TLS set-up for the certificate, HTTP/1.1 only.
+pub fn setup(
+    name: &str,
+) -> anyhow::Result<(std::net::SocketAddr, std::net::SocketAddr, tokio_rustls::rustls::ServerConfig)> {
+    use anyhow::Context as _;
+    use std::net::ToSocketAddrs as _;
+    let args: Vec<String> = std::env::args().collect();
+    let [_, listen, cert, key, backend] = &args[..] else {
+        anyhow::bail!("usage: {name} LISTEN_ADDR CERT_PEM KEY_PEM BACKEND_ADDR");
+    };
+    let listen = listen.parse().context("LISTEN_ADDR")?;
+    let backend = backend.to_socket_addrs().context("BACKEND_ADDR")?.next().context("BACKEND_ADDR: no address")?;
+    let provider = payguard::tls::provider();
+    let key = payguard::tls::load_certified_key(std::path::Path::new(cert), std::path::Path::new(key), &provider)?;
+    let resolver = std::sync::Arc::new(payguard::tls::CertResolver::new(key));
+    let mut config = payguard::tls::server_config(resolver, provider)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((listen, backend, config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

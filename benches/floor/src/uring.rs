@@ -15,9 +15,8 @@
 //! `FLOOR_URING_ENTRIES`: the io_uring's submission queue size (monoio's default otherwise).
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -30,18 +29,7 @@ use monoio_rustls::TlsAcceptor;
 mod h1;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let [_, listen, cert, key, backend] = &args[..] else {
-        bail!("usage: floor-uring LISTEN_ADDR CERT_PEM KEY_PEM BACKEND_ADDR");
-    };
-    let listen: SocketAddr = listen.parse().context("LISTEN_ADDR")?;
-    let backend = backend.to_socket_addrs().context("BACKEND_ADDR")?.next().context("BACKEND_ADDR: no address")?;
-    let provider = payguard::tls::provider();
-    let key = payguard::tls::load_certified_key(Path::new(cert), Path::new(key), &provider)?;
-    let resolver = Arc::new(payguard::tls::CertResolver::new(key));
-    let mut config = payguard::tls::server_config(resolver, provider)?;
-    // The same TLS set-up as payguard's, HTTP/1.1 only.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (listen, backend, config) = h1::setup("floor-uring")?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let mut urb = io_uring::IoUring::builder();
     match std::env::var("FLOOR_URING_SETUP").as_deref() {
