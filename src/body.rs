@@ -193,6 +193,40 @@ impl Body {
     }
 }
 
+/// At most this much of a refused request's unread body is read and dropped ([`discard`]).
+const DISCARD_MAX: u64 = 1024 * 1024;
+/// ... and for at most this long.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After a refusal decided before the request body was read (a 413 by `Content-Length`, a 403,
+/// a 429): reads and drops what the client is still sending, within [`DISCARD_MAX`] bytes and
+/// [`DISCARD_TIME`], so the refusal reaches it. Dropped unread, the body of a client still
+/// uploading ends in an HTTP/2 `RST_STREAM` right after the answer (which some clients, curl 7
+/// among them, report as an error instead of the answer), or, on HTTP/1.1, in a TCP reset that
+/// can destroy the answer in the client's receive buffer; nginx discards such bodies too.
+/// Past the bounds the body is dropped as before. A body already read, or none, costs nothing.
+pub fn discard(body: Body) {
+    if !matches!(body, Body::Incoming { .. } | Body::Resumed { .. }) || http_body::Body::is_end_stream(&body) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        use http_body_util::BodyExt as _;
+        let mut body = body;
+        let mut left = DISCARD_MAX;
+        let reading = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match left.checked_sub(n) {
+                    Some(rest) => left = rest,
+                    None => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, reading).await;
+    });
+}
+
 /// A request body as the context layer receives it: hyper's, from a client connection, or one
 /// already in memory (`payguard explain` and `payguard test` decide requests without a client).
 pub trait RequestBody: http_body::Body + Send + 'static {

@@ -128,6 +128,12 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
+/// The host a request is for: its `:authority` (HTTP/2, or an absolute-form target), else its
+/// Host header.
+fn host_of(req: &Request<Body>) -> Option<&str> {
+    req.uri().authority().map(|a| a.host()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
 #[derive(Clone)]
 pub struct RouteLayer {
     rules: SharedRules,
@@ -172,9 +178,11 @@ where
     fn call(&mut self, Contextual { ctx, req }: Contextual) -> Self::Future {
         // Refusals of the head, before a route is known: always enforced, and the rescue point
         // closes an HTTP/1 connection after them.
-        let refuse = |req: &Request<Body>, r: Reject, metrics: &Metrics| {
+        let refuse = |req: &mut Request<Body>, r: Reject, metrics: &Metrics| {
             let refusal = Refusal::of_head(&ctx, req.version(), "route", &r);
-            rescue(&refusal, metrics).map(|res| Either::Left(std::future::ready(Ok(res))))
+            let res = rescue(&refusal, metrics)?;
+            crate::body::discard(std::mem::replace(req.body_mut(), Body::empty()));
+            Some(Either::Left(std::future::ready(Ok(res))))
         };
         let (mut parts, body) = req.into_parts();
         let head = crate::guard::head::check(&parts, &self.limits);
@@ -188,7 +196,7 @@ where
         }
         let mut req = Request::from_parts(parts, body);
         if let Err(r) = head {
-            if let Some(res) = refuse(&req, r, &self.metrics) {
+            if let Some(res) = refuse(&mut req, r, &self.metrics) {
                 return res;
             }
         }
@@ -196,7 +204,7 @@ where
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(p)) => Some(p),
             Err(e) => {
-                if let Some(res) = refuse(&req, Reject::InvalidRequest(e.to_string()), &self.metrics) {
+                if let Some(res) = refuse(&mut req, Reject::InvalidRequest(e.to_string()), &self.metrics) {
                     return res;
                 }
                 None
@@ -207,24 +215,21 @@ where
                 Some(uri) => *req.uri_mut() = uri,
                 None => {
                     let r = Reject::InvalidRequest("invalid request target".into());
-                    if let Some(res) = refuse(&req, r, &self.metrics) {
+                    if let Some(res) = refuse(&mut req, r, &self.metrics) {
                         return res;
                     }
                 }
             }
         }
         let active = self.rules.load_full();
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.host())
-            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-        let misdirected = req.extensions().get::<crate::context::Misdirected>().is_some();
-        if misdirected || active.rules.defaults().hosts.as_ref().is_some_and(|h| !h.allows(host)) {
-            if let Some(res) = refuse(&req, Reject::MisdirectedRequest, &self.metrics) {
+        let misdirected = req.extensions().get::<crate::context::Misdirected>().is_some()
+            || active.rules.defaults().hosts.as_ref().is_some_and(|h| !h.allows(host_of(&req)));
+        if misdirected {
+            if let Some(res) = refuse(&mut req, Reject::MisdirectedRequest, &self.metrics) {
                 return res;
             }
         }
+        let host = host_of(&req);
         let lookup = active.rules.route(host, req.uri().path(), req.method());
         let (route, refused) = match lookup {
             RouteLookup::Matched(r) => (Some(r.clone()), None),

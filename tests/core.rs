@@ -450,3 +450,55 @@ async fn admin_token_guards_metrics_but_not_the_probes() {
     assert_eq!(http.get(url("/readyz")).send().await.unwrap().status(), 200);
     proxy.stop().await;
 }
+
+/// A route that refuses any body over 1 KiB by its `Content-Length`, before reading it.
+const SMALL: &[(&str, &str)] =
+    &[("00-small.toml", "[[route]]\nname = \"small\"\nmatch = { path = \"/small\" }\nmax_body = \"1KiB\"\n")];
+
+/// HTTP/2: a refusal decided before the body was read (413 by `Content-Length`) reaches a client
+/// that goes on uploading, and its stream ends cleanly: payguard reads and drops the rest of the
+/// body instead of resetting the stream (an RST_STREAM right after the answer makes some clients,
+/// curl 7 among them, report an error instead of the 413).
+#[tokio::test]
+async fn an_early_refusal_lets_an_http2_upload_finish() {
+    let backend = Backend::start().await;
+    let proxy = start_proxy_with_rules(backend.addr, "", SMALL).await;
+    let tls = tls_connect_alpn(proxy.addr, &proxy.cert, b"h2").await;
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::post("https://localhost/small").header("content-length", "100000").body(()).unwrap();
+    let (res, mut stream) = send.send_request(req, false).unwrap();
+    stream.send_data(Bytes::from(vec![b'x'; 16_384]), false).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), res).await.unwrap().unwrap();
+    assert_eq!(res.status(), 413);
+    // The rest of the upload, after the answer.
+    stream.send_data(Bytes::from(vec![b'x'; 100_000 - 16_384]), true).unwrap();
+    let reset = tokio::time::timeout(Duration::from_secs(2), std::future::poll_fn(|cx| stream.poll_reset(cx))).await;
+    assert!(!matches!(reset, Ok(Ok(_))), "the stream was reset: {reset:?}");
+    assert_eq!(backend.count(), 0);
+}
+
+/// HTTP/1.1: the same refusal keeps the connection: payguard reads the rest of the body, so the
+/// answer is not lost to a TCP reset and the next request is served on the same connection.
+#[tokio::test]
+async fn an_early_refusal_lets_an_http1_upload_finish_and_keeps_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let proxy = start_proxy_with_rules(backend.addr, "", SMALL).await;
+    let mut tls = tls_connect_alpn(proxy.addr, &proxy.cert, b"http/1.1").await;
+    let head = "POST /small HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\n";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&[b'x'; 10_000]).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    tls.write_all(&[b'x'; 90_000]).await.unwrap();
+    tls.write_all(b"GET /next HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.unwrap().unwrap();
+    let next = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(next.starts_with("HTTP/1.1 200"), "the connection carried the next request: {next:?}");
+    assert_eq!(backend.last().path_and_query, "/next");
+}

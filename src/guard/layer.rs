@@ -135,6 +135,9 @@ pub fn apply_in(
     let response = rescue(&refusal, metrics);
     let code = reject.code();
     ex.record(guard, if response.is_some() { Outcome::Block(code) } else { Outcome::WouldBlock(code) });
+    if response.is_some() {
+        crate::body::discard(std::mem::replace(ex.req.body_mut(), Body::empty()));
+    }
     response
 }
 
