@@ -9674,7 +9674,12 @@ fn keyword_type(upper: &[u8]) -> Option<u8> {
 }
 
 pub fn lookup_word_type(word: &str) -> Option<TokenType> {
-    let bytes = word.as_bytes();
+    lookup_bytes_type(word.as_bytes())
+}
+
+// payguard patch: the lookup on bytes, so the tokenizer need not check each word is UTF-8 first.
+// Every key of the table is ASCII: a word with any other byte is absent either way.
+pub fn lookup_bytes_type(bytes: &[u8]) -> Option<TokenType> {
     if bytes.len() > MAX_KEYWORD_LEN {
         return None;
     }

@@ -277,11 +277,13 @@ impl<'a> SqliTokenizer<'a> {
         self
     }
     
-    fn lookup_word(&self, word: &str) -> TokenType {
-        if let Some(lookup_fn) = self.lookup_fn {
-            lookup_fn(word)
-        } else {
-            sqli_data::lookup_word(word)
+    // payguard patch: the table's lookup straight on the bytes (every keyword is ASCII, so a
+    // word that is not UTF-8 is absent, as before); a custom lookup still gets a `&str`, and
+    // nothing when the bytes are not UTF-8, as before.
+    fn lookup_bytes(&self, word: &[u8]) -> TokenType {
+        match self.lookup_fn {
+            Some(lookup_fn) => std::str::from_utf8(word).map_or(TokenType::None, lookup_fn),
+            None => sqli_data::lookup_bytes_type(word).unwrap_or(TokenType::Bareword),
         }
     }
     
@@ -482,8 +484,8 @@ impl<'a> SqliTokenizer<'a> {
         // Try 2-character operator lookup using the comprehensive table
         // Only attempt lookup if bytes form valid UTF-8, since operators are ASCII-only
         let two_char = &self.input[pos..pos + 2];
-        if let Ok(two_char_str) = std::str::from_utf8(two_char) {
-            let token_type = self.lookup_word(two_char_str);
+        {
+            let token_type = self.lookup_bytes(two_char);
             if token_type != TokenType::None && token_type != TokenType::Bareword {
                 // Found a 2-character operator in the lookup table
                 let type_byte = match token_type {
@@ -920,8 +922,8 @@ impl<'a> SqliTokenizer<'a> {
                 // form a valid keyword. Since libinjection keywords are ASCII-only,
                 // if the slice contains any non-UTF8 bytes (like 0xFF), it can't be 
                 // a keyword anyway, so we can safely skip the lookup.
-                if let Ok(partial_word) = std::str::from_utf8(&word_slice[..i]) {
-                    let token_type = self.lookup_word(partial_word);
+                {
+                    let token_type = self.lookup_bytes(&word_slice[..i]);
                     if token_type != TokenType::None && token_type != TokenType::Bareword {
                         self.current.clear();
                         let type_byte = token_type_to_byte(token_type);
@@ -935,8 +937,8 @@ impl<'a> SqliTokenizer<'a> {
         
         // Do full word lookup - only for valid UTF-8 sequences since keywords are ASCII-only
         if word_len < LIBINJECTION_SQLI_TOKEN_SIZE {
-            if let Ok(word_str) = std::str::from_utf8(word_slice) {
-                let token_type = self.lookup_word(word_str);
+            {
+                let token_type = self.lookup_bytes(word_slice);
                 if token_type != TokenType::None {
                     self.current.token_type = token_type;
                 }
@@ -952,17 +954,9 @@ impl<'a> SqliTokenizer<'a> {
         let pos = self.parse_string_core(self.pos, CHAR_TICK, 1);
         
         // Check if backtick content is a keyword/function - only for valid UTF-8
-        if let Ok(word_str) = std::str::from_utf8(&self.current.val[..self.current.len]) {
-            let token_type = self.lookup_word(word_str);
-            if token_type == TokenType::Function {
-                self.current.token_type = TokenType::Function;
-            } else {
-                self.current.token_type = TokenType::Bareword;
-            }
-        } else {
-            // If UTF-8 conversion fails, default to bareword - 0xFF bytes can't be keywords
-            self.current.token_type = TokenType::Bareword;
-        }
+        let token_type = self.lookup_bytes(&self.current.val[..self.current.len]);
+        self.current.token_type =
+            if token_type == TokenType::Function { TokenType::Function } else { TokenType::Bareword };
         
         pos
     }
