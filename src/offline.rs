@@ -177,10 +177,6 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: BTreeMap<String, String>,
-    #[serde(skip)]
-    pub header_map: HeaderMap,
-    #[serde(skip)]
-    pub body: Bytes,
 }
 
 /// One audit line, as captured.
@@ -258,13 +254,12 @@ impl StandIn {
                     let (this, audit) = (this.clone(), audit.clone());
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        // Read to the end, as a backend would, before answering.
+                        let _ = body.collect().await;
                         let seen = Seen {
                             method: parts.method.to_string(),
                             path: parts.uri.path_and_query().map_or_else(|| "/".into(), ToString::to_string),
                             headers: header_strings(&parts.headers),
-                            header_map: parts.headers,
-                            body,
                         };
                         // The audit lines so far belong to the request phase.
                         let mark = audit.lock().len();

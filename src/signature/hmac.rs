@@ -71,6 +71,22 @@ pub struct GenericHmac {
     message: Vec<Segment>,
 }
 
+/// Feeds the message `segments` lay out, for `req`, into a MAC or a hash: what a signer signs
+/// and a verifier checks.
+fn feed(segments: &[Segment], sink: &mut impl Update, req: &super::Unsigned<'_>, ts: &str, nonce: &str) {
+    for segment in segments {
+        match segment {
+            Segment::Literal(bytes) => sink.update(bytes),
+            Segment::Method => sink.update(req.method.as_bytes()),
+            Segment::Path => sink.update(req.path.as_bytes()),
+            Segment::Query => sink.update(req.query.unwrap_or("").as_bytes()),
+            Segment::Timestamp => sink.update(ts.as_bytes()),
+            Segment::Nonce => sink.update(nonce.as_bytes()),
+            Segment::Body => sink.update(req.body),
+        }
+    }
+}
+
 /// Compiles a `message` template. Errors are user-facing messages.
 fn compile_template(template: &str) -> Result<Vec<Segment>, String> {
     let mut segments = Vec::new();
@@ -222,17 +238,8 @@ impl GenericHmac {
 
     /// Feeds the signed message, segment by segment, into a MAC or a hash.
     fn feed(&self, sink: &mut impl Update, req: &SignedRequest<'_>, ts: &str, nonce: &str) {
-        for segment in &self.message {
-            match segment {
-                Segment::Literal(bytes) => sink.update(bytes),
-                Segment::Method => sink.update(req.method.as_str().as_bytes()),
-                Segment::Path => sink.update(req.path.as_bytes()),
-                Segment::Query => sink.update(req.query.unwrap_or("").as_bytes()),
-                Segment::Timestamp => sink.update(ts.as_bytes()),
-                Segment::Nonce => sink.update(nonce.as_bytes()),
-                Segment::Body => sink.update(req.body),
-            }
-        }
+        let parts = super::Unsigned { method: req.method.as_str(), path: req.path, query: req.query, body: req.body };
+        feed(&self.message, sink, &parts, ts, nonce);
     }
 
     fn mac(&self, key: &Secret, req: &SignedRequest<'_>, ts: &str, nonce: &str) -> Option<[u8; 32]> {
@@ -268,17 +275,7 @@ pub(crate) fn sign(
     let key = Secret::new(secret.to_vec());
     let mut mac = key.mac().ok_or("unusable HMAC key")?;
     let ts = now.to_string();
-    for segment in &segments {
-        match segment {
-            Segment::Literal(bytes) => Mac::update(&mut mac, bytes),
-            Segment::Method => Mac::update(&mut mac, req.method.as_bytes()),
-            Segment::Path => Mac::update(&mut mac, req.path.as_bytes()),
-            Segment::Query => Mac::update(&mut mac, req.query.unwrap_or("").as_bytes()),
-            Segment::Timestamp => Mac::update(&mut mac, ts.as_bytes()),
-            Segment::Nonce => Mac::update(&mut mac, nonce.as_bytes()),
-            Segment::Body => Mac::update(&mut mac, req.body),
-        }
-    }
+    feed(&segments, &mut mac, req, &ts, nonce);
     let digest = mac.finalize().into_bytes();
     let encoded = match encoding.as_deref() {
         Some("base64") => base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest),

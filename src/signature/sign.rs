@@ -53,7 +53,7 @@ pub enum SignError {
     #[error("{0} callbacks are signed with the provider's own certificate; they cannot be signed here")]
     Unsupported(&'static str),
     #[error("{provider} signs with {needs}")]
-    WrongKey { provider: &'static str, needs: &'static str },
+    WrongKey { provider: String, needs: &'static str },
     #[error("{0} needs a key id (the certificate serial or public key id)")]
     KeyIdRequired(&'static str),
     #[error("{0}")]
@@ -63,7 +63,7 @@ pub enum SignError {
 }
 
 /// A fresh nonce: 32 hex digits.
-pub fn nonce() -> String {
+fn nonce() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
@@ -138,32 +138,13 @@ pub fn sign(
         (super::paypal::PROVIDER, _) => Err(SignError::Unsupported(super::paypal::PROVIDER)),
         (super::stripe::PROVIDER | super::standard_webhooks::PROVIDER | super::hmac::PROVIDER, _)
         | (super::adyen::PROVIDER, _) => {
-            Err(SignError::WrongKey { provider: provider_name(provider), needs: "a shared secret (--secret)" })
+            Err(SignError::WrongKey { provider: provider.to_string(), needs: "a shared secret (--secret)" })
         }
         (super::wechatpay::PROVIDER | super::alipay::PROVIDER, _) => {
-            Err(SignError::WrongKey { provider: provider_name(provider), needs: "an RSA private key (--private-key)" })
+            Err(SignError::WrongKey { provider: provider.to_string(), needs: "an RSA private key (--private-key)" })
         }
         (other, _) => Err(SignError::UnknownProvider(other.to_string())),
     }
-}
-
-/// Whether `provider` signs with an RSA private key rather than a shared secret.
-pub fn uses_private_key(provider: &str) -> bool {
-    matches!(provider, super::wechatpay::PROVIDER | super::alipay::PROVIDER)
-}
-
-fn provider_name(provider: &str) -> &'static str {
-    [
-        super::stripe::PROVIDER,
-        super::standard_webhooks::PROVIDER,
-        super::hmac::PROVIDER,
-        super::adyen::PROVIDER,
-        super::wechatpay::PROVIDER,
-        super::alipay::PROVIDER,
-    ]
-    .into_iter()
-    .find(|p| *p == provider)
-    .unwrap_or("this provider")
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], SignError> {
