@@ -341,9 +341,8 @@ impl Offline {
     pub fn route_for(&self, probe: &Probe) -> Option<Arc<crate::rules::Route>> {
         let (target, host) = target_of(&probe.url).ok()?;
         let header = probe.headers.iter().find(|(n, _)| n == http::header::HOST).and_then(|(_, v)| v.to_str().ok());
+        // The router normalises the host (case, port) itself.
         let host = host.as_deref().or(header).unwrap_or("localhost");
-        let host =
-            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |h| h.0);
         match self.rules.load().rules.route(Some(host), target.path(), &probe.method) {
             crate::rules::RouteLookup::Matched(r) => Some(r.clone()),
             _ => None,
