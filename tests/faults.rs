@@ -363,6 +363,16 @@ async fn faults_give_back_every_file_descriptor() {
     assert_eq!(code, Some(0), "{stderr:?}");
 }
 
+/// The status of a GET, its body read to the end: the client's connection goes back to its pool
+/// and carries the next request (an unread body would make it open another, whose fd payguard
+/// holds until its idle timeout).
+async fn status(c: &reqwest::Client, url: String) -> u16 {
+    let res = c.get(url).send().await.unwrap();
+    let status = res.status().as_u16();
+    let _ = res.bytes().await;
+    status
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_directory_deleted_keeps_the_last_rules_until_it_returns() {
     let backend = Backend::start().await;
@@ -371,7 +381,7 @@ async fn rule_directory_deleted_keeps_the_last_rules_until_it_returns() {
     let cfg = binary_config(dir.path(), &cert, backend.addr, None);
     let pg = Payguard::spawn(&cfg, Stdout::Captured, &[]).await;
     let c = h1_client(&cert);
-    assert_eq!(c.get(pg.url("/admin")).send().await.unwrap().status(), 403);
+    assert_eq!(status(&c, pg.url("/admin")).await, 403);
 
     let baseline = pg.fds();
     let rules = dir.path().join("rules");
@@ -382,7 +392,7 @@ async fn rule_directory_deleted_keeps_the_last_rules_until_it_returns() {
     let res = c.get(pg.url("/admin")).send().await.unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(json(res).await["error"], "ip_denied");
-    assert_eq!(c.get(pg.url("/shop")).send().await.unwrap().status(), 200);
+    assert_eq!(status(&c, pg.url("/shop")).await, 200);
     let health = json(admin_get(pg.admin, "/readyz").await).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["rules_version"], 1);
@@ -402,11 +412,11 @@ async fn rule_directory_deleted_keeps_the_last_rules_until_it_returns() {
     .unwrap();
     let loaded = || async {
         json(admin_get(pg.admin, "/healthz").await).await["rules_version"] == 2
-            && c.get(pg.url("/closed")).send().await.unwrap().status() == 403
+            && status(&c, pg.url("/closed")).await == 403
     };
     assert!(eventually(Duration::from_secs(10), loaded).await, "the recreated rules did not load");
-    assert_eq!(c.get(pg.url("/admin")).send().await.unwrap().status(), 403);
-    assert_eq!(c.get(pg.url("/shop")).send().await.unwrap().status(), 200);
+    assert_eq!(status(&c, pg.url("/admin")).await, 403);
+    assert_eq!(status(&c, pg.url("/shop")).await, 200);
     // The watcher gives back what it opened (same client connection, same backend pool); the
     // admin connections of the health checks above close when payguard sees their client go.
     let settled = || async { pg.fds() <= baseline + 1 };
