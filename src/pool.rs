@@ -87,7 +87,10 @@ where
                 return Ok(Pooled { sender: Some(sender), pool: Arc::downgrade(self), reusable: false });
             }
         }
-        self.connect().await
+        // Boxed: a connection is opened rarely, and its future (address lookup, TCP connect,
+        // handshake) would otherwise make every request's future that much larger to build
+        // and move.
+        Box::pin(self.connect()).await
     }
 
     /// A new connection, never taken from the idle queue (the retry after a stale one).

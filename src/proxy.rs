@@ -1,23 +1,19 @@
 //! Forwarding to the shop backend over a pooled HTTP/1.1 client, with header hygiene in both
 //! directions. Bodies stream through untouched unless a guard already buffered them.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
-use tower::Service;
 
 use crate::body::{self, Body};
 use crate::client_ip::ClientIp;
 use crate::config::UpstreamConfig;
 use crate::context::{GuardTime, MatchedRoute};
 use crate::exchange::{Exchange, Parts};
+use crate::guard::chain::Forward;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::pool::{ConnectError, Pool};
@@ -142,7 +138,7 @@ impl Inner {
             Ok(res) => res,
             Err(mut e) => match e.take_message() {
                 Some(req) => {
-                    conn = self.pool.connect().await.map_err(ForwardError::Connect)?;
+                    conn = Box::pin(self.pool.connect()).await.map_err(ForwardError::Connect)?;
                     let Some(sender) = conn.sender() else {
                         return Err(ForwardError::Connect(ConnectError::Timeout));
                     };
@@ -194,70 +190,60 @@ impl Inner {
     }
 }
 
-impl Service<Exchange> for Proxy {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, ex: Exchange) -> Self::Future {
-        let this = self.inner.clone();
-        Box::pin(async move {
-            let Parts { req, started, trail, request_id, client, route, verified, .. } = ex.into_parts();
-            let client_ip = client.ip;
-            let route = route.map(|r| MatchedRoute(r.name.clone()));
-            let version = req.version();
-            let reject = |r: Reject| {
-                let passed = crate::exchange::passed(&trail);
-                let refusal = Refusal {
-                    passed: Some(&passed),
-                    elapsed: Some(started.elapsed()),
-                    ..Refusal::of_proxy(&r, &request_id, client_ip, route.as_ref().map(|r| &r.0), version)
-                };
-                // Enforced: the rescue point always answers.
-                Ok(rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-")))
+impl Forward for Proxy {
+    async fn forward(&self, ex: Exchange) -> Response<Body> {
+        let this = &*self.inner;
+        let Parts { req, started, trail, request_id, client, route, verified, .. } = ex.into_parts();
+        let client_ip = client.ip;
+        let route = route.map(|r| MatchedRoute(r.name.clone()));
+        let version = req.version();
+        let reject = |r: Reject| {
+            let passed = crate::exchange::passed(&trail);
+            let refusal = Refusal {
+                passed: Some(&passed),
+                elapsed: Some(started.elapsed()),
+                ..Refusal::of_proxy(&r, &request_id, client_ip, route.as_ref().map(|r| &r.0), version)
             };
-            let req = match this.prepare(req, &client, verified.map(|v| v.provider)) {
-                Ok(r) => r,
-                Err(r) => return reject(r),
-            };
-            let guards = GuardTime(started.elapsed());
-            match tokio::time::timeout(this.response_timeout, this.send(req)).await {
-                Ok(Ok(mut res)) => {
-                    if let Some(route) = route {
-                        res.extensions_mut().insert(route);
-                    }
-                    res.extensions_mut().insert(guards);
-                    Ok(res)
+            // Enforced: the rescue point always answers.
+            rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-"))
+        };
+        let req = match this.prepare(req, &client, verified.map(|v| v.provider)) {
+            Ok(r) => r,
+            Err(r) => return reject(r),
+        };
+        let guards = GuardTime(started.elapsed());
+        match tokio::time::timeout(this.response_timeout, this.send(req)).await {
+            Ok(Ok(mut res)) => {
+                if let Some(route) = route {
+                    res.extensions_mut().insert(route);
                 }
-                Ok(Err(ForwardError::Http(e))) if body::is_too_large(&e) => {
-                    let limit = source_limit(&e).unwrap_or(0);
-                    reject(Reject::BodyTooLarge { limit })
-                }
-                // The client's fault, not the backend's: no upstream error.
-                Ok(Err(ForwardError::Http(e))) if body::is_timed_out(&e) => reject(Reject::BodyTimeout),
-                // Bad chunked framing (or the client left): the client's fault too.
-                Ok(Err(ForwardError::Http(e))) if body::is_client_body_error(&e) => {
-                    reject(Reject::InvalidRequest("request body is malformed or incomplete".into()))
-                }
-                Ok(Err(e)) => {
-                    let (kind, error) = match e {
-                        ForwardError::Connect(e) => ("connect", error_chain(&e)),
-                        ForwardError::Http(e) => ("io", error_chain(&e)),
-                    };
-                    this.metrics.upstream_error(kind);
-                    tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error, "forward failed");
-                    reject(Reject::UpstreamUnavailable)
-                }
-                Err(_) => {
-                    this.metrics.upstream_error("timeout");
-                    reject(Reject::UpstreamTimeout)
-                }
+                res.extensions_mut().insert(guards);
+                res
             }
-        })
+            Ok(Err(ForwardError::Http(e))) if body::is_too_large(&e) => {
+                let limit = source_limit(&e).unwrap_or(0);
+                reject(Reject::BodyTooLarge { limit })
+            }
+            // The client's fault, not the backend's: no upstream error.
+            Ok(Err(ForwardError::Http(e))) if body::is_timed_out(&e) => reject(Reject::BodyTimeout),
+            // Bad chunked framing (or the client left): the client's fault too.
+            Ok(Err(ForwardError::Http(e))) if body::is_client_body_error(&e) => {
+                reject(Reject::InvalidRequest("request body is malformed or incomplete".into()))
+            }
+            Ok(Err(e)) => {
+                let (kind, error) = match e {
+                    ForwardError::Connect(e) => ("connect", error_chain(&e)),
+                    ForwardError::Http(e) => ("io", error_chain(&e)),
+                };
+                this.metrics.upstream_error(kind);
+                tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error, "forward failed");
+                reject(Reject::UpstreamUnavailable)
+            }
+            Err(_) => {
+                this.metrics.upstream_error("timeout");
+                reject(Reject::UpstreamTimeout)
+            }
+        }
     }
 }
 

@@ -286,10 +286,9 @@ mod tests {
     use std::path::PathBuf;
 
     use http::{HeaderValue, Request, StatusCode};
-    use tower::{Layer as _, ServiceExt as _};
+    use tower::ServiceExt as _;
 
     use super::*;
-    use crate::guard::layer::GuardLayer;
     use crate::rules::active::ActiveRules;
     use crate::state::memory::MemoryFailureStore;
 
@@ -345,7 +344,7 @@ mod tests {
         status: u16,
         body: &'static str,
     ) -> (u16, String) {
-        let backend = tower::service_fn(move |_ex: Exchange| {
+        let backend = move |_ex: Exchange| {
             let mut res = Response::builder()
                 .status(status)
                 .header(header::CONTENT_TYPE, "application/json")
@@ -354,10 +353,10 @@ mod tests {
                 .unwrap();
             // As the proxy marks the backend's answers.
             res.extensions_mut().insert(GuardTime(Duration::ZERO));
-            std::future::ready(Ok::<_, std::convert::Infallible>(res))
-        });
-        let m = Arc::new(Metrics::new());
-        let svc = GuardLayer::new(FailureLimitGuard::new(store, m.clone()), m).layer(backend);
+            res
+        };
+        let stores = crate::state::Stores { failures: store, ..crate::guard::chain::test_support::memory_stores() };
+        let svc = crate::guard::chain::test_support::chain(stores, backend);
         let mut ex = Exchange::for_test(Request::post("/pay").body(Body::full("{}")).unwrap());
         ex.route = active.rules.routes().first().cloned();
         ex.active = active;

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod card_answer;
 pub mod card_data;
+pub mod chain;
 pub mod failure_limit;
 pub mod head;
 pub mod idempotency;

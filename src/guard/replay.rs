@@ -152,17 +152,17 @@ mod tests {
         assert_eq!(reserve_all(&store, &claim(&["y"])).await.unwrap(), Reservation::Taken);
     }
 
-    /// The response phase through the real layer: a fake backend answers `status`.
-    async fn through_layer(store: Arc<MemoryNonceStore>, keys: &[&str], status: u16) -> u16 {
-        use tower::{Layer, ServiceExt};
-        let metrics = Arc::new(Metrics::new());
-        let backend = tower::service_fn(move |_ex: Exchange| async move {
+    /// The response phase through the guard chain: a stand-in backend answers `status`.
+    async fn through_chain(store: Arc<MemoryNonceStore>, keys: &[&str], status: u16) -> u16 {
+        use crate::guard::chain::test_support;
+        use tower::ServiceExt;
+        let backend = move |_ex: Exchange| {
             let mut res = Response::new(Body::empty());
             *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
-            Ok::<_, std::convert::Infallible>(res)
-        });
-        let svc =
-            crate::guard::layer::GuardLayer::new(ReplayGuard::new(store, metrics.clone()), metrics).layer(backend);
+            res
+        };
+        let stores = crate::state::Stores { nonces: store, ..test_support::memory_stores() };
+        let svc = test_support::chain(stores, backend);
         let mut ex = Exchange::for_test(http::Request::new(Body::empty()));
         ex.replay = Some(claim(keys));
         svc.oneshot(ex).await.unwrap().status().as_u16()
@@ -172,15 +172,15 @@ mod tests {
     async fn the_response_phase_settles_on_the_answer() {
         let store = Arc::new(MemoryNonceStore::new(1_000));
         // A backend failure releases: the retry passes, and is accepted.
-        assert_eq!(through_layer(store.clone(), &["a", "b"], 503).await, 503);
-        assert_eq!(through_layer(store.clone(), &["a", "b"], 200).await, 200);
+        assert_eq!(through_chain(store.clone(), &["a", "b"], 503).await, 503);
+        assert_eq!(through_chain(store.clone(), &["a", "b"], 200).await, 200);
         // Accepted: kept, so a replay — or any batch holding one of its items — is refused
         // before the backend, and reserves nothing.
-        assert_eq!(through_layer(store.clone(), &["a", "b"], 200).await, 401);
-        assert_eq!(through_layer(store.clone(), &["c", "b"], 200).await, 401);
-        assert_eq!(through_layer(store.clone(), &["c"], 504).await, 504);
+        assert_eq!(through_chain(store.clone(), &["a", "b"], 200).await, 401);
+        assert_eq!(through_chain(store.clone(), &["c", "b"], 200).await, 401);
+        assert_eq!(through_chain(store.clone(), &["c"], 504).await, 504);
         // A timeout keeps the key: the backend may have acted.
-        assert_eq!(through_layer(store.clone(), &["c"], 200).await, 401);
+        assert_eq!(through_chain(store.clone(), &["c"], 200).await, 401);
     }
 
     #[test]
