@@ -56,10 +56,10 @@ pub struct Step {
     pub at: Duration,
 }
 
-/// How many steps a request's trail holds without growing: one per guard of `stack::build`
-/// (twelve), and the route's own refusal. A trail that grows costs a second allocation and a
-/// copy on every request.
-const TRAIL_CAPACITY: usize = 13;
+/// How many steps a request's trail holds without growing: one per guard of the chain
+/// (`guard::chain::GUARDS`, thirteen), and the route's own refusal in monitor mode. A trail
+/// that grows costs a second allocation and a copy on every request.
+const TRAIL_CAPACITY: usize = 14;
 
 /// The guards a trail passed, in order, for an audit line: `ip,rate_limit`.
 pub fn passed(trail: &[Step]) -> String {
