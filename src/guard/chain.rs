@@ -143,7 +143,8 @@ impl<F: Forward> Service<Exchange> for Chain<F> {
 
     fn call(&mut self, ex: Exchange) -> ChainFuture {
         let chain = self.0.clone();
-        let mut run: Pin<Box<dyn Future<Output = Response<Body>> + Send>> = Box::pin(async move { chain.run(ex).await });
+        let mut run: Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
+            Box::pin(async move { chain.run(ex).await });
         // Started here, as far as it goes without waiting: requests are judged in the order
         // they arrive. (The server runs each HTTP/2 stream's future as a task of its own, and
         // tasks need not run in the order they were made: two attempts with one idempotency
@@ -167,9 +168,9 @@ impl Future for ChainFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            ChainFuture::Done(res) => Poll::Ready(Ok(res
-                .take()
-                .unwrap_or_else(|| super::Reject::StateUnavailable.to_response(None, "-")))),
+            ChainFuture::Done(res) => {
+                Poll::Ready(Ok(res.take().unwrap_or_else(|| super::Reject::StateUnavailable.to_response(None, "-"))))
+            }
             ChainFuture::Running(run) => run.as_mut().poll(cx).map(Ok),
         }
     }
