@@ -81,7 +81,7 @@ pin_project_lite::pin_project! {
         // A client's body, with its cap and deadline.
         Incoming { #[pin] inner: Incoming, limit: u64, seen: u64, deadline: Option<BodyDeadline> },
         // A backend response: its connection goes back to the pool once the body has ended.
-        Upstream { #[pin] inner: Incoming, conn: Option<crate::pool::Pooled<Body>> },
+        Upstream { inner: crate::answer::AnswerBody },
         // What was read ahead of the rest, then the rest: a request past the body cap in
         // monitor mode, an answer too large to keep for replay.
         Resumed { head: Option<Bytes>, tail: Pin<Box<Body>> },
@@ -172,7 +172,6 @@ impl Body {
         Body::Resumed { head: (!head.is_empty()).then_some(head), tail: Box::pin(tail) }
     }
 
-    /// A backend response body that returns `conn` to its pool when it has been read to the end.
     /// `tail` with every card number masked as it streams; `report` is called at its end.
     pub fn masked(tail: Body, masker: crate::card::Masker, report: MaskReport) -> Self {
         let state = Masking { masker, done: false, trailers: None, report: Some(report) };
@@ -185,11 +184,9 @@ impl Body {
         Body::Decoded { tail: Box::pin(tail), state: Box::new(state) }
     }
 
-    pub fn upstream(inner: Incoming, mut conn: crate::pool::Pooled<Body>) -> Self {
-        if http_body::Body::is_end_stream(&inner) {
-            conn.done();
-        }
-        Body::Upstream { inner, conn: Some(conn) }
+    /// A backend's answer, read from its connection (which goes back to the pool at its end).
+    pub fn from_upstream(inner: crate::answer::AnswerBody) -> Self {
+        Body::Upstream { inner }
     }
 }
 
@@ -316,22 +313,7 @@ impl http_body::Body for Body {
                     },
                 }
             },
-            BodyProj::Upstream { mut inner, conn } => {
-                let polled = inner.as_mut().poll_frame(cx);
-                let ended = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
-                    _ => false,
-                };
-                if ended {
-                    if let Some(c) = conn.as_mut() {
-                        c.done();
-                    }
-                    // Back to the pool now, not when hyper gets round to dropping the body.
-                    *conn = None;
-                }
-                polled.map_err(|e| Box::new(e) as BoxError)
-            }
+            BodyProj::Upstream { inner } => Pin::new(inner).poll_frame(cx),
         }
     }
 
@@ -351,7 +333,8 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Body::Incoming { inner, .. } | Body::Upstream { inner, .. } => inner.size_hint(),
+            Body::Incoming { inner, .. } => inner.size_hint(),
+            Body::Upstream { inner } => inner.size_hint(),
             Body::Resumed { head, tail } => prefixed(head.as_ref(), tail.size_hint()),
             Body::Masked { tail, state } if state.masker.keeps_length() => tail.size_hint(),
             Body::Masked { tail, .. } => {

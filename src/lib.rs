@@ -4,6 +4,7 @@
 //! admin listener and the certificate watcher.
 
 pub mod admin;
+pub mod answer;
 pub mod body;
 pub mod card;
 pub mod client_ip;
@@ -35,6 +36,7 @@ pub mod tcp_info;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -1,20 +1,21 @@
 //! The upstream connection pool: HTTP/1.1 keep-alive connections to the one backend.
 //!
 //! Idle connections wait in a lock-free bounded queue, so checking one out or in takes no lock
-//! shared by all workers. A connection goes back to the queue when the response body that used
-//! it has been read to the end (or was empty); a response dropped half-read closes its
-//! connection instead, because the rest of that body would still be on the wire.
+//! shared by all workers. A connection goes back to the queue when the answer that used it has
+//! been read to the end (or was empty) and may carry another (`upstream.rs` decides); an answer
+//! dropped half-read closes its connection instead, because the rest of that body would still
+//! be on the wire.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use http_body::Body as HttpBody;
+use bytes::BytesMut;
+use futures_util::FutureExt as _;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -22,34 +23,56 @@ pub enum ConnectError {
     Timeout,
     #[error("connecting to the backend failed")]
     Io(#[from] std::io::Error),
-    #[error("HTTP handshake with the backend failed")]
-    Handshake(#[from] hyper::Error),
 }
 
-const UPSTREAM_READ_BUF: usize = 16 * 1024;
+/// One connection to the backend: the socket's halves and what was read and not yet used.
+pub struct Conn {
+    pub(crate) rd: OwnedReadHalf,
+    /// `None` while a request body is still being written by a task of its own (the answer
+    /// came first): such a connection is never reused.
+    pub(crate) wr: Option<OwnedWriteHalf>,
+    pub(crate) buf: BytesMut,
+}
 
-struct Idle<B> {
-    sender: http1::SendRequest<B>,
+impl Conn {
+    pub fn new(tcp: TcpStream) -> Conn {
+        let (rd, wr) = tcp.into_split();
+        Conn { rd, wr: Some(wr), buf: BytesMut::new() }
+    }
+
+    /// Whether this idle connection is known to be unusable without waiting: the backend
+    /// closed it, or sent something unasked. Readiness comes from the event loop, so an open,
+    /// quiet connection costs no system call.
+    pub fn is_stale(&self) -> bool {
+        if !self.buf.is_empty() || self.wr.is_none() {
+            return true;
+        }
+        match self.rd.ready(tokio::io::Interest::READABLE).now_or_never() {
+            None => false,
+            Some(Err(_)) => true,
+            // Readable: the end of the stream, or bytes nobody asked for; or nothing after all.
+            Some(Ok(_)) => {
+                !matches!(self.rd.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
-/// Generic over the request body type `B` (payguard's own `Body` in practice), so the pool knows
-/// nothing of how bodies are made.
-pub struct Pool<B> {
+pub struct Pool {
     host: Box<str>,
     port: u16,
-    idle: ArrayQueue<Idle<B>>,
+    idle: ArrayQueue<Idle>,
     keep: bool,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
-impl<B> Pool<B>
-where
-    B: HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl Pool {
     /// `max_idle` 0 disables keep-alive to the backend (a connection per request).
     pub fn new(
         authority: &Authority,
@@ -57,7 +80,7 @@ where
         max_idle: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
-    ) -> Arc<Pool<B>> {
+    ) -> Arc<Pool> {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let pool = Arc::new(Pool {
             host: host.into(),
@@ -75,54 +98,43 @@ where
     }
 
     /// An idle connection that is still open, or a new one.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled<B>, ConnectError> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled, ConnectError> {
         while let Some(idle) = self.idle.pop() {
-            if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
+            // Closed by the backend while it waited (as far as the event loop has seen).
+            if idle.since.elapsed() >= self.idle_timeout || idle.conn.is_stale() {
                 continue;
             }
-            let mut sender = idle.sender;
-            // Usually ready at once; right after the previous response ended the connection
-            // task may still be finishing it. A connection that closes meanwhile errors here.
-            if sender.ready().await.is_ok() {
-                return Ok(Pooled { sender: Some(sender), pool: Arc::downgrade(self), reusable: false });
-            }
+            return Ok(Pooled { conn: Some(idle.conn), pool: Arc::downgrade(self), reusable: false, reused: true });
         }
-        // Boxed: a connection is opened rarely, and its future (address lookup, TCP connect,
-        // handshake) would otherwise make every request's future that much larger to build
-        // and move.
+        // Boxed: a connection is opened rarely, and its future (address lookup, TCP connect)
+        // would otherwise make every request's future that much larger to build and move.
         Box::pin(self.connect()).await
     }
 
     /// A new connection, never taken from the idle queue (the retry after a stale one).
-    pub async fn connect(self: &Arc<Self>) -> Result<Pooled<B>, ConnectError> {
+    pub async fn connect(self: &Arc<Self>) -> Result<Pooled, ConnectError> {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((&*self.host, self.port)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
         let _ = tcp.set_nodelay(true);
-        // The read buffer per backend connection (hyper's default grows to ~400 KiB): a client
-        // that stops reading holds it until send_timeout; 16 KiB keeps a thousand of them cheap.
-        let (sender, conn) = http1::Builder::new().max_buf_size(UPSTREAM_READ_BUF).handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(target: "payguard::proxy", error = %e, "backend connection ended with an error");
-            }
-        });
-        Ok(Pooled { sender: Some(sender), pool: Arc::downgrade(self), reusable: false })
+        Ok(Pooled { conn: Some(Conn::new(tcp)), pool: Arc::downgrade(self), reusable: false, reused: false })
     }
-}
 
-impl<B> Pool<B> {
-    fn put(&self, sender: http1::SendRequest<B>) {
-        if self.keep && !sender.is_closed() {
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+
+    fn put(&self, conn: Conn) {
+        if self.keep {
             // Full: this connection is one more than the pool keeps; dropping it closes it.
-            let _ = self.idle.push(Idle { sender, since: Instant::now() });
+            let _ = self.idle.push(Idle { conn, since: Instant::now() });
         }
     }
 }
 
-/// Drops idle connections past the idle timeout, so a burst does not keep backend sockets open
-/// for longer than `pool_idle_timeout`.
-async fn sweep<B>(pool: Weak<Pool<B>>) {
+/// Drops idle connections past `idle_timeout` (or closed) while nobody asks for them.
+async fn sweep(pool: Weak<Pool>) {
     let every = match pool.upgrade() {
         Some(p) => (p.idle_timeout / 2).max(Duration::from_millis(500)),
         None => return,
@@ -132,7 +144,7 @@ async fn sweep<B>(pool: Weak<Pool<B>>) {
         let Some(pool) = pool.upgrade() else { return };
         for _ in 0..pool.idle.len() {
             let Some(idle) = pool.idle.pop() else { break };
-            if !idle.sender.is_closed() && idle.since.elapsed() < pool.idle_timeout {
+            if idle.since.elapsed() < pool.idle_timeout && !idle.conn.is_stale() {
                 let _ = pool.idle.push(idle);
             }
         }
@@ -140,30 +152,37 @@ async fn sweep<B>(pool: Weak<Pool<B>>) {
 }
 
 /// A checked-out connection. Back to the pool on drop once marked reusable.
-pub struct Pooled<B> {
-    sender: Option<http1::SendRequest<B>>,
-    pool: Weak<Pool<B>>,
+pub struct Pooled {
+    conn: Option<Conn>,
+    pool: Weak<Pool>,
     reusable: bool,
+    /// Taken from the idle queue (rather than opened for this request).
+    reused: bool,
 }
 
-impl<B> Pooled<B> {
-    pub fn sender(&mut self) -> Option<&mut http1::SendRequest<B>> {
-        self.sender.as_mut()
+impl Pooled {
+    pub fn conn_mut(&mut self) -> Option<&mut Conn> {
+        self.conn.as_mut()
     }
 
-    /// The response that used this connection has been read to its end.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The answer that used this connection has been read to its end, and the connection may
+    /// carry another.
     pub fn done(&mut self) {
         self.reusable = true;
     }
 }
 
-impl<B> Drop for Pooled<B> {
+impl Drop for Pooled {
     fn drop(&mut self) {
         if !self.reusable {
             return;
         }
-        if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
-            pool.put(sender);
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
+            pool.put(conn);
         }
     }
 }
@@ -173,6 +192,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::body::Body;
+    use crate::upstream::{self, Outgoing};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use bytes::Bytes;
@@ -219,14 +239,12 @@ mod tests {
         Request::builder().uri("/").header("host", "shop").body(Body::empty()).unwrap()
     }
 
-    async fn roundtrip(pool: &Arc<Pool<Body>>) -> Bytes {
-        let mut conn = pool.checkout().await.unwrap();
-        let res = conn.sender().unwrap().send_request(get()).await.unwrap();
-        let body = Body::upstream(res.into_body(), conn);
-        body.collect().await.unwrap().to_bytes()
+    async fn roundtrip(pool: &Arc<Pool>) -> Bytes {
+        let res = upstream::send(pool, Outgoing::new(get())).await.unwrap();
+        res.into_body().collect().await.unwrap().to_bytes()
     }
 
-    fn pool(a: &Authority, max_idle: usize) -> Arc<Pool<Body>> {
+    fn pool(a: &Authority, max_idle: usize) -> Arc<Pool> {
         Pool::new(a, 80, max_idle, Duration::from_secs(2), Duration::from_secs(60))
     }
 
@@ -256,9 +274,8 @@ mod tests {
     async fn a_half_read_response_closes_its_connection() {
         let (a, accepted) = backend(usize::MAX).await;
         let p = pool(&a, 4);
-        let mut conn = p.checkout().await.unwrap();
-        let res = conn.sender().unwrap().send_request(get()).await.unwrap();
-        drop(Body::upstream(res.into_body(), conn)); // body never read
+        let res = upstream::send(&p, Outgoing::new(get())).await.unwrap();
+        drop(res); // body never read
         assert_eq!(roundtrip(&p).await.len(), 64);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }

@@ -16,8 +16,9 @@ use crate::exchange::{Exchange, Parts};
 use crate::guard::chain::Forward;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
-use crate::pool::{ConnectError, Pool};
+use crate::pool::Pool;
 use crate::rescue::{rescue, Refusal};
+use crate::upstream::{self, Outgoing, UpstreamError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -87,29 +88,17 @@ pub struct Proxy {
 }
 
 struct Inner {
-    pool: Arc<Pool<Body>>,
+    pool: Arc<Pool>,
     base_path: Box<str>,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
-/// Why a forward failed, before it is mapped to a status.
-enum ForwardError {
-    Connect(ConnectError),
-    Http(hyper::Error),
-}
-
 impl Proxy {
     pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
-        let https = cfg.url.scheme() == Some(&http::uri::Scheme::HTTPS);
+        // The config takes `http://` upstream URLs only: the backend sits beside payguard.
         let authority = cfg.url.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1:3000"));
-        let pool = Pool::new(
-            &authority,
-            if https { 443 } else { 80 },
-            cfg.pool_max_idle_per_host,
-            cfg.connect_timeout,
-            cfg.pool_idle_timeout,
-        );
+        let pool = Pool::new(&authority, 80, cfg.pool_max_idle_per_host, cfg.connect_timeout, cfg.pool_idle_timeout);
         let base = cfg.url.path().trim_end_matches('/');
         Proxy {
             inner: Arc::new(Inner { pool, base_path: base.into(), response_timeout: cfg.response_timeout, metrics }),
@@ -129,27 +118,11 @@ impl Inner {
         Ok(Uri::from(pq))
     }
 
-    /// Sends on a pooled connection. A pooled connection the backend closed while it sat idle
-    /// refuses the request before any byte is written; then it goes once more on a new one.
-    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
-        let mut conn = self.pool.checkout().await.map_err(ForwardError::Connect)?;
-        let Some(sender) = conn.sender() else { return Err(ForwardError::Connect(ConnectError::Timeout)) };
-        let res = match sender.try_send_request(req).await {
-            Ok(res) => res,
-            Err(mut e) => match e.take_message() {
-                Some(req) => {
-                    conn = Box::pin(self.pool.connect()).await.map_err(ForwardError::Connect)?;
-                    let Some(sender) = conn.sender() else {
-                        return Err(ForwardError::Connect(ConnectError::Timeout));
-                    };
-                    sender.send_request(req).await.map_err(ForwardError::Http)?
-                }
-                None => return Err(ForwardError::Http(e.into_error())),
-            },
-        };
-        let (mut parts, body) = res.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::upstream(body, conn)))
+    /// Sends on a pooled connection (`upstream::send`); the answer's hop-by-hop headers go.
+    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        let mut res = upstream::send(&self.pool, Outgoing::new(req)).await?;
+        strip_hop_by_hop(res.headers_mut());
+        Ok(res)
     }
 
     /// Rewrites a client request into the request the backend sees.
@@ -220,21 +193,19 @@ impl Forward for Proxy {
                 res.extensions_mut().insert(guards);
                 res
             }
-            Ok(Err(ForwardError::Http(e))) if body::is_too_large(&e) => {
+            Ok(Err(e)) if body::is_too_large(&e) => {
                 let limit = source_limit(&e).unwrap_or(0);
                 reject(Reject::BodyTooLarge { limit })
             }
             // The client's fault, not the backend's: no upstream error.
-            Ok(Err(ForwardError::Http(e))) if body::is_timed_out(&e) => reject(Reject::BodyTimeout),
+            Ok(Err(e)) if body::is_timed_out(&e) => reject(Reject::BodyTimeout),
             // Bad chunked framing (or the client left): the client's fault too.
-            Ok(Err(ForwardError::Http(e))) if body::is_client_body_error(&e) => {
+            Ok(Err(e)) if body::is_client_body_error(&e) => {
                 reject(Reject::InvalidRequest("request body is malformed or incomplete".into()))
             }
             Ok(Err(e)) => {
-                let (kind, error) = match e {
-                    ForwardError::Connect(e) => ("connect", error_chain(&e)),
-                    ForwardError::Http(e) => ("io", error_chain(&e)),
-                };
+                let kind = if matches!(e, UpstreamError::Connect(_)) { "connect" } else { "io" };
+                let error = error_chain(&e);
                 this.metrics.upstream_error(kind);
                 tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error, "forward failed");
                 reject(Reject::UpstreamUnavailable)

@@ -306,10 +306,13 @@ async fn a_reader_that_takes_nothing_is_closed_even_when_no_write_waits() {
     reader_taking_nothing_is_closed(48 << 10).await;
 }
 
-/// A client reading slowly but steadily (about 8 KiB/s, above `min_send_rate`) through a large
+/// A client reading slowly but steadily (about 16 KiB/s, above `min_send_rate`) through a large
 /// response keeps its connection across several send timeouts, though payguard's writes wait
 /// on the full socket buffer all along; one reading 256 bytes a second (below it) is closed at
 /// the send timeout. (That one does not notice soon: its TLS layer holds a whole record.)
+/// A TLS client reads its socket a record at a time, and payguard, like nginx, writes records
+/// of 16 KiB when the answer comes faster than the client takes it: the steady reader takes
+/// one a second, so that every window of the 2 s send timeout sees it take some.
 #[tokio::test]
 async fn readers_are_judged_by_the_rate_they_take() {
     let _serial = SERIAL.lock().await;
@@ -337,7 +340,7 @@ async fn readers_are_judged_by_the_rate_they_take() {
         }
     };
     let started = Instant::now();
-    let steady = tokio::spawn(reader(1024, Duration::from_millis(125)));
+    let steady = tokio::spawn(reader(2048, Duration::from_millis(125)));
     let slow = tokio::spawn(reader(64, Duration::from_millis(250)));
     let send_timeouts =
         || metrics.connection_timeouts.get_or_create(&payguard::metrics::KindLabels { kind: "send" }).get();

@@ -1,13 +1,14 @@
 //! The bare forward both floors share: the request as the backend wants it (HTTP/1.1, an
-//! origin-form target, a Host header), sent through payguard's pool; 502 when that fails.
+//! origin-form target, a Host header), sent by payguard's upstream client over its pool; 502 when that fails.
 
 use std::sync::Arc;
 
 use http::{header, Request, Response, StatusCode, Uri, Version};
 use payguard::body::Body;
 use payguard::pool::Pool;
+use payguard::upstream::{self, Outgoing};
 
-pub async fn forward(pool: Arc<Pool<Body>>, req: Request<Body>) -> Response<Body> {
+pub async fn forward(pool: Arc<Pool>, req: Request<Body>) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     if let Some(authority) = parts.uri.authority().cloned() {
         if !parts.headers.contains_key(header::HOST) {
@@ -20,14 +21,11 @@ pub async fn forward(pool: Arc<Pool<Body>>, req: Request<Body>) -> Response<Body
         parts.uri = Uri::from(pq);
     }
     parts.version = Version::HTTP_11;
-    let Ok(mut conn) = pool.checkout().await else { return bad_gateway() };
-    let Some(sender) = conn.sender() else { return bad_gateway() };
-    match sender.send_request(Request::from_parts(parts, body)).await {
-        Ok(res) => {
-            let (mut parts, body) = res.into_parts();
-            parts.headers.remove(header::CONNECTION);
-            parts.headers.remove("keep-alive");
-            Response::from_parts(parts, Body::upstream(body, conn))
+    match upstream::send(&pool, Outgoing::new(Request::from_parts(parts, body))).await {
+        Ok(mut res) => {
+            res.headers_mut().remove(header::CONNECTION);
+            res.headers_mut().remove("keep-alive");
+            res
         }
         Err(_) => bad_gateway(),
     }

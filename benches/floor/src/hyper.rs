@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(listen: SocketAddr, acceptor: TlsAcceptor, backend: Authority) -> anyhow::Result<()> {
-    let pool: Arc<Pool<Body>> = Pool::new(&backend, 80, 1024, Duration::from_secs(5), Duration::from_secs(60));
+    let pool: Arc<Pool> = Pool::new(&backend, 80, 1024, Duration::from_secs(5), Duration::from_secs(60));
     let listener = TcpListener::bind(listen).await?;
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
@@ -63,6 +63,6 @@ async fn serve(listen: SocketAddr, acceptor: TlsAcceptor, backend: Authority) ->
     }
 }
 
-async fn forward(pool: Arc<Pool<Body>>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn forward(pool: Arc<Pool>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(forward::forward(pool, req.map(Body::from)).await)
 }

@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
 
 #[derive(Clone)]
 struct Forward {
-    pool: Arc<Pool<Body>>,
+    pool: Arc<Pool>,
 }
 
 impl Service<Contextual> for Forward {
