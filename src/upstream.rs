@@ -134,7 +134,8 @@ async fn exchange(mut conn: Pooled, out: Outgoing) -> Result<Response<Body>, Ups
     let Some(c) = conn.conn_mut() else { return Err(AnswerError::Closed.into()) };
     let Outgoing { head, body, sent, head_request, .. } = out;
     let head = match body {
-        Body::Empty => write_then_read(c, head, None, head_request).await?,
+        // Nothing to send but the head (a client's body known to be empty included).
+        _ if matches!(sent, Sent::Nothing | Sent::Length(0)) => write_then_read(c, head, None, head_request).await?,
         Body::Full { data } if data.as_ref().is_none_or(|d| d.len() <= INLINE_BODY) => {
             write_then_read(c, head, data, head_request).await?
         }
