@@ -12,13 +12,13 @@ use crate::body::{self, Body};
 use crate::client_ip::ClientIp;
 use crate::config::UpstreamConfig;
 use crate::context::{GuardTime, MatchedRoute};
-use crate::exchange::{Exchange, Parts};
+use crate::exchange::Exchange;
 use crate::guard::chain::Forward;
 use crate::guard::Reject;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::rescue::{rescue, Refusal};
-use crate::upstream::{self, Outgoing, UpstreamError};
+use crate::upstream::{self, Added, Outgoing, UpstreamError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -119,76 +119,100 @@ impl Inner {
     }
 
     /// Sends on a pooled connection (`upstream::send`); the answer's hop-by-hop headers go.
-    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-        let mut res = upstream::send(&self.pool, Outgoing::new(req)).await?;
+    async fn send(&self, out: Outgoing) -> Result<Response<Body>, UpstreamError> {
+        let mut res = upstream::send(&self.pool, out).await?;
         strip_hop_by_hop(res.headers_mut());
         Ok(res)
     }
 
-    /// Rewrites a client request into the request the backend sees.
-    fn prepare(
-        &self,
-        req: Request<Body>,
-        client: &ClientIp,
-        verified: Option<&'static str>,
-    ) -> Result<Request<Body>, Reject> {
-        let (mut parts, body) = req.into_parts();
+    /// Rewrites a client request, in place, into the request the backend sees, but for the
+    /// header fields payguard sets itself: those are written as the head is encoded
+    /// ([`Forwarding::added`]).
+    fn prepare(&self, req: &mut Request<Body>) -> Result<Option<HeaderValue>, Reject> {
         // The authority the request was routed on (the head guard refused a Host header that
         // names another), else the Host header. An HTTP/2 request without a Host header was
         // given the authority as one by the router: reused as it is, not copied again.
-        let sent = parts.headers.get(header::HOST);
-        let host = match parts.uri.authority() {
+        let sent = req.headers().get(header::HOST);
+        let host = match req.uri().authority() {
             Some(a) if sent.is_some_and(|h| h.as_bytes() == a.as_str().as_bytes()) => sent.cloned(),
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => sent.cloned(),
         };
-        parts.uri =
-            self.upstream_uri(&parts.uri).map_err(|_| Reject::InvalidRequest("invalid request target".into()))?;
-        parts.version = Version::HTTP_11;
-        let h = &mut parts.headers;
+        *req.uri_mut() =
+            self.upstream_uri(req.uri()).map_err(|_| Reject::InvalidRequest("invalid request target".into()))?;
+        *req.version_mut() = Version::HTTP_11;
         // Hop-by-hop headers go, and so does anything the client sent about the forwarding
         // identity: payguard owns it.
-        strip(h, |n| is_removed(n) || is_owned(n));
-        h.insert(X_FORWARDED_FOR.clone(), client.forwarded_for.clone());
-        h.insert(X_REAL_IP.clone(), client.ip_header.clone());
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-        if let Some(host) = host {
-            h.insert(X_FORWARDED_HOST.clone(), host.clone());
-            h.insert(header::HOST, host);
+        strip(req.headers_mut(), |n| is_removed(n) || is_owned(n));
+        Ok(host)
+    }
+}
+
+/// What payguard says to the backend about the request: its host, who sent it, over what, and
+/// which provider's signature it verified.
+struct Forwarding<'a> {
+    host: Option<HeaderValue>,
+    client: &'a ClientIp,
+    verified: Option<HeaderValue>,
+}
+
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+impl Forwarding<'_> {
+    /// The fields, in `fields` (room for every one), for the head's encoding.
+    fn added<'a>(&'a self, fields: &'a mut [(&'a HeaderName, &'a HeaderValue); 5]) -> Added<'a> {
+        *fields = [
+            (&X_FORWARDED_FOR, &self.client.forwarded_for),
+            (&X_REAL_IP, &self.client.ip_header),
+            (&X_FORWARDED_PROTO, &HTTPS),
+            (&X_FORWARDED_HOST, &HTTPS),
+            (&X_PAYGUARD_VERIFIED, &HTTPS),
+        ];
+        let mut n = 3;
+        for (name, value) in [(&X_FORWARDED_HOST, &self.host), (&X_PAYGUARD_VERIFIED, &self.verified)] {
+            if let Some(value) = value {
+                fields[n] = (name, value);
+                n += 1;
+            }
         }
-        if let Some(provider) = verified {
-            h.insert(X_PAYGUARD_VERIFIED.clone(), HeaderValue::from_static(provider));
-        }
-        Ok(Request::from_parts(parts, body))
+        Added { host: self.host.as_ref(), fields: &fields[..n] }
     }
 }
 
 impl Forward for Proxy {
-    async fn forward(&self, ex: Exchange) -> Response<Body> {
+    async fn forward(&self, mut ex: Exchange) -> Response<Body> {
         let this = &*self.inner;
-        let Parts { req, started, trail, request_id, client, route, verified, .. } = ex.into_parts();
-        let client_ip = client.ip;
-        let route = route.map(|r| MatchedRoute(r.name.clone()));
+        // The request leaves the exchange; the rest of it stays where it is, boxed, not copied.
+        let mut req = std::mem::replace(&mut ex.req, Request::new(Body::empty()));
         let version = req.version();
+        let ex = &ex;
         let reject = |r: Reject| {
-            let passed = crate::exchange::passed(&trail);
+            let passed = crate::exchange::passed(&ex.trail);
+            let route = ex.route.as_ref().map(|r| &r.name);
             let refusal = Refusal {
                 passed: Some(&passed),
-                elapsed: Some(started.elapsed()),
-                ..Refusal::of_proxy(&r, &request_id, client_ip, route.as_ref().map(|r| &r.0), version)
+                elapsed: Some(ex.started.elapsed()),
+                ..Refusal::of_proxy(&r, &ex.request_id, ex.client.ip, route, version)
             };
             // Enforced: the rescue point always answers.
             rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-"))
         };
-        let req = match this.prepare(req, &client, verified.map(|v| v.provider)) {
-            Ok(r) => r,
+        let forwarding = match this.prepare(&mut req) {
+            Ok(host) => Forwarding {
+                host,
+                client: &ex.client,
+                verified: ex.verified.as_ref().map(|v| HeaderValue::from_static(v.provider)),
+            },
             Err(r) => return reject(r),
         };
-        let guards = GuardTime(started.elapsed());
-        match tokio::time::timeout(this.response_timeout, this.send(req)).await {
+        let guards = GuardTime(ex.started.elapsed());
+        let out = Outgoing::take(&mut req, forwarding.added(&mut [(&X_FORWARDED_FOR, &HTTPS); 5]));
+        drop(req);
+        drop(forwarding);
+        match tokio::time::timeout(this.response_timeout, this.send(out)).await {
             Ok(Ok(mut res)) => {
-                if let Some(route) = route {
-                    res.extensions_mut().insert(route);
+                if let Some(route) = &ex.route {
+                    res.extensions_mut().insert(MatchedRoute(route.name.clone()));
                 }
                 res.extensions_mut().insert(guards);
                 res
@@ -207,7 +231,7 @@ impl Forward for Proxy {
                 let kind = if matches!(e, UpstreamError::Connect(_)) { "connect" } else { "io" };
                 let error = error_chain(&e);
                 this.metrics.upstream_error(kind);
-                tracing::warn!(target: "payguard::proxy", request_id = request_id.to_str().unwrap_or("-"), kind, error, "forward failed");
+                tracing::warn!(target: "payguard::proxy", request_id = ex.request_id.to_str().unwrap_or("-"), kind, error, "forward failed");
                 reject(Reject::UpstreamUnavailable)
             }
             Err(_) => {

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::header;
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt as _;
 use tokio::io::AsyncWriteExt as _;
@@ -46,6 +46,16 @@ enum Sent {
     Chunked,
 }
 
+/// Header fields payguard sets on a request as its head is encoded, rather than in its map
+/// (where each would cost a hash insert, and often the map's growth): `host` first, as RFC 9112
+/// §3.2 asks (it replaces the request's own), `fields` after the request's. The request must
+/// have none of `fields`' names already: the caller removed them.
+#[derive(Default, Clone, Copy)]
+pub struct Added<'a> {
+    pub host: Option<&'a HeaderValue>,
+    pub fields: &'a [(&'a HeaderName, &'a HeaderValue)],
+}
+
 /// A request ready to send: its head as bytes, its body, and what the answer's framing depends on.
 pub struct Outgoing {
     head: Bytes,
@@ -62,31 +72,50 @@ impl Outgoing {
     /// gone). Its framing headers are payguard's: `Content-Length` when the body's length is
     /// known, `Transfer-Encoding: chunked` when it is not.
     pub fn new(req: Request<Body>) -> Outgoing {
-        let (parts, body) = req.into_parts();
+        let mut req = req;
+        Outgoing::take(&mut req, Added::default())
+    }
+
+    /// [`Outgoing::new`] without moving the request (its body is taken, the rest is read), with
+    /// `added` written into the head as it is encoded.
+    pub fn take(req: &mut Request<Body>, added: Added<'_>) -> Outgoing {
+        let body = std::mem::replace(req.body_mut(), Body::empty());
         let hint = http_body::Body::size_hint(&body);
-        let declared = parts.headers.contains_key(header::CONTENT_LENGTH);
+        let declared = req.headers().contains_key(header::CONTENT_LENGTH);
         let sent = match hint.exact() {
-            Some(0) if !declared && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {
+            Some(0) if !declared && !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) => {
                 Sent::Nothing
             }
             Some(n) => Sent::Length(n),
             None => Sent::Chunked,
         };
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let size = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let line = |(n, v): (&HeaderName, &HeaderValue)| n.as_str().len() + v.len() + 4;
+        let size = req.headers().iter().map(line).sum::<usize>()
+            + added.fields.iter().map(|&(n, v)| line((n, v))).sum::<usize>()
+            + added.host.map_or(0, |h| h.len() + 8);
         let mut head = BytesMut::with_capacity(size + target.len() + 64);
-        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.extend_from_slice(req.method().as_str().as_bytes());
         head.extend_from_slice(b" ");
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-                continue;
-            }
+        let mut field = |name: &HeaderName, value: &HeaderValue| {
             head.extend_from_slice(name.as_str().as_bytes());
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());
             head.extend_from_slice(b"\r\n");
+        };
+        if let Some(host) = added.host {
+            field(&header::HOST, host);
+        }
+        for (name, value) in req.headers() {
+            let replaced = added.host.is_some() && name == header::HOST;
+            if !replaced && name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                field(name, value);
+            }
+        }
+        for &(name, value) in added.fields {
+            field(name, value);
         }
         match sent {
             Sent::Nothing => {}
@@ -98,8 +127,8 @@ impl Outgoing {
             Sent::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
         head.extend_from_slice(b"\r\n");
-        let head_request = parts.method == Method::HEAD;
-        let replayable = sent == Sent::Nothing && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let head_request = req.method() == Method::HEAD;
+        let replayable = sent == Sent::Nothing && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         Outgoing { head: head.freeze(), body, sent, head_request, replayable }
     }
 
@@ -347,6 +376,16 @@ mod tests {
         let streamed = outgoing("PUT", &[], streaming(b"abcd"));
         assert_eq!(head_text(&streamed), "PUT /pay?x=1 HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
         assert_eq!(streamed.sent, Sent::Chunked);
+        // What payguard adds: Host first, in place of the client's; its own fields last.
+        let mut req =
+            Request::builder().uri("/a").header("host", "client").header("x-a", "b").body(Body::empty()).unwrap();
+        let (xff, ip) = (HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("192.0.2.1"));
+        let host = HeaderValue::from_static("shop.example");
+        let out = Outgoing::take(&mut req, Added { host: Some(&host), fields: &[(&xff, &ip)] });
+        assert_eq!(
+            head_text(&out),
+            "GET /a HTTP/1.1\r\nhost: shop.example\r\nx-a: b\r\nx-forwarded-for: 192.0.2.1\r\n\r\n"
+        );
         // A GET whose client declared an empty body says so.
         let get = outgoing("GET", &[("content-length", "0")], Body::empty());
         assert!(head_text(&get).ends_with("content-length: 0\r\n\r\n"));
