@@ -3,15 +3,17 @@
 //! timeouts, graceful drain.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -356,65 +358,119 @@ where
         let builder = if is_h2 { &self.h2 } else { &self.h1 };
         let conn = builder.serve_connection(io, hyper_svc);
         tokio::pin!(conn);
-        let idle = self.idle_timeout.as_millis() as u64;
-        let send = self.send_timeout.as_millis() as u64;
-        // graceful_shutdown was called (server drain or idle); idle_closing: by the idle timer.
-        let (mut graceful, mut idle_closing) = (false, false);
-        loop {
-            // A write may block while we sleep, unseen: look again at least every send_timeout,
-            // then sleep until exactly blocked + send_timeout.
-            let blocked = clock.blocked_since.load(Ordering::Relaxed);
-            // Where the kernel tells how much the client takes, the watch judges that instead.
-            let send_check = if watch.enabled {
-                u64::MAX
-            } else if blocked == NOT_BLOCKED {
-                now_ms().saturating_add(send)
-            } else {
-                blocked.saturating_add(send)
+        // What the control below asks of the connection ([`GRACEFUL`], [`CLOSE`]).
+        let asks = AtomicU8::new(0);
+        let control = async {
+            let idle = self.idle_timeout.as_millis() as u64;
+            let send = self.send_timeout.as_millis() as u64;
+            // graceful: asked (server drain, reset budget or idle); idle_closing: by the idle timer.
+            let (mut graceful, mut idle_closing) = (false, false);
+            let ask_graceful = |graceful: &mut bool| {
+                asks.fetch_or(GRACEFUL, Ordering::Relaxed);
+                *graceful = true;
             };
-            let wake = clock
-                .last
-                .load(Ordering::Relaxed)
-                .saturating_add(idle)
-                .min(send_check)
-                .min(watch.next(clock.wrote_at.load(Ordering::Relaxed)));
-            let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(wake));
-            tokio::select! {
-                res = conn.as_mut() => {
-                    self.ended(res, flooded.load(Ordering::Relaxed), peer, &clock);
-                    break;
-                }
-                () = self.shutdown.cancelled(), if !graceful => {
-                    conn.as_mut().graceful_shutdown();
-                    graceful = true;
-                }
-                () = ResetBudget::exhausted(resets.as_deref()), if !graceful => {
-                    self.metrics.h2_abuse("resets");
-                    tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_resets, "HTTP/2 client cancelled too many requests; closing the connection");
-                    conn.as_mut().graceful_shutdown();
-                    graceful = true;
-                    // One idle period to drain, like an idle close; then it is dropped.
-                    idle_closing = true;
-                    clock.touch();
-                }
-                // The first write since the watch last looked: it may have to look sooner.
-                () = clock.first_write.notified(), if watch.waits_for_writes() => {}
-                () = tokio::time::sleep_until(deadline) => match self.timer(&mut watch, &clock, fd, peer, idle_closing) {
-                    Timer::Wait => {}
-                    Timer::Close => break,
-                    Timer::Idle => {
-                        // Graceful: an HTTP/1 request in progress may finish, HTTP/2 gets
-                        // GOAWAY; it gets one more idle period to do so.
-                        if !graceful {
-                            conn.as_mut().graceful_shutdown();
-                            graceful = true;
-                        }
+            loop {
+                // A write may block while we sleep, unseen: look again at least every send_timeout,
+                // then sleep until exactly blocked + send_timeout.
+                let blocked = clock.blocked_since.load(Ordering::Relaxed);
+                // Where the kernel tells how much the client takes, the watch judges that instead.
+                let send_check = if watch.enabled {
+                    u64::MAX
+                } else if blocked == NOT_BLOCKED {
+                    now_ms().saturating_add(send)
+                } else {
+                    blocked.saturating_add(send)
+                };
+                let wake = clock
+                    .last
+                    .load(Ordering::Relaxed)
+                    .saturating_add(idle)
+                    .min(send_check)
+                    .min(watch.next(clock.wrote_at.load(Ordering::Relaxed)));
+                let deadline = tokio::time::Instant::from_std(epoch() + Duration::from_millis(wake));
+                tokio::select! {
+                    () = self.shutdown.cancelled(), if !graceful => ask_graceful(&mut graceful),
+                    () = ResetBudget::exhausted(resets.as_deref()), if !graceful => {
+                        self.metrics.h2_abuse("resets");
+                        tracing::warn!(target: "payguard::server", client_ip = %peer.ip(), limit = self.max_h2_resets, "HTTP/2 client cancelled too many requests; closing the connection");
+                        ask_graceful(&mut graceful);
+                        // One idle period to drain, like an idle close; then it is dropped.
                         idle_closing = true;
                         clock.touch();
                     }
-                },
+                    // The first write since the watch last looked: it may have to look sooner.
+                    () = clock.first_write.notified(), if watch.waits_for_writes() => {}
+                    () = tokio::time::sleep_until(deadline) => match self.timer(&mut watch, &clock, fd, peer, idle_closing) {
+                        Timer::Wait => {}
+                        Timer::Close => {
+                            asks.fetch_or(CLOSE, Ordering::Relaxed);
+                            return;
+                        }
+                        Timer::Idle => {
+                            // Graceful: an HTTP/1 request in progress may finish, HTTP/2 gets
+                            // GOAWAY; it gets one more idle period to do so.
+                            if !graceful {
+                                ask_graceful(&mut graceful);
+                            }
+                            idle_closing = true;
+                            clock.touch();
+                        }
+                    },
+                }
             }
+        };
+        tokio::pin!(control);
+        // The control is polled only when one of its own wake-ups fired (a timer, the drain, a
+        // notification), not on every wake of the connection: a busy connection wakes for each
+        // read and write, and polling the control's four idle futures each time cost some 2,000
+        // instructions a request.
+        let flag = Arc::new(WakeFlag { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+        let control_waker = Waker::from(flag.clone());
+        let mut graceful = false;
+        let ended = std::future::poll_fn(|cx| {
+            flag.task.register(cx.waker());
+            if flag.woken.swap(false, Ordering::AcqRel) {
+                // Never polled again once it has closed the connection: that ends this future.
+                let _ = control.as_mut().poll(&mut Context::from_waker(&control_waker));
+            }
+            let asked = asks.load(Ordering::Relaxed);
+            if asked & CLOSE != 0 {
+                return Poll::Ready(None);
+            }
+            if asked & GRACEFUL != 0 && !graceful {
+                conn.as_mut().graceful_shutdown();
+                graceful = true;
+            }
+            conn.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        if let Some(res) = ended {
+            self.ended(res, flooded.load(Ordering::Relaxed), peer, &clock);
         }
+    }
+}
+
+/// What a connection's control asks of it: close gracefully (HTTP/1: after the request in
+/// progress; HTTP/2: GOAWAY) ...
+const GRACEFUL: u8 = 1;
+/// ... or close now.
+const CLOSE: u8 = 2;
+
+/// The waker of a connection's control: notes that the control has something to look at, then
+/// wakes the connection's task.
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
