@@ -203,7 +203,10 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, AnswerError> {
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(AnswerError::Invalid("the content-length is invalid"));
             }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            // At most 19 digits: always a u64.
+            let Some(n) = std::str::from_utf8(part).ok().and_then(|p| p.parse::<u64>().ok()) else {
+                return Err(AnswerError::Invalid("the content-length is invalid"));
+            };
             if found.is_some_and(|f| f != n) {
                 return Err(AnswerError::Invalid("the content-lengths disagree"));
             }
@@ -396,17 +399,11 @@ pub(crate) fn chunk_size(buf: &mut BytesMut) -> Result<Option<u64>, &'static str
         None | Some(b';' | b' ' | b'\t') => {}
         Some(_) => return Err("a chunk size is invalid"),
     }
-    let size = line[..digits].iter().fold(0u64, |n, &d| (n << 4) | u64::from(hex(d)));
+    // At most 16 hex digits: always a u64.
+    let size = std::str::from_utf8(&line[..digits]).ok().and_then(|d| u64::from_str_radix(d, 16).ok());
+    let Some(size) = size else { return Err("a chunk size is invalid") };
     buf.advance(lf + 1);
     Ok(Some(size))
-}
-
-fn hex(d: u8) -> u8 {
-    match d {
-        b'0'..=b'9' => d - b'0',
-        b'a'..=b'f' => d - b'a' + 10,
-        _ => d - b'A' + 10,
-    }
 }
 
 /// The trailer section at the start of `buf` (ending in an empty line), taken; `None` while

@@ -9,7 +9,6 @@ use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 
 use crate::body::{self, Body};
-use crate::client_ip::ClientIp;
 use crate::config::UpstreamConfig;
 use crate::context::{GuardTime, MatchedRoute};
 use crate::exchange::Exchange;
@@ -126,8 +125,8 @@ impl Inner {
     }
 
     /// Rewrites a client request, in place, into the request the backend sees, but for the
-    /// header fields payguard sets itself: those are written as the head is encoded
-    /// ([`Forwarding::added`]).
+    /// header fields payguard sets itself (the host returned here, its forwarding identity):
+    /// those are written as the head is encoded ([`Added`]).
     fn prepare(&self, req: &mut Request<Body>) -> Result<Option<HeaderValue>, Reject> {
         // The authority the request was routed on (the head guard refused a Host header that
         // names another), else the Host header. An HTTP/2 request without a Host header was
@@ -148,36 +147,7 @@ impl Inner {
     }
 }
 
-/// What payguard says to the backend about the request: its host, who sent it, over what, and
-/// which provider's signature it verified.
-struct Forwarding<'a> {
-    host: Option<HeaderValue>,
-    client: &'a ClientIp,
-    verified: Option<HeaderValue>,
-}
-
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
-
-impl Forwarding<'_> {
-    /// The fields, in `fields` (room for every one), for the head's encoding.
-    fn added<'a>(&'a self, fields: &'a mut [(&'a HeaderName, &'a HeaderValue); 5]) -> Added<'a> {
-        *fields = [
-            (&X_FORWARDED_FOR, &self.client.forwarded_for),
-            (&X_REAL_IP, &self.client.ip_header),
-            (&X_FORWARDED_PROTO, &HTTPS),
-            (&X_FORWARDED_HOST, &HTTPS),
-            (&X_PAYGUARD_VERIFIED, &HTTPS),
-        ];
-        let mut n = 3;
-        for (name, value) in [(&X_FORWARDED_HOST, &self.host), (&X_PAYGUARD_VERIFIED, &self.verified)] {
-            if let Some(value) = value {
-                fields[n] = (name, value);
-                n += 1;
-            }
-        }
-        Added { host: self.host.as_ref(), fields: &fields[..n] }
-    }
-}
 
 impl Forward for Proxy {
     async fn forward(&self, mut ex: Exchange) -> Response<Body> {
@@ -197,18 +167,23 @@ impl Forward for Proxy {
             // Enforced: the rescue point always answers.
             rescue(&refusal, &this.metrics).unwrap_or_else(|| r.to_response(None, "-"))
         };
-        let forwarding = match this.prepare(&mut req) {
-            Ok(host) => Forwarding {
-                host,
-                client: &ex.client,
-                verified: ex.verified.as_ref().map(|v| HeaderValue::from_static(v.provider)),
-            },
+        // In a block of its own, so that nothing but `out` is held across the wait below.
+        let out = match this.prepare(&mut req) {
+            Ok(host) => {
+                let verified = ex.verified.as_ref().map(|v| HeaderValue::from_static(v.provider));
+                let fields = [
+                    (&X_FORWARDED_FOR, Some(&ex.client.forwarded_for)),
+                    (&X_REAL_IP, Some(&ex.client.ip_header)),
+                    (&X_FORWARDED_PROTO, Some(&HTTPS)),
+                    (&X_FORWARDED_HOST, host.as_ref()),
+                    (&X_PAYGUARD_VERIFIED, verified.as_ref()),
+                ];
+                Outgoing::take(&mut req, Added { host: host.as_ref(), fields: &fields })
+            }
             Err(r) => return reject(r),
         };
-        let guards = GuardTime(ex.started.elapsed());
-        let out = Outgoing::take(&mut req, forwarding.added(&mut [(&X_FORWARDED_FOR, &HTTPS); 5]));
         drop(req);
-        drop(forwarding);
+        let guards = GuardTime(ex.started.elapsed());
         match tokio::time::timeout(this.response_timeout, this.send(out)).await {
             Ok(Ok(mut res)) => {
                 if let Some(route) = &ex.route {

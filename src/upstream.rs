@@ -48,12 +48,13 @@ enum Sent {
 
 /// Header fields payguard sets on a request as its head is encoded, rather than in its map
 /// (where each would cost a hash insert, and often the map's growth): `host` first, as RFC 9112
-/// §3.2 asks (it replaces the request's own), `fields` after the request's. The request must
-/// have none of `fields`' names already: the caller removed them.
+/// §3.2 asks (it replaces the request's own), `fields` after the request's (those without a
+/// value left out). The request must have none of `fields`' names already: the caller removed
+/// them.
 #[derive(Default, Clone, Copy)]
 pub struct Added<'a> {
     pub host: Option<&'a HeaderValue>,
-    pub fields: &'a [(&'a HeaderName, &'a HeaderValue)],
+    pub fields: &'a [(&'a HeaderName, Option<&'a HeaderValue>)],
 }
 
 /// A request ready to send: its head as bytes, its body, and what the answer's framing depends on.
@@ -92,7 +93,7 @@ impl Outgoing {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let line = |(n, v): (&HeaderName, &HeaderValue)| n.as_str().len() + v.len() + 4;
         let size = req.headers().iter().map(line).sum::<usize>()
-            + added.fields.iter().map(|&(n, v)| line((n, v))).sum::<usize>()
+            + added.fields.iter().filter_map(|&(n, v)| Some(line((n, v?)))).sum::<usize>()
             + added.host.map_or(0, |h| h.len() + 8);
         let mut head = BytesMut::with_capacity(size + target.len() + 64);
         head.extend_from_slice(req.method().as_str().as_bytes());
@@ -115,7 +116,9 @@ impl Outgoing {
             }
         }
         for &(name, value) in added.fields {
-            field(name, value);
+            if let Some(value) = value {
+                field(name, value);
+            }
         }
         match sent {
             Sent::Nothing => {}
@@ -381,7 +384,7 @@ mod tests {
             Request::builder().uri("/a").header("host", "client").header("x-a", "b").body(Body::empty()).unwrap();
         let (xff, ip) = (HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("192.0.2.1"));
         let host = HeaderValue::from_static("shop.example");
-        let out = Outgoing::take(&mut req, Added { host: Some(&host), fields: &[(&xff, &ip)] });
+        let out = Outgoing::take(&mut req, Added { host: Some(&host), fields: &[(&xff, Some(&ip)), (&xff, None)] });
         assert_eq!(
             head_text(&out),
             "GET /a HTTP/1.1\r\nhost: shop.example\r\nx-a: b\r\nx-forwarded-for: 192.0.2.1\r\n\r\n"
