@@ -5,6 +5,8 @@
 #   benches/load/callgrind.sh target/release/payguard [N]
 #   RULES=my-rules.toml benches/load/callgrind.sh target/release/payguard   # other rules: the
 #       cost of one guard is the difference between two runs (see BENCHMARKS.md)
+#   RULES=r.toml REQ_PATH=/checkout DATA=order.json benches/load/callgrind.sh BIN   # a POST of
+#       DATA (as application/json, from a same-origin page) to REQ_PATH instead of GET /
 #
 # Needs valgrind, nginx (the backend), h2load (nghttp2-client), openssl, curl. Loopback only.
 # Prints "http1 <instructions/request>" and "http2 <instructions/request>"; the callgrind files
@@ -50,13 +52,17 @@ for _ in $(seq 1 300); do
     curl -sk -o /dev/null -H 'User-Agent: x' "https://127.0.0.1:$PORT/" && break
     sleep 0.2
 done
-url="https://127.0.0.1:$PORT/"
-h2load --h1 -n 500 -c 4 -H 'User-Agent: bench' "$url" >/dev/null
-h2load -n 500 -c 4 -m 4 -H 'User-Agent: bench' "$url" >/dev/null
+url="https://127.0.0.1:$PORT${REQ_PATH:-/}"
+req=(-H 'User-Agent: bench')
+if [[ -n ${DATA:-} ]]; then
+    req+=(-d "$(realpath "$DATA")" -H 'Content-Type: application/json' -H 'Sec-Fetch-Site: same-origin')
+fi
+h2load --h1 -n 500 -c 4 "${req[@]}" "$url" >/dev/null
+h2load -n 500 -c 4 -m 4 "${req[@]}" "$url" >/dev/null
 measure() { # NAME h2load-args...
     local name=$1; shift
     callgrind_control -z $vg >/dev/null
-    h2load "$@" -H 'User-Agent: bench' "$url" | grep -q "$N succeeded" || { echo "$name: not every request succeeded" >&2; exit 1; }
+    h2load "$@" "${req[@]}" "$url" | grep -q "$N succeeded" || { echo "$name: not every request succeeded" >&2; exit 1; }
     callgrind_control -d "$name" $vg >/dev/null
     local f; f=$(ls -t "$D"/cg.out.* | head -n1)
     echo "$name $(( $(sed -n 's/^summary: //p' "$f") / N ))"

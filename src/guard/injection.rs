@@ -97,20 +97,30 @@ fn has_known_word(span: &[u8]) -> bool {
     }
 }
 
-/// In libinjection's keyword table, or the first word of one of its multi-word entries.
+/// In libinjection's keyword table, or the first word of one of its multi-word entries. The
+/// words [`may_be_sqli`] asks about are ASCII; any other is taken as known.
 fn known_word(word: &[u8]) -> bool {
-    static MULTI_WORD_FIRSTS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-        let mut firsts: Vec<&str> = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
-            .iter()
-            .filter_map(|k| k.word.split_once(' ').map(|(first, _)| first))
-            .collect();
+    use libinjectionrs::sqli::sqli_data::{lookup_bytes_type, SQL_KEYWORDS};
+    const LONGEST_FIRST: usize = 32;
+    // Upper case, as the table is.
+    static MULTI_WORD_FIRSTS: std::sync::LazyLock<Vec<&'static [u8]>> = std::sync::LazyLock::new(|| {
+        let mut firsts: Vec<&[u8]> =
+            SQL_KEYWORDS.iter().filter_map(|k| k.word.split_once(' ').map(|(first, _)| first.as_bytes())).collect();
         firsts.sort_unstable();
         firsts.dedup();
         firsts
     });
-    let Ok(text) = std::str::from_utf8(word) else { return true };
-    libinjectionrs::sqli::sqli_data::lookup_word_type(text).is_some()
-        || MULTI_WORD_FIRSTS.iter().any(|first| first.eq_ignore_ascii_case(text))
+    if !word.is_ascii() {
+        return true;
+    }
+    if lookup_bytes_type(word).is_some() {
+        return true;
+    }
+    let mut upper = [0u8; LONGEST_FIRST];
+    let Some(upper) = upper.get_mut(..word.len()) else { return false };
+    upper.copy_from_slice(word);
+    upper.make_ascii_uppercase();
+    MULTI_WORD_FIRSTS.binary_search(&&*upper).is_ok()
 }
 
 /// Whether libinjection's XSS detector could flag `value`: only through a tag (`<`) or an
@@ -403,6 +413,23 @@ mod tests {
         }
         assert!(!may_be_xss(b"leave at the door"));
         assert!(may_be_xss(b"<b>") && may_be_xss(b"x onload=alert(1)"));
+    }
+
+    #[test]
+    fn known_words_are_found_in_any_case_and_multi_word_firsts_fit_the_lookup() {
+        let table = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
+        for k in table {
+            if let Some((first, _)) = k.word.split_once(' ') {
+                assert!(first.len() <= 32 && !first.bytes().any(|b| b.is_ascii_lowercase()), "{first}");
+                assert!(known_word(first.as_bytes()) && known_word(first.to_ascii_lowercase().as_bytes()), "{first}");
+            }
+        }
+        for w in ["select", "UNION", "Group", "lock", "at"] {
+            assert!(known_word(w.as_bytes()), "{w}");
+        }
+        for w in ["London", "EUR", "Baker", "door", "x".repeat(40).as_str()] {
+            assert!(!known_word(w.as_bytes()), "{w}");
+        }
     }
 
     #[test]

@@ -124,10 +124,9 @@ pub struct SqliState<'a> {
     pub tokens: SmallVec<[Token; 8]>,
     #[cfg(not(feature = "smallvec"))]
     pub tokens: Vec<Token>,
-    #[cfg(feature = "smallvec")]
-    token_vec: SmallVec<[Token; 8]>,
-    #[cfg(not(feature = "smallvec"))]
-    token_vec: Vec<Token>,
+    // payguard patch: a plain array (it never holds more), indexed without a length check
+    // against a spilled heap buffer on every access.
+    token_vec: [Token; LIBINJECTION_SQLI_MAX_TOKENS + 3],
     
     // Current position in input
     pos: usize,
@@ -167,10 +166,7 @@ impl<'a> SqliState<'a> {
             tokens: SmallVec::new(),
             #[cfg(not(feature = "smallvec"))]
             tokens: Vec::with_capacity(LIBINJECTION_SQLI_MAX_TOKENS + 3),
-            #[cfg(feature = "smallvec")]
-            token_vec: SmallVec::new(),
-            #[cfg(not(feature = "smallvec"))]
-            token_vec: Vec::with_capacity(LIBINJECTION_SQLI_MAX_TOKENS + 3),
+            token_vec: core::array::from_fn(|_| Token::new()),
             pos: 0,
             current_token: None,
             fingerprint: [0; 8],
@@ -351,8 +347,9 @@ impl<'a> SqliState<'a> {
         let mut tokenizer = SqliTokenizer::new(self.input, self.flags);
         
         // Clear and resize token vec
-        self.token_vec.clear();
-        self.token_vec.resize(LIBINJECTION_SQLI_MAX_TOKENS + 3, Token::new());
+        for token in self.token_vec.iter_mut() {
+            token.clear();
+        }
         
         // pos is the position of where the NEXT token goes
         #[allow(unused_assignments)] // Follows C implementation - pos initially 0, then set to 1 if real token found
@@ -531,15 +528,15 @@ impl<'a> SqliState<'a> {
                         let a_val = self.token_vec[left].value_as_str();
                         let b_val = self.token_vec[left + 1].value_as_str();
                         // payguard patch: built on the stack (no allocation per pair of
-                        // words); lookup_word_type ignores case itself.
+                        // words); lookup_bytes_type ignores case itself. Both halves are
+                        // UTF-8, so the pair is too: no second check.
                         let mut merged_buf = [0u8; 32];
                         let (a_bytes, b_bytes) = (a_val.as_bytes(), b_val.as_bytes());
                         let merged_len = (a_bytes.len() + 1 + b_bytes.len()).min(32);
                         for (d, s) in merged_buf.iter_mut().zip(a_bytes.iter().chain(b" ").chain(b_bytes)) {
                             *d = *s;
                         }
-                        let merged_original = core::str::from_utf8(&merged_buf[..merged_len]).unwrap_or("");
-                        let merged_upper = merged_original;
+                        let merged_original = &merged_buf[..merged_len];
                         
                         // Merge when the pair is present in the table, whatever
                         // its type, matching the C library's `ch != CHAR_NULL`.
@@ -547,11 +544,11 @@ impl<'a> SqliState<'a> {
                         // SHARE`) are stored as barewords, so keying off
                         // "type is a keyword" would break the chain at the first
                         // prefix and leave `LOCK IN SHARE MODE` as four tokens.
-                        if let Some(lookup_result) = sqli_data::lookup_word_type(merged_upper) {
+                        if let Some(lookup_result) = sqli_data::lookup_bytes_type(merged_original) {
                             // Update the first token with merged value and new type
                             self.token_vec[left].token_type = lookup_result;
                             // Update the value - store the original case version, not uppercase
-                            let merged_bytes = merged_original.as_bytes();
+                            let merged_bytes = merged_original;
                             let copy_len = merged_bytes.len().min(31); // Leave space for null terminator
                             self.token_vec[left].val[..copy_len].copy_from_slice(&merged_bytes[..copy_len]);
                             self.token_vec[left].len = copy_len;

@@ -903,10 +903,11 @@ impl<'a> SqliTokenizer<'a> {
         let slen = self.input.len();
         
         // Find word boundary - matches C version's strlencspn character set
-        let word_chars = b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00";
+        // payguard patch: the set is a table (one load per byte, not a scan of the set).
+        static WORD_END: ByteSet = ByteSet::of(b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00");
         let mut end_pos = pos;
         
-        while end_pos < slen && !word_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !WORD_END.has(self.input[end_pos]) {
             end_pos += 1;
         }
         
@@ -998,7 +999,8 @@ impl<'a> SqliTokenizer<'a> {
         
         // Regular variable name - must exactly match C implementation
         // C: " <>:\\?=@!#~+-*/&|^%(),';\t\n\v\f\r'`\""
-        let var_chars = b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"";
+        // payguard patch: the set is a table (one load per byte, not a scan of the set).
+        static VAR_END: ByteSet = ByteSet::of(b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"");
         // C ends the run with strlencspn, whose strchr(reject, byte) finds a NUL
         // in the reject string's terminator, so a NUL ends the name even though
         // it is not listed. Without this a NUL is folded into the variable and
@@ -1007,7 +1009,7 @@ impl<'a> SqliTokenizer<'a> {
 
         while end_pos < slen
             && self.input[end_pos] != 0
-            && !var_chars.contains(&self.input[end_pos])
+            && !VAR_END.has(self.input[end_pos])
         {
             end_pos += 1;
         }
@@ -1297,6 +1299,25 @@ impl<'a> SqliTokenizer<'a> {
         slen
     }
 }
+/// payguard patch: a set of bytes as a table, for the tokenizer's hottest scans.
+struct ByteSet([bool; 256]);
+
+impl ByteSet {
+    const fn of(bytes: &[u8]) -> ByteSet {
+        let mut table = [false; 256];
+        let mut i = 0;
+        while i < bytes.len() {
+            table[bytes[i] as usize] = true;
+            i += 1;
+        }
+        ByteSet(table)
+    }
+
+    fn has(&self, byte: u8) -> bool {
+        self.0[byte as usize]
+    }
+}
+
 /// End index of the run of bytes from `start` that are in `accept`, matching
 /// the C library's `strlenspn`.
 ///
