@@ -111,7 +111,7 @@ fn in_pairs(data: &[u8], query: bool) -> Option<Found> {
 }
 
 fn in_json(body: &[u8]) -> Option<Found> {
-    let escaped = body.windows(2).any(|w| w == b"\\u");
+    let escaped = memchr::memchr_iter(b'\\', body).any(|i| body.get(i + 1) == Some(&b'u'));
     let raw = card::first(body);
     if !escaped && raw.is_none() {
         return None;

@@ -101,26 +101,35 @@ fn has_known_word(span: &[u8]) -> bool {
 /// words [`may_be_sqli`] asks about are ASCII; any other is taken as known.
 fn known_word(word: &[u8]) -> bool {
     use libinjectionrs::sqli::sqli_data::{lookup_bytes_type, SQL_KEYWORDS};
-    const LONGEST_FIRST: usize = 32;
-    // Upper case, as the table is.
-    static MULTI_WORD_FIRSTS: std::sync::LazyLock<Vec<&'static [u8]>> = std::sync::LazyLock::new(|| {
-        let mut firsts: Vec<&[u8]> =
-            SQL_KEYWORDS.iter().filter_map(|k| k.word.split_once(' ').map(|(first, _)| first.as_bytes())).collect();
-        firsts.sort_unstable();
-        firsts.dedup();
-        firsts
-    });
     if !word.is_ascii() {
         return true;
     }
     if lookup_bytes_type(word).is_some() {
         return true;
     }
-    let mut upper = [0u8; LONGEST_FIRST];
-    let Some(upper) = upper.get_mut(..word.len()) else { return false };
-    upper.copy_from_slice(word);
-    upper.make_ascii_uppercase();
-    MULTI_WORD_FIRSTS.binary_search(&&*upper).is_ok()
+    // The first words (at most 16 letters, the tests check) packed into integers, upper case as
+    // the table is: a binary search of integers, not of strings.
+    static MULTI_WORD_FIRSTS: std::sync::LazyLock<Vec<u128>> = std::sync::LazyLock::new(|| {
+        let mut firsts: Vec<u128> = SQL_KEYWORDS
+            .iter()
+            .filter_map(|k| k.word.split_once(' ').and_then(|(first, _)| packed_upper(first.as_bytes())))
+            .collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        firsts
+    });
+    packed_upper(word).is_some_and(|w| MULTI_WORD_FIRSTS.binary_search(&w).is_ok())
+}
+
+/// A word of 1 to 16 bytes, upper-cased, as one integer (distinct words, distinct integers).
+fn packed_upper(word: &[u8]) -> Option<u128> {
+    if word.is_empty() || word.contains(&0) {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    bytes.get_mut(..word.len())?.copy_from_slice(word);
+    bytes.make_ascii_uppercase();
+    Some(u128::from_be_bytes(bytes))
 }
 
 /// Whether libinjection's XSS detector could flag `value`: only through a tag (`<`) or an
@@ -420,7 +429,7 @@ mod tests {
         let table = libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
         for k in table {
             if let Some((first, _)) = k.word.split_once(' ') {
-                assert!(first.len() <= 32 && !first.bytes().any(|b| b.is_ascii_lowercase()), "{first}");
+                assert!(first.len() <= 16 && !first.bytes().any(|b| b.is_ascii_lowercase()), "{first}");
                 assert!(known_word(first.as_bytes()) && known_word(first.to_ascii_lowercase().as_bytes()), "{first}");
             }
         }
