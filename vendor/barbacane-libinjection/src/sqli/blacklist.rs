@@ -14,18 +14,14 @@ pub fn is_blacklisted(fingerprint: &str) -> bool {
     }
     
     // Build the v1 fingerprint with '0' prefix and uppercase
-    let mut fp2 = String::with_capacity(8);
-    fp2.push('0');
-    
-    for ch in fingerprint.chars() {
-        if ch >= 'a' && ch <= 'z' {
-            // Convert to uppercase
-            fp2.push((ch as u8 - 0x20) as char);
-        } else {
-            fp2.push(ch);
-        }
-    }
-    
+    // payguard patch: on the stack (no allocation per check), looked up on its bytes. A
+    // fingerprint is ASCII (token type letters); one over the longest keyword is not listed.
+    let mut fp2 = [0u8; 32];
+    let Some(rest) = fp2.get_mut(1..=fingerprint.len()) else { return false };
+    rest.copy_from_slice(fingerprint.as_bytes());
+    rest.make_ascii_uppercase();
+    fp2[0] = b'0';
+
     // Check if this fingerprint exists in the keywords table with type 'F'
-    sqli_data::lookup_word(&fp2) == crate::sqli::TokenType::Fingerprint
+    sqli_data::lookup_bytes_type(&fp2[..=fingerprint.len()]) == Some(crate::sqli::TokenType::Fingerprint)
 }

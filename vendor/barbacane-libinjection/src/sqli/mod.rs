@@ -525,13 +525,14 @@ impl<'a> SqliState<'a> {
                     
                     if sz3 < 32 { // make sure there is room for ending null
                         // Create merged string: a.val + ' ' + b.val
-                        let a_val = self.token_vec[left].value_as_str();
-                        let b_val = self.token_vec[left + 1].value_as_str();
-                        // payguard patch: built on the stack (no allocation per pair of
-                        // words); lookup_bytes_type ignores case itself. Both halves are
-                        // UTF-8, so the pair is too: no second check.
+                        // payguard patch: built on the stack from the tokens' bytes (no
+                        // allocation or UTF-8 check per pair of words); lookup_bytes_type
+                        // ignores case itself. A pair with a byte that is not ASCII is absent
+                        // from the table, as the `<binary>` stand-in for one that is not UTF-8 was.
+                        let (a, b) = (&self.token_vec[left], &self.token_vec[left + 1]);
+                        let a_bytes = &a.val[..a.len.min(32)];
+                        let b_bytes = &b.val[..b.len.min(32)];
                         let mut merged_buf = [0u8; 32];
-                        let (a_bytes, b_bytes) = (a_val.as_bytes(), b_val.as_bytes());
                         let merged_len = (a_bytes.len() + 1 + b_bytes.len()).min(32);
                         for (d, s) in merged_buf.iter_mut().zip(a_bytes.iter().chain(b" ").chain(b_bytes)) {
                             *d = *s;
