@@ -143,9 +143,16 @@ impl<F: Forward> Service<Exchange> for Chain<F> {
 
     fn call(&mut self, ex: Exchange) -> ChainFuture {
         let chain = self.0.clone();
+        let http2 = ex.req.version() >= http::Version::HTTP_2;
         let mut run: Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
             Box::pin(async move { chain.run(ex).await });
-        // Started here, as far as it goes without waiting: requests are judged in the order
+        if !http2 {
+            // HTTP/1.1: one request at a time on a connection, polled by it right after it has
+            // read what arrived of the body. Started here, a body that came with the head would
+            // not be there yet, and a guard that buffers it would wait for a second poll.
+            return ChainFuture::Running(run);
+        }
+        // HTTP/2: started here, as far as it goes without waiting: requests are judged in the order
         // they arrive. (The server runs each HTTP/2 stream's future as a task of its own, and
         // tasks need not run in the order they were made: two attempts with one idempotency
         // key, or the last token of a bucket, would otherwise go to whichever ran first.) The
