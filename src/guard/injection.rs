@@ -46,49 +46,63 @@ pub fn detect(value: &[u8]) -> Option<(&'static str, String)> {
 const MAX_PLAIN_WORD: usize = 64;
 
 /// Whether libinjection's SQLi detector could flag `value`. It cannot when the value is only
-/// words it does not know, numbers, whitespace, `.` and `,`, and either `@` or `-`/`+` (not both,
-/// and no `--`): `London`, `NW1 6XE`, `ana@example.com`, `A-1029-55`, `221B Baker St., London`.
-/// That is much of what a shop's forms hold, and libinjection passes all of it:
-/// - such a value is tokenized in one pass (the quote and MySQL passes need a quote or a
-///   comment) into barewords (`n`), numbers (`1`), `.`, `,`, and variables (`v`, from `@`) or
-///   operators (`o`, from `-`, `+`); the letters that may open a string (`b`, `e`, `n`, `q`,
-///   `u`, `x`) do so only before a quote;
+/// words it does not know, numbers, whitespace, `.` and `,`, and at most one of: `@`; `-`/`+`
+/// (no `--`); apostrophes; `#`. `London`, `NW1 6XE`, `ana@example.com`, `A-1029-55`,
+/// `Ana O'Brien`, `Flat 3 #12, 221B Baker St.`. That is much of what a shop's forms hold, and
+/// libinjection passes all of it:
+/// - such a value is tokenized into barewords (`n`), numbers (`1`), `.`, `,`, and one of:
+///   variables (`v`, from `@`); operators (`o`, from `-`, `+`); strings (`s`, from `'`, in the
+///   pass as written and in the pass that reads the value as if a quote came before it); or, for
+///   `#`, an operator in the ANSI pass and a comment (`c`, to the end of the line) in the MySQL
+///   pass it triggers. The letters that open a string (`b`, `e`, `n`, `q`, `u`, `x`) do so only
+///   before a quote, and make a string or a number (`x'41'`). The double-quote pass needs a `"`;
 /// - a word becomes something else only when it, a part of it before a `.`, or it and the
 ///   words after it, are in libinjection's keyword table: every word the tokenizer can make here
 ///   is looked up ([`known_word`], which also counts the first word of a multi-word entry such
-///   as `GROUP BY` as known);
+///   as `GROUP BY` as known), whichever side of a quote or `#` it is on;
 /// - its folding rules change types only next to other kinds of tokens, and no fingerprint on
-///   its list is made of `n`, `1`, `.`, `,` and `v` alone, or of `n`, `1`, `.`, `,` and `o`
-///   alone (`1ov` is on it, hence not both; the tests check the table).
+///   its list is made of `n`, `1`, `.`, `,` and one of `v`, `o`, `s` (the tests check the table;
+///   `1ov`, `1sv` and `sos` are on it, hence one kind only). With `#`: only `1c` and `nc` are,
+///   and a two-token fingerprint whose second token starts with `#` is libinjection's own
+///   exception (`3 #12`), unless the value holds `sp_password`, which is left to it.
 pub fn may_be_sqli(value: &[u8]) -> bool {
-    let (mut variable, mut operator) = (false, false);
+    let (mut variable, mut operator, mut quote, mut hash) = (false, false, false, false);
     for (i, &b) in value.iter().enumerate() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b',' | b' ' | b'\t' | b'\n' | b'\r' => {}
             b'@' => variable = true,
             b'-' if value.get(i + 1) == Some(&b'-') => return true,
             b'-' | b'+' => operator = true,
+            b'\'' => quote = true,
+            b'#' => hash = true,
             _ => return true,
         }
     }
-    if variable && operator {
+    if u8::from(variable) + u8::from(operator) + u8::from(quote) + u8::from(hash) > 1 {
         return true;
     }
-    let delimiter = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b',' | b'@' | b'-' | b'+');
+    if hash && memchr::memmem::find(value, b"sp_password").is_some() {
+        return true;
+    }
+    let delimiter = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b',' | b'@' | b'-' | b'+' | b'\'' | b'#');
+    // Two words merge into a multi-word keyword (`ORDER BY`) only when a delimiter separates
+    // them: in a value of one run (`order`, a JSON name) no word has another to merge with.
+    let several = value.iter().any(delimiter);
     value
         .split(delimiter)
         .filter(|span| !span.is_empty())
-        .any(|span| span.len() > MAX_PLAIN_WORD || has_known_word(span))
+        .any(|span| span.len() > MAX_PLAIN_WORD || has_known_word(span, several))
 }
 
 /// Whether a run without delimiters holds a word libinjection knows. A run that starts with a
 /// letter is one word (up to a `.` before which it is a keyword); in one that starts with a
 /// digit or a `.`, numbers and dots come first and a word may start at any letter.
-fn has_known_word(span: &[u8]) -> bool {
+/// `multi_word_firsts`: whether the first word of a multi-word keyword counts as known.
+fn has_known_word(span: &[u8], multi_word_firsts: bool) -> bool {
     let word_char = |b: u8| b.is_ascii_alphabetic() || b == b'_';
     let known_from = |start: usize| {
         let mut ends = (start + 1..span.len()).filter(|&j| span[j] == b'.').chain(std::iter::once(span.len()));
-        ends.any(|end| known_word(&span[start..end]))
+        ends.any(|end| known_word(&span[start..end], multi_word_firsts))
     };
     if word_char(span[0]) {
         known_from(0)
@@ -98,11 +112,18 @@ fn has_known_word(span: &[u8]) -> bool {
 }
 
 /// In libinjection's keyword table, or the first word of one of its multi-word entries. The
-/// words [`may_be_sqli`] asks about are ASCII; any other is taken as known.
-fn known_word(word: &[u8]) -> bool {
+/// words [`may_be_sqli`] asks about are ASCII; any other is taken as known. Without
+/// `multi_word_firsts` (a word with no other word to merge with), neither a first word alone nor
+/// an entry of type bareword (`ORDER`, listed for `ORDER BY`) counts: the tokenizer makes such a
+/// word a bareword, as it does any word it does not know, and splits nothing at it.
+fn known_word(word: &[u8], multi_word_firsts: bool) -> bool {
     use libinjectionrs::sqli::sqli_data::{lookup_bytes_type, SQL_KEYWORDS};
+    use libinjectionrs::sqli::TokenType;
     if !word.is_ascii() {
         return true;
+    }
+    if !multi_word_firsts {
+        return lookup_bytes_type(word).is_some_and(|t| t != TokenType::Bareword);
     }
     if lookup_bytes_type(word).is_some() {
         return true;
@@ -249,12 +270,24 @@ mod tests {
         let fingerprints: Vec<&str> = table.iter().filter(|k| k.token_type == b'F').map(|k| k.word).collect();
         assert!(fingerprints.len() > 8000, "the fingerprint list is in the table");
         // Fingerprints are listed as "0" and the token types, upper case.
-        for alphabet in [&b"N1.,V"[..], b"N1.,O"] {
-            let plain: Vec<&&str> =
-                fingerprints.iter().filter(|f| f.len() > 1 && f[1..].bytes().all(|b| alphabet.contains(&b))).collect();
-            assert!(plain.is_empty(), "{plain:?}");
+        let made_of = |alphabet: &[u8]| -> Vec<&str> {
+            fingerprints
+                .iter()
+                .copied()
+                .filter(|f| f.len() > 1 && f[1..].bytes().all(|b| alphabet.contains(&b)))
+                .collect()
+        };
+        for alphabet in [&b"N1.,V"[..], b"N1.,O", b"N1.,S"] {
+            assert!(made_of(alphabet).is_empty(), "{:?}", made_of(alphabet));
         }
-        assert!(fingerprints.contains(&"01OV"), "variables and operators together are listed");
+        // `#`: an operator in the ANSI pass, a comment in the MySQL one. Only two-token
+        // fingerprints are listed, and libinjection lets those pass when the comment is a `#`.
+        assert_eq!(made_of(b"N1.,OC"), ["01C", "0NC"]);
+        for (a, b) in
+            [("01OV", "variables and operators"), ("01SV", "strings and variables"), ("0SOS", "strings and operators")]
+        {
+            assert!(fingerprints.contains(&a), "{b} together are listed");
+        }
     }
 
     #[test]
@@ -317,6 +350,17 @@ mod tests {
             "@@version",
             "u.select",
             "1.union",
+            "sp_password",
+            "N",
+            "_latin1",
+            "order",
+            "group",
+            "by",
+            "natural",
+            "left",
+            "outer",
+            "join",
+            "cross",
         ];
         let mut rng = Lcg(7);
         let (mut skipped, mut flagged) = (0, 0);
@@ -325,7 +369,7 @@ mod tests {
             let mut value = String::new();
             for i in 0..n {
                 if i > 0 {
-                    let separators = [" ", " ", " ", "  ", "", "", ".", ",", "-", "+", "@", "\t"];
+                    let separators = [" ", " ", " ", "  ", "", "", ".", ",", "-", "+", "@", "\t", "'", "#", " #", "' "];
                     let separator = *rng.pick(&separators);
                     value.push_str(separator);
                 }
@@ -402,6 +446,13 @@ mod tests {
             "TS-42",
             "St.",
             "+44 20",
+            "Ana O'Brien",
+            "rock 'n' roll",
+            "x'1'",
+            "#1",
+            "Flat 3 #12, 221B Baker St.",
+            "order",
+            "order.by",
         ] {
             assert!(!may_be_sqli(v.as_bytes()), "{v}");
         }
@@ -410,13 +461,18 @@ mod tests {
             "1union select 1",
             "1 union select 1",
             "group by",
-            "x'1'",
-            "Ana O'Brien",
+            "O'Brien-Smith",
+            "x'1'@",
+            "#1'",
+            "1 #sp_password",
+            "Ana O'Brien or 1",
+            "order by",
+            "x order",
+            "order,1",
             "1--",
             "a-@b",
             "select.x",
             "1.union",
-            "#1",
         ] {
             assert!(may_be_sqli(v.as_bytes()), "{v}");
         }
@@ -430,15 +486,18 @@ mod tests {
         for k in table {
             if let Some((first, _)) = k.word.split_once(' ') {
                 assert!(first.len() <= 16 && !first.bytes().any(|b| b.is_ascii_lowercase()), "{first}");
-                assert!(known_word(first.as_bytes()) && known_word(first.to_ascii_lowercase().as_bytes()), "{first}");
+                let lower = first.to_ascii_lowercase();
+                assert!(known_word(first.as_bytes(), true) && known_word(lower.as_bytes(), true), "{first}");
             }
         }
         for w in ["select", "UNION", "Group", "lock", "at"] {
-            assert!(known_word(w.as_bytes()), "{w}");
+            assert!(known_word(w.as_bytes(), true), "{w}");
         }
         for w in ["London", "EUR", "Baker", "door", "x".repeat(40).as_str()] {
-            assert!(!known_word(w.as_bytes()), "{w}");
+            assert!(!known_word(w.as_bytes(), true), "{w}");
         }
+        // A first word alone: `ORDER` only as `ORDER BY`.
+        assert!(known_word(b"order", true) && !known_word(b"order", false) && known_word(b"select", false));
     }
 
     #[test]
