@@ -67,9 +67,13 @@ const MAX_PLAIN_WORD: usize = 64;
 ///   exception (`3 #12`), unless the value holds `sp_password`, which is left to it.
 pub fn may_be_sqli(value: &[u8]) -> bool {
     let (mut variable, mut operator, mut quote, mut hash) = (false, false, false, false);
+    // Two words merge into a multi-word keyword (`ORDER BY`) only when a delimiter separates
+    // them: in a value of one run (`order`, a JSON name) no word has another to merge with.
+    let mut several = false;
     for (i, &b) in value.iter().enumerate() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b',' | b' ' | b'\t' | b'\n' | b'\r' => {}
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' => {}
+            b',' | b' ' | b'\t' | b'\n' | b'\r' => several = true,
             b'@' => variable = true,
             b'-' if value.get(i + 1) == Some(&b'-') => return true,
             b'-' | b'+' => operator = true,
@@ -85,9 +89,7 @@ pub fn may_be_sqli(value: &[u8]) -> bool {
         return true;
     }
     let delimiter = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b',' | b'@' | b'-' | b'+' | b'\'' | b'#');
-    // Two words merge into a multi-word keyword (`ORDER BY`) only when a delimiter separates
-    // them: in a value of one run (`order`, a JSON name) no word has another to merge with.
-    let several = value.iter().any(delimiter);
+    let several = several || variable || operator || quote || hash;
     value
         .split(delimiter)
         .filter(|span| !span.is_empty())
@@ -100,9 +102,12 @@ pub fn may_be_sqli(value: &[u8]) -> bool {
 /// `multi_word_firsts`: whether the first word of a multi-word keyword counts as known.
 fn has_known_word(span: &[u8], multi_word_firsts: bool) -> bool {
     let word_char = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+    // The word from `start`, and each part of it before a `.`.
     let known_from = |start: usize| {
-        let mut ends = (start + 1..span.len()).filter(|&j| span[j] == b'.').chain(std::iter::once(span.len()));
-        ends.any(|end| known_word(&span[start..end], multi_word_firsts))
+        let word = &span[start..];
+        known_word(word, multi_word_firsts)
+            || memchr::memchr_iter(b'.', word.get(1..).unwrap_or_default())
+                .any(|j| known_word(&word[..=j], multi_word_firsts))
     };
     if word_char(span[0]) {
         known_from(0)
@@ -122,6 +127,9 @@ fn known_word(word: &[u8], multi_word_firsts: bool) -> bool {
     if !word.is_ascii() {
         return true;
     }
+    if !may_be_listed(word) {
+        return false;
+    }
     if !multi_word_firsts {
         return lookup_bytes_type(word).is_some_and(|t| t != TokenType::Bareword);
     }
@@ -140,6 +148,33 @@ fn known_word(word: &[u8], multi_word_firsts: bool) -> bool {
         firsts
     });
     packed_upper(word).is_some_and(|w| MULTI_WORD_FIRSTS.binary_search(&w).is_ok())
+}
+
+/// Whether a word of the keyword table (or the first word of a multi-word entry) has the
+/// length, first and last letters of `word`: most words of a shop's values have not, and are
+/// known not to be keywords without a lookup.
+fn may_be_listed(word: &[u8]) -> bool {
+    use libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
+    // Per length (31: 31 or more) and first byte, the last bytes seen, as bits (`& 0x3f` keeps
+    // letters, digits and `_` apart; other bytes may share a bit, which only lets more through).
+    fn slot(w: &[u8]) -> Option<(usize, u64)> {
+        let (first, last) = (w.first()?.to_ascii_uppercase(), w.last()?.to_ascii_uppercase());
+        Some((w.len().min(31) * 32 + usize::from(first & 0x1f), 1 << (last & 0x3f)))
+    }
+    static SEEN: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+        let mut seen = vec![0u64; 32 * 32];
+        // Fingerprints (type `F`) start with `0`; the words asked about start with a letter.
+        for k in SQL_KEYWORDS.iter().filter(|k| k.token_type != b'F') {
+            let word = k.word.split_once(' ').map_or(k.word, |(first, _)| first);
+            if let Some((at, bit)) = slot(word.as_bytes()) {
+                if let Some(s) = seen.get_mut(at) {
+                    *s |= bit;
+                }
+            }
+        }
+        seen
+    });
+    slot(word).is_some_and(|(at, bit)| SEEN.get(at).is_some_and(|s| s & bit != 0))
 }
 
 /// A word of 1 to 16 bytes, upper-cased, as one integer (distinct words, distinct integers).
@@ -496,6 +531,12 @@ mod tests {
         for w in ["London", "EUR", "Baker", "door", "x".repeat(40).as_str()] {
             assert!(!known_word(w.as_bytes(), true), "{w}");
         }
+        for k in table.iter().filter(|k| k.token_type != b'F') {
+            // The words asked about have no space: of a multi-word entry, its first word.
+            let w = k.word.split_once(' ').map_or(k.word, |(first, _)| first);
+            assert!(may_be_listed(w.as_bytes()) && may_be_listed(w.to_ascii_lowercase().as_bytes()), "{w}");
+        }
+        assert!(!may_be_listed(b"amount") && !may_be_listed(b"London") && may_be_listed(b"leave"));
         // A first word alone: `ORDER` only as `ORDER BY`.
         assert!(known_word(b"order", true) && !known_word(b"order", false) && known_word(b"select", false));
     }
