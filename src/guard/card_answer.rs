@@ -111,59 +111,74 @@ impl Guard for CardAnswerGuard {
                 });
             }
         };
-        let (parts, body) = res.into_parts();
-        match watch.action {
-            OnResponse::Block => Responded::Later(Box::pin(async move {
-                match read(body).await {
-                    Read::Whole(bytes) => match first_in(&bytes, coding) {
-                        Ok(Some(hit)) => {
-                            let why = format!("{} {} in the answer", hit.scheme.name(), hit.masked());
-                            leak(&watch, Response::from_parts(parts, Body::empty()), &why, &metrics)
-                        }
-                        // Clean: the answer as it came, compressed or not.
-                        Ok(None) => Response::from_parts(parts, Body::full(bytes)),
-                        Err(why) => leak(&watch, Response::from_parts(parts, Body::empty()), &why, &metrics),
-                    },
-                    Read::TooLarge(head, rest) => {
-                        let report = reporter(&watch, &metrics, "answer larger than the block limit, masked instead");
-                        masked(parts, Body::resumed(head, rest), coding, report)
-                    }
-                    Read::Broken => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, &metrics),
-                }
-            })),
-            _ => {
+        let (parts, mut body) = res.into_parts();
+        if watch.action != OnResponse::Block {
+            let short = crate::body::declared_length(&parts.headers).is_some_and(|n| n <= MAX_BLOCK_SCAN as u64);
+            if !(short && coding.is_none() && is_json(&parts.headers)) {
                 let report = reporter(&watch, &metrics, "masked");
-                let short = crate::body::declared_length(&parts.headers).is_some_and(|n| n <= MAX_BLOCK_SCAN as u64);
-                if !(short && coding.is_none() && is_json(&parts.headers)) {
-                    return Responded::Now(masked(parts, body, coding, report));
-                }
-                // A JSON answer of known, modest length is masked whole, so that it keeps a
-                // true `content-length` even when a number has to be quoted.
-                Responded::Later(Box::pin(async move {
-                    match read(body).await {
-                        // The usual answer holds no card number: sent as it came.
-                        Read::Whole(bytes) if card::first(&bytes).is_none() => {
-                            Response::from_parts(parts, Body::full(bytes))
-                        }
-                        Read::Whole(bytes) => {
-                            let mut masker = Masker::json();
-                            let mut out = BytesMut::with_capacity(bytes.len());
-                            out.extend(masker.push(&bytes).unwrap_or_default());
-                            out.extend(masker.finish().unwrap_or_default());
-                            let (found, first) = masker.found();
-                            report(found, first);
-                            let mut parts = parts;
-                            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-                            Response::from_parts(parts, Body::full(out.freeze()))
-                        }
-                        Read::TooLarge(head, rest) => masked(parts, Body::resumed(head, rest), None, report),
-                        Read::Broken => {
-                            broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, &metrics)
-                        }
-                    }
-                }))
+                return Responded::Now(masked(parts, body, coding, report));
             }
+            // A JSON answer of known, modest length is masked whole, so that it keeps a true
+            // `content-length` even when a number has to be quoted.
         }
+        // A small answer usually came with its head: then it is judged without waiting (and
+        // without a boxed future).
+        let mut buf = BytesMut::new();
+        if let Some(read) = read_ready(&mut body, &mut buf) {
+            return Responded::Now(judge(parts, read, coding, &watch, &metrics));
+        }
+        Responded::Later(Box::pin(async move {
+            let read = read(body, buf).await;
+            judge(parts, read, coding, &watch, &metrics)
+        }))
+    }
+}
+
+/// The answer read whole (or up to the block limit) as `watch.action` says: blocked when it
+/// holds a card number, or masked whole.
+fn judge(
+    parts: http::response::Parts,
+    read: Read,
+    coding: Option<Coding>,
+    watch: &Watch,
+    metrics: &Arc<Metrics>,
+) -> Response<Body> {
+    if watch.action == OnResponse::Block {
+        return match read {
+            Read::Whole(bytes) => match first_in(&bytes, coding) {
+                Ok(Some(hit)) => {
+                    let why = format!("{} {} in the answer", hit.scheme.name(), hit.masked());
+                    leak(watch, Response::from_parts(parts, Body::empty()), &why, metrics)
+                }
+                // Clean: the answer as it came, compressed or not.
+                Ok(None) => Response::from_parts(parts, Body::full(bytes)),
+                Err(why) => leak(watch, Response::from_parts(parts, Body::empty()), &why, metrics),
+            },
+            Read::TooLarge(head, rest) => {
+                let report = reporter(watch, metrics, "answer larger than the block limit, masked instead");
+                masked(parts, Body::resumed(head, rest), coding, report)
+            }
+            Read::Broken => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, metrics),
+        };
+    }
+    match read {
+        // The usual answer holds no card number: sent as it came.
+        Read::Whole(bytes) if card::first(&bytes).is_none() => Response::from_parts(parts, Body::full(bytes)),
+        Read::Whole(bytes) => {
+            let mut masker = Masker::json();
+            let mut out = BytesMut::with_capacity(bytes.len());
+            out.extend(masker.push(&bytes).unwrap_or_default());
+            out.extend(masker.finish().unwrap_or_default());
+            let (found, first) = masker.found();
+            reporter(watch, metrics, "masked")(found, first);
+            let mut parts = parts;
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            Response::from_parts(parts, Body::full(out.freeze()))
+        }
+        Read::TooLarge(head, rest) => {
+            masked(parts, Body::resumed(head, rest), None, reporter(watch, metrics, "masked"))
+        }
+        Read::Broken => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, metrics),
     }
 }
 
@@ -240,20 +255,46 @@ enum Read {
     Broken,
 }
 
-async fn read(mut body: Body) -> Read {
-    let mut buf = BytesMut::new();
-    loop {
-        match body.frame().await {
-            None => return Read::Whole(buf.freeze()),
-            Some(Err(_)) => return Read::Broken,
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                    if buf.len() > MAX_BLOCK_SCAN {
-                        return Read::TooLarge(buf.freeze(), body);
-                    }
+/// Takes one frame of the answer into `buf`; `Some` once reading has ended (the rest of `body`
+/// taken along when the answer is too large).
+fn step(
+    buf: &mut BytesMut,
+    body: &mut Body,
+    frame: Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>,
+) -> Option<Read> {
+    match frame {
+        None => Some(Read::Whole(std::mem::take(buf).freeze())),
+        Some(Err(_)) => Some(Read::Broken),
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() > MAX_BLOCK_SCAN {
+                    return Some(Read::TooLarge(std::mem::take(buf).freeze(), std::mem::replace(body, Body::empty())));
                 }
             }
+            None
+        }
+    }
+}
+
+/// Reads what has arrived of the answer without waiting; `None` when more is to come (what was
+/// read stays in `buf`).
+fn read_ready(body: &mut Body, buf: &mut BytesMut) -> Option<Read> {
+    use futures_util::FutureExt as _;
+    while let Some(frame) = body.frame().now_or_never() {
+        if let Some(read) = step(buf, body, frame) {
+            return Some(read);
+        }
+    }
+    None
+}
+
+/// Reads the rest of the answer (`buf`: what was read already).
+async fn read(mut body: Body, mut buf: BytesMut) -> Read {
+    loop {
+        let frame = body.frame().await;
+        if let Some(read) = step(&mut buf, &mut body, frame) {
+            return read;
         }
     }
 }
