@@ -4,11 +4,15 @@
 //! `false_positives.txt` (benign text) must pass. Lines are read the way libinjection's own
 //! `reader` reads them: `#` comments and blank lines skipped, then URL-decoded.
 //!
+//! It also holds the SQLi pre-check to its promise over the same lines (each as written and
+//! decoded): whatever [`may_be_sqli`] lets skip libinjection, libinjection passes. It stops
+//! with the first line that breaks this.
+//!
 //! `LIBINJECTION_DATA=/path/to/libinjection/data cargo bench --bench injection_corpus`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use payguard::guard::injection::detect;
+use payguard::guard::injection::{detect, may_be_sqli};
 
 /// libinjection's `modp_url_decode`: `+` is a space, `%XX` with two hex digits a byte.
 fn url_decode(s: &[u8]) -> Vec<u8> {
@@ -51,6 +55,8 @@ fn main() {
     let mut xss = (0usize, 0usize);
     let mut benign = (0usize, 0usize);
     let mut fp_examples = Vec::new();
+    // (values looked at, skipped by the pre-check)
+    let mut prechecked = (0usize, 0usize);
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let class = if name.starts_with("sqli-") {
@@ -68,6 +74,18 @@ fn main() {
                 continue;
             }
             let value = url_decode(line);
+            for v in [line, &value[..]] {
+                prechecked.0 += 1;
+                if !may_be_sqli(v) {
+                    prechecked.1 += 1;
+                    let sqli = libinjectionrs::detect_sqli(v);
+                    assert!(
+                        !sqli.is_injection(),
+                        "{:?} skipped by the pre-check, flagged by libinjection",
+                        String::from_utf8_lossy(v)
+                    );
+                }
+            }
             class.0 += 1;
             if let Some(found) = detect(&value) {
                 class.1 += 1;
@@ -86,4 +104,8 @@ fn main() {
     for (v, f) in fp_examples {
         println!("flagged benign: {v:?} {f:?}");
     }
+    println!(
+        "SQLi pre-check: {} of {} values (as written and decoded) skipped libinjection, which passes every one of them",
+        prechecked.1, prechecked.0
+    );
 }
