@@ -12,7 +12,8 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [[ -f $D/nginx.pid ]] && kill "$(cat "$D/nginx.pid")" 2>/dev/null || true
-    rm -rf "$D"
+    # KEEP_DIR=1: left for the caller's tools (callgrind_annotate).
+    [[ -n ${KEEP_DIR:-} ]] || rm -rf "$D"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -29,10 +30,10 @@ NG
 taskset -c "$CLIENT_CPU" nginx -c "$D/nginx.conf"
 mkdir -p "$D/rules"
 
-# start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
-start() {
-    local name=$1 state=${2:-} p
-    p=$(port)
+# config NAME PORT [STATE_TABLE]: writes $D/NAME.toml, a payguard on PORT in front of the
+# backend with $D/rules.
+config() {
+    local name=$1 p=$2 state=${3:-}
     cat >"$D/$name.toml" <<C
 [server]
 listen = "127.0.0.1:$p"
@@ -48,6 +49,13 @@ watch = false
 level = "warn"
 $state
 C
+}
+
+# start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
+start() {
+    local name=$1 p
+    p=$(port)
+    config "$name" "$p" "${2:-}"
     taskset -c "$PROXY_CPU" "$bin" run --config "$D/$name.toml" --threads 1 >"$D/$name.log" 2>&1 &
     echo "$! $p"
 }

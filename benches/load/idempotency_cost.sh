@@ -18,61 +18,10 @@ die() { log "$*"; exit 1; }
 COST_NAME=idem
 # shellcheck source=benches/load/cost_lib.sh
 source "$ROOT/benches/load/cost_lib.sh"
-cat >"$D/rules/00-bench.toml" <<'R'
-[[route]]
-name = "plain"
-match = { path = "/plain", methods = ["POST"] }
-
-[[route]]
-name = "idem"
-match = { path = "/idem", methods = ["POST"] }
-[route.idempotency]
-key = "header:idempotency-key"
-# Short, so that the keys of a long run are swept (every 10 s) rather than piling up: after a
-# warm-up of retention + 12 s the store holds a steady population, as a shop's does.
-retention = "5s"
-
-[[route]]
-name = "checkout"
-match = { path = "/checkout", methods = ["POST"] }
-[route.validate]
-content_type = ["application/json"]
-fields = [
-  { at = "/amount", type = "integer", min = 1 },
-  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
-]
-
-[[route]]
-name = "checkout-idem"
-match = { path = "/checkout-idem", methods = ["POST"] }
-[route.validate]
-content_type = ["application/json"]
-fields = [
-  { at = "/amount", type = "integer", min = 1 },
-  { at = "/currency", type = "string", pattern = "^[A-Z]{3}$" },
-]
-[route.idempotency]
-key = "header:idempotency-key"
-retention = "5s"
-R
-
+cp "$ROOT/benches/load/idempotency_rules.toml" "$D/rules/00-bench.toml"
 
 # Every request a first attempt: a key no run has used.
-cat >"$D/keys.lua" <<'L'
-math.randomseed(os.time())
-local prefix = string.format("%d-%d-", os.time(), math.random(1, 1000000000))
-local n = 0
-local path = "/"
-function init(args) path = args[1] end
-wrk.method = "POST"
-wrk.body = '{"amount":1250,"currency":"EUR","order":"bench"}'
-wrk.headers["Content-Type"] = "application/json"
-function request()
-  n = n + 1
-  wrk.headers["Idempotency-Key"] = prefix .. n
-  return wrk.format(nil, path)
-end
-L
+cp "$ROOT/benches/load/idempotency_keys.lua" "$D/keys.lua"
 if [[ -n ${PACE_MS:-} ]]; then
     # Below saturation: each connection waits PACE_MS after each answer, so both routes see
     # about the same request rate and idle peers, and CPU per request compares like for like.
