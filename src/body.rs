@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
@@ -356,6 +356,75 @@ fn prefixed(head: Option<&Bytes>, tail: SizeHint) -> SizeHint {
         hint.set_upper(u.saturating_add(head));
     }
     hint
+}
+
+/// How reading a body into a buffer up to a cap ended ([`read_capped_ready`], [`read_capped`]).
+/// Trailers are not kept.
+pub enum Capped {
+    /// All of it.
+    Whole(BytesMut),
+    /// Past the cap: what was read (more than the cap), and the unread rest.
+    TooLarge(BytesMut, Body),
+    /// The deadline passed first: what was read, and the unread rest.
+    Late(BytesMut, Body),
+    /// The body failed; the error says why (its own deadline, a client gone, a broken backend).
+    Broken(BoxError),
+}
+
+/// Takes one frame of `body` into `buf`; `Some` once reading has ended.
+fn step_capped(
+    buf: &mut BytesMut,
+    body: &mut Body,
+    frame: Option<Result<Frame<Bytes>, BoxError>>,
+    max: u64,
+) -> Option<Capped> {
+    match frame {
+        None => Some(Capped::Whole(std::mem::take(buf))),
+        Some(Err(e)) => Some(Capped::Broken(e)),
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() as u64 > max {
+                    return Some(Capped::TooLarge(std::mem::take(buf), std::mem::replace(body, Body::empty())));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Reads what has arrived of `body` into `buf`, up to `max` bytes, without waiting; `None` when
+/// more is to come (what was read stays in `buf`, the rest in `body`). A small body usually
+/// came with its head: then it is decided at once, without a boxed future.
+pub fn read_capped_ready(body: &mut Body, buf: &mut BytesMut, max: u64) -> Option<Capped> {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    while let Some(frame) = body.frame().now_or_never() {
+        if let Some(end) = step_capped(buf, body, frame, max) {
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Reads the rest of `body` into `buf` (what was read already), up to `max` bytes and, with a
+/// `deadline`, until then. What has arrived is taken without a timer.
+pub async fn read_capped(mut body: Body, mut buf: BytesMut, max: u64, deadline: Option<Instant>) -> Capped {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    loop {
+        let frame = match (body.frame().now_or_never(), deadline) {
+            (Some(frame), _) => frame,
+            (None, None) => body.frame().await,
+            (None, Some(at)) => match tokio::time::timeout_at(at, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => return Capped::Late(buf, body),
+            },
+        };
+        if let Some(end) = step_capped(&mut buf, &mut body, frame, max) {
+            return end;
+        }
+    }
 }
 
 /// The length a message declares in its `Content-Length`, if it declares one.

@@ -4,13 +4,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt as _;
-use http_body_util::BodyExt;
+use bytes::BytesMut;
 
 use super::layer::{Guard, NoHold, NoRespond, Verdict};
 use super::Reject;
-use crate::body::{is_timed_out, Body, BoxError};
+use crate::body::{is_timed_out, read_capped, read_capped_ready, Body, Capped};
 use crate::exchange::Exchange;
 use crate::rules::Mode;
 
@@ -40,65 +38,29 @@ impl Guard for BufferGuard {
         // monitor mode the rest is forwarded after what was read).
         ex.req.body_mut().set_limit(u64::MAX);
         let mut buf = BytesMut::new();
-        // A small body usually arrived with the head: read what is there without waiting, and
-        // decide at once when that is all of it.
-        while let Some(frame) = ex.req.body_mut().frame().now_or_never() {
-            if let Some(end) = step(&mut buf, frame, limit) {
-                let outcome = finish(&mut ex, buf, end, limit);
-                return Verdict::Now(ex, outcome);
-            }
+        if let Some(end) = read_capped_ready(ex.req.body_mut(), &mut buf, limit) {
+            let outcome = finish(&mut ex, end, limit);
+            return Verdict::Now(ex, outcome);
         }
         Verdict::Later(Box::pin(async move {
-            loop {
-                let frame = ex.req.body_mut().frame().await;
-                if let Some(end) = step(&mut buf, frame, limit) {
-                    let outcome = finish(&mut ex, buf, end, limit);
-                    return (ex, outcome);
-                }
-            }
+            let body = std::mem::replace(ex.req.body_mut(), Body::empty());
+            let end = read_capped(body, buf, limit, None).await;
+            let outcome = finish(&mut ex, end, limit);
+            (ex, outcome)
         }))
     }
 }
 
-/// How buffering a body ended.
-enum End {
-    /// All of it was read.
-    Whole,
-    /// Past the cap.
-    TooLarge,
-    /// `[server] body_read_timeout` passed before the body ended.
-    TimedOut,
-    Broken,
-}
-
-/// Takes one frame of the body into `buf`; `Some` once buffering has ended.
-fn step(buf: &mut BytesMut, frame: Option<Result<http_body::Frame<Bytes>, BoxError>>, limit: u64) -> Option<End> {
-    match frame {
-        None => Some(End::Whole),
-        Some(Err(e)) => Some(if is_timed_out(&*e) { End::TimedOut } else { End::Broken }),
-        Some(Ok(frame)) => {
-            if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
-                if buf.len() as u64 > limit {
-                    return Some(End::TooLarge);
-                }
-            }
-            None
-        }
-    }
-}
-
 /// Puts what was read back as the request's body and says whether the request may go on.
-fn finish(ex: &mut Exchange, buf: BytesMut, end: End, limit: u64) -> Result<(), Reject> {
-    let body = std::mem::replace(ex.req.body_mut(), Body::empty());
+fn finish(ex: &mut Exchange, end: Capped, limit: u64) -> Result<(), Reject> {
     let (body, outcome) = match end {
-        End::Whole => (Body::full(buf.freeze()), Ok(())),
-        End::TooLarge => {
-            // What was read, then the unread rest (for monitor mode to forward).
-            (Body::resumed(buf.freeze(), body), Err(Reject::BodyTooLarge { limit }))
-        }
-        End::TimedOut => (Body::empty(), Err(Reject::BodyTimeout)),
-        End::Broken => (Body::empty(), Err(Reject::InvalidRequest("request body could not be read".into()))),
+        Capped::Whole(buf) => (Body::full(buf.freeze()), Ok(())),
+        // What was read, then the unread rest (for monitor mode to forward).
+        Capped::TooLarge(buf, rest) => (Body::resumed(buf.freeze(), rest), Err(Reject::BodyTooLarge { limit })),
+        // `[server] body_read_timeout` passed before the body ended.
+        Capped::Late(..) => (Body::empty(), Err(Reject::BodyTimeout)),
+        Capped::Broken(e) if is_timed_out(&*e) => (Body::empty(), Err(Reject::BodyTimeout)),
+        Capped::Broken(_) => (Body::empty(), Err(Reject::InvalidRequest("request body could not be read".into()))),
     };
     *ex.req.body_mut() = body;
     outcome

@@ -17,12 +17,11 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Response};
-use http_body_util::BodyExt as _;
 
 use super::layer::{Guard, Responded, Verdict};
 use super::values::Kind;
 use super::Reject;
-use crate::body::{Body, MaskReport};
+use crate::body::{read_capped, read_capped_ready, Body, Capped, MaskReport};
 use crate::card::{self, Hit, Masker, Scanner};
 use crate::decoding::{Coding, Decoder, Pull, Unsupported};
 use crate::exchange::Exchange;
@@ -124,11 +123,11 @@ impl Guard for CardAnswerGuard {
         // A small answer usually came with its head: then it is judged without waiting (and
         // without a boxed future).
         let mut buf = BytesMut::new();
-        if let Some(read) = read_ready(&mut body, &mut buf) {
+        if let Some(read) = read_capped_ready(&mut body, &mut buf, MAX_BLOCK_SCAN as u64) {
             return Responded::Now(judge(parts, read, coding, &watch, &metrics));
         }
         Responded::Later(Box::pin(async move {
-            let read = read(body, buf).await;
+            let read = read_capped(body, buf, MAX_BLOCK_SCAN as u64, None).await;
             judge(parts, read, coding, &watch, &metrics)
         }))
     }
@@ -138,33 +137,37 @@ impl Guard for CardAnswerGuard {
 /// holds a card number, or masked whole.
 fn judge(
     parts: http::response::Parts,
-    read: Read,
+    read: Capped,
     coding: Option<Coding>,
     watch: &Watch,
     metrics: &Arc<Metrics>,
 ) -> Response<Body> {
     if watch.action == OnResponse::Block {
         return match read {
-            Read::Whole(bytes) => match first_in(&bytes, coding) {
-                Ok(Some(hit)) => {
-                    let why = format!("{} {} in the answer", hit.scheme.name(), hit.masked());
-                    leak(watch, Response::from_parts(parts, Body::empty()), &why, metrics)
+            Capped::Whole(buf) => {
+                let bytes = buf.freeze();
+                match first_in(&bytes, coding) {
+                    Ok(Some(hit)) => {
+                        let why = format!("{} {} in the answer", hit.scheme.name(), hit.masked());
+                        leak(watch, Response::from_parts(parts, Body::empty()), &why, metrics)
+                    }
+                    // Clean: the answer as it came, compressed or not.
+                    Ok(None) => Response::from_parts(parts, Body::full(bytes)),
+                    Err(why) => leak(watch, Response::from_parts(parts, Body::empty()), &why, metrics),
                 }
-                // Clean: the answer as it came, compressed or not.
-                Ok(None) => Response::from_parts(parts, Body::full(bytes)),
-                Err(why) => leak(watch, Response::from_parts(parts, Body::empty()), &why, metrics),
-            },
-            Read::TooLarge(head, rest) => {
-                let report = reporter(watch, metrics, "answer larger than the block limit, masked instead");
-                masked(parts, Body::resumed(head, rest), coding, report)
             }
-            Read::Broken => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, metrics),
+            // No deadline is set: `Late` does not happen.
+            Capped::TooLarge(head, rest) | Capped::Late(head, rest) => {
+                let report = reporter(watch, metrics, "answer larger than the block limit, masked instead");
+                masked(parts, Body::resumed(head.freeze(), rest), coding, report)
+            }
+            Capped::Broken(_) => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, metrics),
         };
     }
     match read {
         // The usual answer holds no card number: sent as it came.
-        Read::Whole(bytes) if card::first(&bytes).is_none() => Response::from_parts(parts, Body::full(bytes)),
-        Read::Whole(bytes) => {
+        Capped::Whole(buf) if card::first(&buf).is_none() => Response::from_parts(parts, Body::full(buf.freeze())),
+        Capped::Whole(bytes) => {
             let mut masker = Masker::json();
             let mut out = BytesMut::with_capacity(bytes.len());
             out.extend(masker.push(&bytes).unwrap_or_default());
@@ -175,10 +178,10 @@ fn judge(
             parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
             Response::from_parts(parts, Body::full(out.freeze()))
         }
-        Read::TooLarge(head, rest) => {
-            masked(parts, Body::resumed(head, rest), None, reporter(watch, metrics, "masked"))
+        Capped::TooLarge(head, rest) | Capped::Late(head, rest) => {
+            masked(parts, Body::resumed(head.freeze(), rest), None, reporter(watch, metrics, "masked"))
         }
-        Read::Broken => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, metrics),
+        Capped::Broken(_) => broken_answer(watch.route.as_ref(), &watch.request_id, watch.client_ip, metrics),
     }
 }
 
@@ -247,56 +250,6 @@ fn first_in(bytes: &Bytes, coding: Option<Coding>) -> Result<Option<Hit>, String
         first.get_or_insert(h);
     });
     Ok(first)
-}
-
-enum Read {
-    Whole(Bytes),
-    TooLarge(Bytes, Body),
-    Broken,
-}
-
-/// Takes one frame of the answer into `buf`; `Some` once reading has ended (the rest of `body`
-/// taken along when the answer is too large).
-fn step(
-    buf: &mut BytesMut,
-    body: &mut Body,
-    frame: Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>,
-) -> Option<Read> {
-    match frame {
-        None => Some(Read::Whole(std::mem::take(buf).freeze())),
-        Some(Err(_)) => Some(Read::Broken),
-        Some(Ok(frame)) => {
-            if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
-                if buf.len() > MAX_BLOCK_SCAN {
-                    return Some(Read::TooLarge(std::mem::take(buf).freeze(), std::mem::replace(body, Body::empty())));
-                }
-            }
-            None
-        }
-    }
-}
-
-/// Reads what has arrived of the answer without waiting; `None` when more is to come (what was
-/// read stays in `buf`).
-fn read_ready(body: &mut Body, buf: &mut BytesMut) -> Option<Read> {
-    use futures_util::FutureExt as _;
-    while let Some(frame) = body.frame().now_or_never() {
-        if let Some(read) = step(buf, body, frame) {
-            return Some(read);
-        }
-    }
-    None
-}
-
-/// Reads the rest of the answer (`buf`: what was read already).
-async fn read(mut body: Body, mut buf: BytesMut) -> Read {
-    loop {
-        let frame = body.frame().await;
-        if let Some(read) = step(&mut buf, &mut body, frame) {
-            return read;
-        }
-    }
 }
 
 /// The 502 that replaces a leaking answer. It keeps the answer's extensions (it is the

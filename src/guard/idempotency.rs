@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderValue, Method, Response};
-use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::body::Body;
+use crate::body::{read_capped, read_capped_ready, Body, Capped};
 use crate::context::GuardTime;
 use crate::exchange::{Attempt, Exchange};
 use crate::guard::layer::{Guard, Responded, Verdict};
@@ -330,13 +329,13 @@ impl Guard for IdempotencyGuard {
         let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
         // A small answer usually came with its head: then it goes back without waiting (and
         // without a boxed future).
-        if let Some(read) = read_ready(&mut body, &mut buf, rule.max_response) {
+        if let Some(read) = read_capped_ready(&mut body, &mut buf, rule.max_response) {
             let (res, settling) = keep(held, parts, status, read, store.clone(), metrics);
             run_settlement(&*store, settling);
             return Responded::Now(res);
         }
         Responded::Later(Box::pin(async move {
-            let read = read_answer(body, buf, rule.max_response, lease_end).await;
+            let read = read_capped(body, buf, rule.max_response, Some(lease_end.into())).await;
             let (res, settling) = keep(held, parts, status, read, store.clone(), metrics);
             run_settlement(&*store, settling);
             res
@@ -386,23 +385,25 @@ fn keep(
     mut held: Box<Held>,
     parts: http::response::Parts,
     status: u16,
-    read: Read,
+    read: Capped,
     store: Arc<dyn IdempotencyStore>,
     metrics: Arc<Metrics>,
 ) -> (Response<Body>, impl Future<Output = ()> + Send + 'static) {
     let rule = held.unsettled.terms;
     let (res, kept) = match read {
-        Read::Whole(body) => {
+        Capped::Whole(buf) => {
+            // Its own copy, exactly as long, unless the buffer is that already.
+            let body = if buf.capacity() > buf.len() { Bytes::copy_from_slice(&buf) } else { buf.freeze() };
             let content_type = parts.headers.get(header::CONTENT_TYPE).map(kept_content_type);
             let answer = StoredAnswer { status, content_type, body: body.clone() };
             (Response::from_parts(parts, Body::full(body)), Ok(answer))
         }
-        Read::TooLarge(head, rest) => (Response::from_parts(parts, Body::resumed(head, rest)), Err(None)),
-        Read::OutOfLease(head, rest) => (
-            Response::from_parts(parts, Body::resumed(head, rest)),
+        Capped::TooLarge(head, rest) => (Response::from_parts(parts, Body::resumed(head.freeze(), rest)), Err(None)),
+        Capped::Late(head, rest) => (
+            Response::from_parts(parts, Body::resumed(head.freeze(), rest)),
             Err(Some("the answer was still arriving when the lease ran out")),
         ),
-        Read::Broken => (
+        Capped::Broken(_) => (
             broken_answer(Some(&held.route.name), &held.request_id, held.client_ip, &metrics),
             Err(Some("the backend broke off its answer")),
         ),
@@ -429,76 +430,6 @@ fn kept_content_type(v: &HeaderValue) -> HeaderValue {
         b if b == JSON.as_bytes() => HeaderValue::from_static(JSON),
         b if b == JSON_UTF8.as_bytes() => HeaderValue::from_static(JSON_UTF8),
         b => HeaderValue::from_bytes(b).unwrap_or_else(|_| v.clone()),
-    }
-}
-
-enum Read {
-    Whole(Bytes),
-    /// Past `max_response`: what was read, and the rest.
-    TooLarge(Bytes, Body),
-    /// The lease ran out first: what was read, and the rest.
-    OutOfLease(Bytes, Body),
-    Broken,
-}
-
-/// Takes one frame of an answer being read into `buf`; `Some` once reading has ended.
-fn take(
-    buf: &mut BytesMut,
-    frame: Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>,
-    max: u64,
-) -> Option<Result<(), Read>> {
-    match frame {
-        None => Some(Ok(())),
-        Some(Err(_)) => Some(Err(Read::Broken)),
-        Some(Ok(frame)) => {
-            if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
-                if buf.len() as u64 > max {
-                    return Some(Ok(()));
-                }
-            }
-            None
-        }
-    }
-}
-
-/// What reading ended with, given the buffer and the rest of the body.
-fn ended(buf: BytesMut, body: Body, max: u64, outcome: Result<(), Read>) -> Read {
-    match outcome {
-        Err(read) => read,
-        Ok(()) if buf.len() as u64 > max => Read::TooLarge(buf.freeze(), body),
-        Ok(()) if buf.capacity() > buf.len() => Read::Whole(Bytes::copy_from_slice(&buf)),
-        Ok(()) => Read::Whole(buf.freeze()),
-    }
-}
-
-/// Reads what has arrived of an answer without waiting; `None` when more is to come (what was
-/// read stays in `buf`).
-fn read_ready(body: &mut Body, buf: &mut BytesMut, max: u64) -> Option<Read> {
-    while let Some(frame) = body.frame().now_or_never() {
-        if let Some(outcome) = take(buf, frame, max) {
-            let rest = std::mem::replace(body, Body::empty());
-            return Some(ended(std::mem::take(buf), rest, max, outcome));
-        }
-    }
-    None
-}
-
-/// Reads the rest of an answer of at most `max` bytes before `deadline` (`buf`: what was read
-/// already). Trailers are not kept (a payment API's JSON answer has none).
-async fn read_answer(mut body: Body, mut buf: BytesMut, max: u64, deadline: Instant) -> Read {
-    loop {
-        // What has arrived is taken without a timer.
-        let next = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => match tokio::time::timeout_at(deadline.into(), body.frame()).await {
-                Ok(frame) => frame,
-                Err(_) => return Read::OutOfLease(buf.freeze(), body),
-            },
-        };
-        if let Some(outcome) = take(&mut buf, next, max) {
-            return ended(buf, body, max, outcome);
-        }
     }
 }
 
