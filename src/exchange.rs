@@ -142,6 +142,9 @@ pub struct Parts {
     /// Set by the idempotency guard when this request is the first attempt with its key: the
     /// answer settles it.
     pub attempt: Option<Attempt>,
+    /// The JSON body as the backend will read it (decoded), parsed by the first body guard that
+    /// needs it and kept for the others: see [`crate::guard::values::json_doc`].
+    pub json: Option<crate::guard::json_doc::JsonDoc>,
 }
 
 /// An attempt holding an idempotency key.
@@ -226,6 +229,7 @@ impl Exchange {
             reserved: None,
             failure_keys: Vec::new(),
             attempt: None,
+            json: None,
         })
     }
 }

@@ -255,6 +255,7 @@ where
             reserved: None,
             failure_keys: Vec::new(),
             attempt: None,
+            json: None,
         });
         if let Some(r) = refused {
             if let Some(res) = apply("route", &r, &mut ex, &self.metrics) {

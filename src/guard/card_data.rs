@@ -10,6 +10,7 @@ use std::ops::ControlFlow;
 
 use http::header;
 
+use super::json_doc::JsonDoc;
 use super::layer::Check;
 use super::values::{self, Kind, Place};
 use super::Reject;
@@ -55,7 +56,7 @@ impl Check for CardDataGuard {
         }
         let content_type = ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes);
         let body = values::body(ex)?;
-        match in_request(ex.req.uri().query(), content_type, &body) {
+        match in_request_with(ex.req.uri().query(), content_type, &body, ex.json.as_ref()) {
             None => Ok(()),
             Some(found) => Err(Reject::CardData {
                 field: found.field,
@@ -77,6 +78,16 @@ impl Check for CardDataGuard {
 /// values, then the body by its content type (JSON names, strings and numbers; form names and
 /// values; any other body as bytes).
 pub fn in_request(query: Option<&str>, content_type: Option<&[u8]>, body: &[u8]) -> Option<Found> {
+    in_request_with(query, content_type, body, None)
+}
+
+/// [`in_request`], with the JSON body's document when a guard before parsed it.
+fn in_request_with(
+    query: Option<&str>,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+    doc: Option<&JsonDoc>,
+) -> Option<Found> {
     if let Some(q) = query {
         if let Some(found) = in_pairs(q.as_bytes(), true) {
             return Some(found);
@@ -86,7 +97,7 @@ pub fn in_request(query: Option<&str>, content_type: Option<&[u8]>, body: &[u8])
         return None;
     }
     match Kind::of(content_type) {
-        Kind::Json => in_json(body),
+        Kind::Json => in_json(body, doc),
         Kind::Form => in_pairs(body, false),
         Kind::Other => card::first(body).map(|hit| Found::new("body".into(), hit)),
     }
@@ -110,17 +121,25 @@ fn in_pairs(data: &[u8], query: bool) -> Option<Found> {
     values::pairs(data, query, &mut look).break_value()
 }
 
-fn in_json(body: &[u8]) -> Option<Found> {
+fn in_json(body: &[u8], doc: Option<&JsonDoc>) -> Option<Found> {
     let escaped = memchr::memchr_iter(b'\\', body).any(|i| body.get(i + 1) == Some(&b'u'));
     let raw = card::first(body);
     if !escaped && raw.is_none() {
         return None;
     }
-    match values::json(body, &mut look) {
-        Ok(ControlFlow::Break(found)) => Some(found),
+    let parsed;
+    let doc = match doc {
+        Some(doc) => doc,
+        None => {
+            parsed = JsonDoc::parse(body);
+            &parsed
+        }
+    };
+    match doc.visit(&mut look) {
+        ControlFlow::Break(found) => Some(found),
         // The raw bytes held one the decoded values do not, or they are not JSON after all
         // (the bytes are what the backend gets): refused either way.
-        Ok(ControlFlow::Continue(())) | Err(_) => raw.map(|hit| Found::new("body".into(), hit)),
+        ControlFlow::Continue(()) => raw.map(|hit| Found::new("body".into(), hit)),
     }
 }
 

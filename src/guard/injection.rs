@@ -11,10 +11,11 @@ use std::ops::ControlFlow;
 
 use http::header;
 
+use super::json_doc::JsonDoc;
 use super::layer::Check;
 use super::values::{self, Kind, Place, Text};
 use super::Reject;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Parts};
 use crate::rules::injection::{Fields, InjectionAction};
 use crate::rules::Mode;
 
@@ -202,6 +203,27 @@ pub fn in_request(
     body: &[u8],
     fields: Option<&Fields>,
 ) -> Option<Finding> {
+    let doc;
+    let body = match Kind::of(content_type) {
+        _ if body.is_empty() => Body::None,
+        Kind::Json => {
+            doc = JsonDoc::parse(body);
+            Body::Json(&doc)
+        }
+        Kind::Form => Body::Form(body),
+        Kind::Other => Body::None,
+    };
+    in_values(query, body, fields)
+}
+
+/// A request body, by what the guard looks at in it.
+enum Body<'a> {
+    None,
+    Json(&'a JsonDoc),
+    Form(&'a [u8]),
+}
+
+fn in_values(query: Option<&str>, body: Body<'_>, fields: Option<&Fields>) -> Option<Finding> {
     let mut look = |place: Place<'_>, text: Text, value: &[u8]| {
         let wanted = text == Text::String
             && match (fields, place) {
@@ -220,14 +242,21 @@ pub fn in_request(
             return Some(f);
         }
     }
-    if body.is_empty() {
-        return None;
+    match body {
+        // Every string, no names and no numbers: a pointer is built only for a finding.
+        Body::Json(doc) if fields.is_none() => doc.strings().find_map(|(i, value)| {
+            let (kind, fingerprint) = detect(value.as_bytes())?;
+            Some(Finding { field: Place::Json(&doc.pointer(i)).describe(), kind, fingerprint })
+        }),
+        Body::Json(doc) => doc.visit(&mut look).break_value(),
+        Body::Form(form) => values::pairs(form, false, &mut look).break_value(),
+        Body::None => None,
     }
-    match Kind::of(content_type) {
-        Kind::Json => values::json(body, &mut look).ok()?.break_value(),
-        Kind::Form => values::pairs(body, false, &mut look).break_value(),
-        Kind::Other => None,
-    }
+}
+
+/// The route's `fields`, if it lists some.
+fn fields(ex: &Parts) -> Option<&Fields> {
+    ex.route.as_ref().and_then(|r| r.injection.as_ref()).and_then(|i| i.fields.as_ref())
 }
 
 #[derive(Clone, Copy, Default)]
@@ -241,9 +270,17 @@ impl Check for InjectionGuard {
         if rule.action == InjectionAction::Off {
             return Ok(());
         }
-        let content_type = ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes);
-        let body = values::body(ex)?;
-        match in_request(ex.req.uri().query(), content_type, &body, rule.fields.as_ref()) {
+        let kind = Kind::of(ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes));
+        let has_body = ex.req.body().buffered().is_some_and(|b| !b.is_empty());
+        let found = match kind {
+            Kind::Json if has_body => {
+                let (doc, ex) = values::json_doc(ex)?;
+                in_values(ex.req.uri().query(), Body::Json(doc), fields(ex))
+            }
+            Kind::Form if has_body => in_values(ex.req.uri().query(), Body::Form(&values::body(ex)?), fields(ex)),
+            _ => in_values(ex.req.uri().query(), Body::None, fields(ex)),
+        };
+        match found {
             None => Ok(()),
             Some(f) => Err(Reject::InjectionDetected { field: f.field, kind: f.kind, fingerprint: f.fingerprint }),
         }

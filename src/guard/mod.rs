@@ -12,6 +12,7 @@ pub mod head;
 pub mod idempotency;
 pub mod injection;
 pub mod ip;
+pub mod json_doc;
 pub mod layer;
 pub mod origin;
 pub mod rate_limit;

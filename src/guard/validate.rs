@@ -14,6 +14,7 @@
 //!
 //! Error messages name the field or pointer and the broken rule, never the submitted value.
 
+use super::json_doc::{Json, JsonDoc};
 use crate::rules::{Bound, FieldAt, FieldRule, FieldType, Literal, Validate};
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
@@ -223,21 +224,34 @@ fn classify(ct: &str) -> Kind {
     }
 }
 
+/// A JSON body: against the schema (on a `serde_json::Value`, which the schema validator
+/// reads), else the pointer rules alone on a [`JsonDoc`], which the other body guards share.
 fn check_json(v: &Validate, body: &[u8]) -> Result<(), ValidationError> {
+    let Some(schema) = &v.json_schema else { return check_json_doc(v, &JsonDoc::parse(body)) };
     let value: Value = serde_json::from_slice(body).map_err(|_| ValidationError::Malformed { kind: BodyKind::Json })?;
-    if let Some(schema) = &v.json_schema {
-        if let Err(e) = schema.validate(&value) {
-            return Err(ValidationError::Schema {
-                at: safe_path(&e.instance_path().to_string()),
-                keyword: e.kind().keyword().to_owned(),
-            });
-        }
+    if let Err(e) = schema.validate(&value) {
+        return Err(ValidationError::Schema {
+            at: safe_path(&e.instance_path().to_string()),
+            keyword: e.kind().keyword().to_owned(),
+        });
     }
+    check_pointers(v, |p| value.pointer(p).map(Json::from))
+}
+
+/// The pointer rules of a route without a schema, on the parsed body.
+fn check_json_doc(v: &Validate, doc: &JsonDoc) -> Result<(), ValidationError> {
+    if doc.error().is_some() {
+        return Err(ValidationError::Malformed { kind: BodyKind::Json });
+    }
+    check_pointers(v, |p| doc.get(p))
+}
+
+fn check_pointers<'a>(v: &Validate, get: impl Fn(&str) -> Option<Json<'a>>) -> Result<(), ValidationError> {
     for rule in &v.fields {
         let FieldAt::Pointer(p) = &rule.at else {
             continue;
         };
-        let problem = match value.pointer(p) {
+        let problem = match get(p) {
             None => Some(FieldProblem::Missing),
             Some(found) => json_problem(rule, found),
         };
@@ -311,30 +325,28 @@ fn one_of(rule: &FieldRule, matches: impl Fn(&Literal) -> bool) -> Option<FieldP
     }
 }
 
-fn json_num(v: &Value) -> Option<Num> {
-    if let Some(i) = v.as_i64() {
-        Some(Num::Int(i128::from(i)))
-    } else if let Some(u) = v.as_u64() {
-        Some(Num::Int(i128::from(u)))
-    } else {
-        v.as_f64().map(Num::Float)
+fn json_num(v: Json<'_>) -> Option<Num> {
+    match v {
+        Json::PosInt(u) => Some(Num::Int(i128::from(u))),
+        Json::NegInt(i) => Some(Num::Int(i128::from(i))),
+        Json::Float(f) => Some(Num::Float(f)),
+        _ => None,
     }
 }
 
-fn json_literal_eq(v: &Value, l: &Literal) -> bool {
+fn json_literal_eq(v: Json<'_>, l: &Literal) -> bool {
     match (v, l) {
-        (Value::String(s), Literal::Str(t)) => s == t,
-        (Value::Bool(b), Literal::Bool(c)) => b == c,
-        (Value::Number(_), _) => json_num(v).is_some_and(|n| num_eq_literal(n, l)),
-        _ => false,
+        (Json::String(s), Literal::Str(t)) => s == t,
+        (Json::Bool(b), Literal::Bool(c)) => b == *c,
+        _ => json_num(v).is_some_and(|n| num_eq_literal(n, l)),
     }
 }
 
-fn json_problem(rule: &FieldRule, v: &Value) -> Option<FieldProblem> {
+fn json_problem(rule: &FieldRule, v: Json<'_>) -> Option<FieldProblem> {
     match rule.ty {
         None => {}
         Some(FieldType::String) => {
-            let Value::String(s) = v else {
+            let Json::String(s) = v else {
                 return Some(FieldProblem::Type(FieldType::String));
             };
             if let Some(p) = string_rules(rule, s) {
@@ -342,7 +354,7 @@ fn json_problem(rule: &FieldRule, v: &Value) -> Option<FieldProblem> {
             }
         }
         Some(ty @ FieldType::Integer) => {
-            let Some(n @ Num::Int(_)) = json_num(v).filter(|_| v.is_i64() || v.is_u64()) else {
+            let Some(n @ Num::Int(_)) = json_num(v) else {
                 return Some(FieldProblem::Type(ty));
             };
             if let Some(p) = bounds(rule, ty, n) {
@@ -357,7 +369,7 @@ fn json_problem(rule: &FieldRule, v: &Value) -> Option<FieldProblem> {
                 return Some(p);
             }
         }
-        Some(ty @ FieldType::Boolean) if !v.is_boolean() => {
+        Some(ty @ FieldType::Boolean) if !matches!(v, Json::Bool(_)) => {
             return Some(FieldProblem::Type(ty));
         }
         Some(FieldType::Boolean) => {}
@@ -901,6 +913,16 @@ impl super::layer::Check for BodyGuard {
         let Some(body) = req.body().buffered() else {
             return Err(super::Reject::InvalidRequest("body could not be read for validation".into()));
         };
+        // The common case, a JSON body as sent with pointer rules only: on the document the
+        // content guards after this one read too (one parse per request). A body with a
+        // content coding is read as sent (see `content_encoding`), the shared document decoded.
+        let as_sent = matches!(crate::decoding::Coding::of(req.headers()), Ok(None));
+        let json = content_type.map(classify).is_some_and(|k| matches!(k, Kind::Json));
+        if as_sent && json && v.json_schema.is_none() && v.has_json_checks() {
+            let (doc, parts) = super::values::json_doc(ex)?;
+            let Some(v) = parts.route.as_ref().and_then(|r| r.validate.as_ref()) else { return Ok(()) };
+            return Ok(check_json_doc(v, doc)?);
+        }
         Ok(check_body(v, content_type, body)?)
     }
 }

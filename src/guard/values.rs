@@ -6,11 +6,13 @@
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
-use serde::de::DeserializeSeed as _;
-
+use super::json_doc::JsonDoc;
 use super::Reject;
+use crate::body::Body;
 use crate::decoding::{Coding, Decoder, Pull};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Parts};
+use crate::rules::Route;
+use http::Request;
 
 /// A request's buffered body as the backend will read it: decoded when it came compressed
 /// (`content-encoding` gzip, deflate or br, which Express and most frameworks inflate before
@@ -18,10 +20,14 @@ use crate::exchange::Exchange;
 /// guard. A coding payguard cannot decode is 415, a corrupt body 400, one that decodes to more
 /// than the route's body cap 413: what cannot be looked at is not passed.
 pub fn body(ex: &Exchange) -> Result<Cow<'_, [u8]>, Reject> {
-    let raw = ex.req.body().buffered().unwrap_or_default();
-    let coding = Coding::of(ex.req.headers()).map_err(|_| Reject::UnsupportedEncoding)?;
+    body_of(&ex.req, ex.route.as_deref())
+}
+
+fn body_of<'a>(req: &'a Request<Body>, route: Option<&Route>) -> Result<Cow<'a, [u8]>, Reject> {
+    let raw = req.body().buffered().unwrap_or_default();
+    let coding = Coding::of(req.headers()).map_err(|_| Reject::UnsupportedEncoding)?;
     let Some(coding) = coding.filter(|_| !raw.is_empty()) else { return Ok(Cow::Borrowed(raw)) };
-    let cap = ex.route.as_ref().map_or(u64::MAX, |r| r.max_body);
+    let cap = route.map_or(u64::MAX, |r| r.max_body);
     let mut decoder = Decoder::new(coding);
     decoder.push(bytes::Bytes::copy_from_slice(raw));
     decoder.end();
@@ -38,6 +44,21 @@ pub fn body(ex: &Exchange) -> Result<Cow<'_, [u8]>, Reject> {
             Ok(Pull::NeedInput) => return Err(Reject::InvalidRequest(format!("body: truncated {}", coding.name()))),
             Err(e) => return Err(Reject::InvalidRequest(format!("body: {e}"))),
         }
+    }
+}
+
+/// The request's JSON body (decoded as [`body`] decodes it), parsed once per request: the
+/// first call parses it into the exchange's `json`, later ones find it there. A body that does
+/// not parse is kept too, with its error. Refusals as [`body`]'s. Takes the exchange's parts
+/// apart so that a guard can hold its route's rules meanwhile.
+pub fn json_doc<'a>(parts: &'a mut Parts) -> Result<(&'a JsonDoc, &'a Parts), Reject> {
+    if parts.json.is_none() {
+        parts.json = Some(JsonDoc::parse(&body_of(&parts.req, parts.route.as_deref())?));
+    }
+    let parts: &'a Parts = parts;
+    match &parts.json {
+        Some(doc) => Ok((doc, parts)),
+        None => Err(Reject::InvalidRequest("body: not parsed".into())),
     }
 }
 
@@ -111,208 +132,10 @@ pub fn pairs<B>(data: &[u8], query: bool, visit: &mut Visit<'_, B>) -> ControlFl
     ControlFlow::Continue(())
 }
 
-/// Every member name, string and number of a JSON document, in document order, as the parser
-/// reads it (no tree is built). `Err` when it does not parse before a visit stops the walk.
-pub fn json<B>(body: &[u8], visit: &mut Visit<'_, B>) -> Result<ControlFlow<B>, serde_json::Error> {
-    let mut pointer = String::new();
-    let mut stop = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let walked = Walk { pointer: &mut pointer, visit, stop: &mut stop }.deserialize(&mut de);
-    if let Some(b) = stop {
-        return Ok(ControlFlow::Break(b));
-    }
-    walked?;
-    de.end()?;
-    Ok(ControlFlow::Continue(()))
-}
-
-/// The walk over one JSON value; a visit that breaks leaves its value in `stop` and ends the
-/// parse with an error that [`json`] turns back into the break.
-struct Walk<'a, 'v, B> {
-    pointer: &'a mut String,
-    visit: &'a mut Visit<'v, B>,
-    stop: &'a mut Option<B>,
-}
-
-impl<'v, B> Walk<'_, 'v, B> {
-    fn emit<E: serde::de::Error>(&mut self, place: Place<'_>, text: Text, value: &[u8]) -> Result<(), E> {
-        match (self.visit)(place, text, value) {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(b) => {
-                *self.stop = Some(b);
-                Err(E::custom("stopped"))
-            }
-        }
-    }
-
-    fn value<E: serde::de::Error>(mut self, text: Text, value: &[u8]) -> Result<(), E> {
-        let pointer = std::mem::take(self.pointer);
-        let emitted = self.emit(Place::Json(&pointer), text, value);
-        *self.pointer = pointer;
-        emitted
-    }
-
-    fn reborrow(&mut self) -> Walk<'_, 'v, B> {
-        Walk { pointer: self.pointer, visit: self.visit, stop: self.stop }
-    }
-}
-
-impl<'de, B> serde::de::DeserializeSeed<'de> for Walk<'_, '_, B> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, B> serde::de::Visitor<'de> for Walk<'_, '_, B> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.value(Text::String, v.as_bytes())
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<(), E> {
-        self.value(Text::Number, itoa::Buffer::new().format(n).as_bytes())
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<(), E> {
-        self.value(Text::Number, itoa::Buffer::new().format(n).as_bytes())
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<(), E> {
-        let text = serde_json::Number::from_f64(n).map(|n| n.to_string()).unwrap_or_default();
-        self.value(Text::Number, text.as_bytes())
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        let mut index = itoa::Buffer::new();
-        for i in 0usize.. {
-            let len = self.pointer.len();
-            self.pointer.push('/');
-            self.pointer.push_str(index.format(i));
-            let more = seq.next_element_seed(self.reborrow());
-            self.pointer.truncate(len);
-            if more?.is_none() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while let Some(name) = map.next_key_seed(Name)? {
-            let pointer = std::mem::take(self.pointer);
-            let emitted = self.emit(Place::JsonName(&pointer), Text::String, name.as_bytes());
-            *self.pointer = pointer;
-            emitted?;
-            let len = self.pointer.len();
-            self.pointer.push('/');
-            self.pointer.push_str(&escape(&name));
-            let walked = map.next_value_seed(self.reborrow());
-            self.pointer.truncate(len);
-            walked?;
-        }
-        Ok(())
-    }
-}
-
-/// A member name, borrowed from the body when it has no escapes.
-struct Name;
-
-impl<'de> serde::de::DeserializeSeed<'de> for Name {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Name {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-}
-
-/// A name as a JSON pointer token (RFC 6901): `~` → `~0`, `/` → `~1`.
-fn escape(name: &str) -> Cow<'_, str> {
-    if name.contains(['~', '/']) {
-        Cow::Owned(name.replace('~', "~0").replace('/', "~1"))
-    } else {
-        Cow::Borrowed(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    fn all_json(body: &str) -> Vec<(String, Text, String)> {
-        let mut out = Vec::new();
-        let _ = json::<()>(body.as_bytes(), &mut |p, t, v| {
-            out.push((p.describe(), t, String::from_utf8_lossy(v).into_owned()));
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-        out
-    }
-
-    #[test]
-    fn json_values_with_their_pointers() {
-        assert_eq!(
-            all_json(r#"{"a/b":{"c":"\u0041"},"n":[1,"x"],"t":true}"#),
-            [
-                ("/ (a name)".into(), Text::String, "a/b".into()),
-                ("/a~1b (a name)".into(), Text::String, "c".into()),
-                ("/a~1b/c".into(), Text::String, "A".into()),
-                ("/ (a name)".into(), Text::String, "n".into()),
-                ("/n/0".into(), Text::Number, "1".into()),
-                ("/n/1".into(), Text::String, "x".into()),
-                ("/ (a name)".into(), Text::String, "t".into()),
-            ]
-        );
-    }
-
-    #[test]
-    fn json_numbers_as_written_and_a_stop_stops_the_parse() {
-        let numbers = all_json(r#"[5555555555554444,-12,1.5,[{"k":[0]}]]"#);
-        let texts: Vec<&str> = numbers.iter().map(|(_, _, v)| v.as_str()).collect();
-        assert_eq!(texts, ["5555555555554444", "-12", "1.5", "k", "0"]);
-        assert_eq!(numbers[4].0, "/3/0/k/0");
-        assert!(json::<()>(br#"{"a":"x"} junk"#, &mut |_, _, _| ControlFlow::Continue(())).is_err());
-        assert!(json::<()>(br#"{"a":"x""#, &mut |_, _, _| ControlFlow::Continue(())).is_err());
-        let stopped = json(br#"{"a":"stop","b": nonsense"#, &mut |_, _, v| {
-            if v == b"stop" {
-                ControlFlow::Break(7)
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        assert_eq!(stopped.unwrap(), ControlFlow::Break(7));
-    }
 
     #[test]
     fn pairs_decoded_and_a_stop_stops() {

@@ -190,7 +190,9 @@ pub fn detect_sqli(input: &[u8]) -> DetectionResult {
 pub fn detect_sqli_with_flags(input: &[u8], flags: SqliFlags) -> DetectionResult {
     let mut state = SqliState::new(input, flags);
     let is_sqli = state.detect();
-    let fp = state.get_fingerprint();
+    // payguard patch: the fingerprint of the pass that decided, as `detect` left it (the C
+    // library's `libinjection_sqli` copies it the same way), not a fresh pass over the input.
+    let fp = crate::sqli::Fingerprint::new(state.fingerprint);
     
     DetectionResult {
         is_injection: is_sqli,
