@@ -106,9 +106,9 @@ fn has_known_word(span: &[u8], multi_word_firsts: bool) -> bool {
     // The word from `start`, and each part of it before a `.`.
     let known_from = |start: usize| {
         let word = &span[start..];
+        // Words are short: a plain loop finds their dots sooner than a memchr iterator is set up.
         known_word(word, multi_word_firsts)
-            || memchr::memchr_iter(b'.', word.get(1..).unwrap_or_default())
-                .any(|j| known_word(&word[..=j], multi_word_firsts))
+            || (1..word.len()).any(|j| word[j] == b'.' && known_word(&word[..j], multi_word_firsts))
     };
     if word_char(span[0]) {
         known_from(0)
