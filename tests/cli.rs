@@ -91,6 +91,19 @@ response = "hide"
 extra = 1
 [route.origin]
 allow = ["https://shop.example.com/", "null"]
+
+[[route]]
+name = "note"
+match = { path = "/note" }
+[route.injection]
+action = "block"
+fields = ["/a~2b", "", "/ok"]
+
+[[route]]
+name = "empty"
+match = { path = "/empty" }
+[route.injection]
+fields = []
 "#;
     write_config(dir.path(), &cert, "127.0.0.1:3000".parse().unwrap(), "", &[("pay.toml", rules)]);
     let (code, out) = check(&["--config", "payguard.toml"], dir.path());
@@ -101,6 +114,10 @@ allow = ["https://shop.example.com/", "null"]
         "pay.toml:9:12: unknown card_data.response \"hide\"",
         "pay.toml:12:10: invalid origin \"https://shop.example.com/\"",
         "pay.toml:12:39: invalid origin \"null\"",
+        "pay.toml:18:10: unknown injection action \"block\"",
+        "pay.toml:19:11: invalid field \"/a~2b\"",
+        "pay.toml:19:20: invalid field \"\"",
+        "pay.toml:25:10: fields must not be empty",
     ] {
         assert!(out.contains(expected), "{expected}\n{out}");
     }

@@ -22,6 +22,12 @@ name = "strict"
 match = { path = "/strict" }
 [route.origin]
 require_browser_headers = true
+
+[[route]]
+name = "shadow"
+match = { path = "/shadow" }
+mode = "monitor"
+[route.origin]
 "#;
 
 async fn status(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
@@ -64,6 +70,18 @@ async fn cross_site_state_changes_are_refused_and_everything_else_passes() {
             assert_eq!(body["error"], "cross_origin");
         }
         assert_eq!(backend.count(), before + 6);
+        // In monitor mode a cross-site request is recorded and forwarded.
+        let (code, body) = status(post("/shadow").header("sec-fetch-site", "cross-site")).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(backend.count(), before + 7);
+    }
+    let metrics = proxy.metrics().await;
+    for line in [
+        "payguard_decisions_total{route=\"checkout\",guard=\"origin\",decision=\"block\"} 8",
+        "payguard_decisions_total{route=\"strict\",guard=\"origin\",decision=\"block\"} 2",
+        "payguard_decisions_total{route=\"shadow\",guard=\"origin\",decision=\"would_block\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
     }
 }
 

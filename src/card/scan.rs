@@ -16,6 +16,8 @@ const MAX_GROUPS: usize = 8;
 /// Digits kept per group; a longer group is longer than any PAN.
 const GROUP_DIGITS: usize = 19;
 const TOO_LONG: u8 = GROUP_DIGITS as u8 + 1;
+/// Digits in the shortest card number.
+const MIN_DIGITS: usize = 13;
 
 const OTHER: u8 = 0;
 const DIGIT: u8 = 1;
@@ -171,7 +173,9 @@ impl Scanner {
                 let dropped = self.evaluate_front(on_hit);
                 self.drop_front(dropped);
             }
-            self.groups[self.held] = Group { start: at, ..EMPTY };
+            // Only the first `len` digits of a group are ever read: they need no clearing.
+            let g = &mut self.groups[self.held];
+            (g.start, g.len) = (at, 0);
             self.held += 1;
             self.in_group = true;
             self.separated = false;
@@ -187,6 +191,12 @@ impl Scanner {
     }
 
     fn end_run(&mut self, on_hit: &mut impl FnMut(Hit)) {
+        // Most runs (an amount, a house number, a date) hold fewer digits than any card number:
+        // no window of them can make one.
+        let digits: usize = self.groups[..self.held].iter().map(|g| usize::from(g.len)).sum();
+        if digits < MIN_DIGITS {
+            self.held = 0;
+        }
         while self.held > 0 {
             let dropped = self.evaluate_front(on_hit);
             self.drop_front(dropped);
@@ -218,7 +228,7 @@ impl Scanner {
 /// The card number these groups make, if they make one.
 fn card_number(window: &[Group]) -> Option<Hit> {
     let len: usize = window.iter().map(|g| usize::from(g.len)).sum();
-    if !(13..=19).contains(&len) || (window.len() > 1 && window.iter().any(|g| !(3..=6).contains(&g.len))) {
+    if !(MIN_DIGITS..=19).contains(&len) || (window.len() > 1 && window.iter().any(|g| !(3..=6).contains(&g.len))) {
         return None;
     }
     let mut digits = window.iter().flat_map(|g| g.digits[..usize::from(g.len)].iter().copied());
