@@ -101,6 +101,7 @@ pub fn may_be_sqli(value: &[u8]) -> bool {
 /// letter is one word (up to a `.` before which it is a keyword); in one that starts with a
 /// digit or a `.`, numbers and dots come first and a word may start at any letter.
 /// `multi_word_firsts`: whether the first word of a multi-word keyword counts as known.
+#[inline]
 fn has_known_word(span: &[u8], multi_word_firsts: bool) -> bool {
     let word_char = |b: u8| b.is_ascii_alphabetic() || b == b'_';
     // The word from `start`, and each part of it before a `.`.
@@ -118,18 +119,20 @@ fn has_known_word(span: &[u8], multi_word_firsts: bool) -> bool {
 }
 
 /// In libinjection's keyword table, or the first word of one of its multi-word entries. The
-/// words [`may_be_sqli`] asks about are ASCII; any other is taken as known. Without
+/// words [`may_be_sqli`] asks about are ASCII; any other that the filter lets through is taken
+/// as known. Without
 /// `multi_word_firsts` (a word with no other word to merge with), neither a first word alone nor
 /// an entry of type bareword (`ORDER`, listed for `ORDER BY`) counts: the tokenizer makes such a
 /// word a bareword, as it does any word it does not know, and splits nothing at it.
+#[inline]
 fn known_word(word: &[u8], multi_word_firsts: bool) -> bool {
     use libinjectionrs::sqli::sqli_data::{lookup_bytes_type, SQL_KEYWORDS};
     use libinjectionrs::sqli::TokenType;
-    if !word.is_ascii() {
-        return true;
-    }
     if !may_be_listed(word) {
         return false;
+    }
+    if !word.is_ascii() {
+        return true;
     }
     if !multi_word_firsts {
         return lookup_bytes_type(word).is_some_and(|t| t != TokenType::Bareword);
@@ -154,6 +157,7 @@ fn known_word(word: &[u8], multi_word_firsts: bool) -> bool {
 /// Whether a word of the keyword table (or the first word of a multi-word entry) has the
 /// length, first and last letters of `word`: most words of a shop's values have not, and are
 /// known not to be keywords without a lookup.
+#[inline]
 fn may_be_listed(word: &[u8]) -> bool {
     use libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
     // Per length (31: 31 or more) and first byte, the last bytes seen, as bits (`& 0x3f` keeps
