@@ -154,6 +154,8 @@ impl Forward for Proxy {
         let this = &*self.inner;
         // The request leaves the exchange; the rest of it stays where it is, boxed, not copied.
         let mut req = std::mem::replace(&mut ex.req, Request::new(Body::empty()));
+        // The parsed JSON body was the guards'; it does not wait on the backend with the rest.
+        ex.json = None;
         let version = req.version();
         let ex = &ex;
         let reject = |r: Reject| {
