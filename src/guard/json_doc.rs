@@ -563,6 +563,13 @@ mod tests {
     }
 
     #[test]
+    fn a_node_is_32_bytes() {
+        // What a deeply nested or long body costs: no more than a `serde_json::Value` of it.
+        assert_eq!(std::mem::size_of::<Node>(), 32);
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+    }
+
+    #[test]
     fn tokens_name_their_unescaped_names() {
         assert!(token_names("a~1b", "a/b"));
         assert!(token_names("a~0b", "a~b"));
