@@ -156,6 +156,14 @@ async fn an_injection_pattern_is_refused_as_the_backend_would_decode_it() {
             let body: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
             assert_eq!(body["error"], "injection_detected");
         }
+        // A compressed body is read as the backend will read it, inflated; a coding payguard
+        // cannot decode is refused, whatever the body's type.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, br#"{"note":"1' OR '1'='1"}"#).unwrap();
+        let res = json("/api/orders", "").header("content-encoding", "gzip").body(gz.finish().unwrap());
+        assert_eq!(res.send().await.unwrap().status(), 403);
+        let res = c.post(proxy.url("/api/raw")).header("content-encoding", "zstd").body("(zstd frame)");
+        assert_eq!(res.send().await.unwrap().status(), 415);
         assert_eq!(backend.count(), before);
         for req in [
             json("/api/orders", r#"{"name":"O'Brien","note":"Flat 3 #12 -- ring twice <3","city":"北京"}"#),
