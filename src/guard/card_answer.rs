@@ -299,3 +299,116 @@ fn audit(route: Option<&str>, request_id: &HeaderValue, client_ip: IpAddr, decis
         elapsed: None,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use http::{HeaderMap, HeaderName, StatusCode};
+    use http_body_util::BodyExt;
+    use std::io::Write;
+
+    const PAN: &[u8] = br#"{"pan":"4111111111111111","n":5555555555554444}"#;
+    const CLEAN: &[u8] = br#"{"order":"A-1029","amount":1250}"#;
+
+    fn answer(headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
+        let mut res = Response::new(Body::full(body));
+        for (name, value) in headers {
+            res.headers_mut()
+                .insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        res
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// The answer as the client gets it, and the metrics after.
+    async fn respond(action: OnResponse, res: Response<Body>) -> (StatusCode, HeaderMap, Bytes, String) {
+        let metrics = Arc::new(Metrics::new());
+        let guard = CardAnswerGuard::new(metrics.clone());
+        let watch = Box::new(Watch {
+            action,
+            route: Some(Arc::from("pay")),
+            request_id: HeaderValue::from_static("req-1"),
+            client_ip: "192.0.2.1".parse().unwrap(),
+        });
+        let res = match guard.respond(watch, res) {
+            Responded::Now(res) => res,
+            Responded::Later(f) => f.await,
+        };
+        let (parts, body) = res.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes(), metrics.encode())
+    }
+
+    const MASKED: &str = "payguard_decisions_total{route=\"pay\",guard=\"card_data\",decision=\"mask\"} 1";
+
+    #[tokio::test]
+    async fn a_json_answer_is_masked_whole_and_keeps_a_true_length() {
+        let len = PAN.len().to_string();
+        let res = answer(&[("content-type", "application/json"), ("content-length", &len)], PAN);
+        let (status, headers, body, metrics) = respond(OnResponse::Mask, res).await;
+        assert_eq!(status, 200);
+        // The number written as a JSON number is quoted: two bytes longer, and so says the length.
+        assert_eq!(&body[..], br#"{"pan":"411111******1111","n":"555555******4444"}"#);
+        assert_eq!(headers[header::CONTENT_LENGTH], body.len().to_string().as_str());
+        assert!(metrics.contains(MASKED), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn a_clean_answer_passes_as_it_came() {
+        for action in [OnResponse::Mask, OnResponse::Block] {
+            let res = answer(&[("content-type", "application/json"), ("etag", "\"v1\"")], CLEAN);
+            let (status, headers, body, metrics) = respond(action, res).await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, CLEAN));
+            assert_eq!(headers[header::ETAG], "\"v1\"");
+            assert!(!metrics.contains("decision=\"mask\""), "{metrics}");
+        }
+    }
+
+    #[tokio::test]
+    async fn block_withholds_an_answer_with_a_card_number_compressed_or_not() {
+        for res in [
+            answer(&[("content-type", "text/plain")], PAN),
+            answer(&[("content-type", "application/json"), ("content-encoding", "gzip")], gzip(PAN)),
+            // What cannot be decoded cannot be shown clean.
+            answer(&[("content-encoding", "zstd")], &b"(zstd frame)"[..]),
+            answer(&[("content-encoding", "gzip")], &b"not gzip"[..]),
+        ] {
+            let (status, _, body, _) = respond(OnResponse::Block, res).await;
+            assert_eq!(status, 502);
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], "card_data_leak");
+        }
+        // A clean compressed answer goes on compressed, as it came.
+        let zipped = gzip(CLEAN);
+        let res = answer(&[("content-encoding", "gzip")], zipped.clone());
+        let (status, headers, body, _) = respond(OnResponse::Block, res).await;
+        assert_eq!(
+            (status, &body[..], headers[header::CONTENT_ENCODING].as_bytes()),
+            (StatusCode::OK, &zipped[..], &b"gzip"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn mask_decodes_a_compressed_answer_and_passes_one_it_cannot_decode() {
+        let res = answer(
+            &[("content-type", "text/plain"), ("content-encoding", "gzip"), ("etag", "\"v1\"")],
+            gzip(b"card 4111 1111 1111 1111 ok"),
+        );
+        let (status, headers, body, metrics) = respond(OnResponse::Mask, res).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"card 4111 11** **** 1111 ok"[..]));
+        assert!(headers.get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(headers[header::ETAG], "W/\"v1\"");
+        assert!(metrics.contains(MASKED), "{metrics}");
+        let res = answer(&[("content-encoding", "zstd")], &b"(zstd frame)"[..]);
+        let (status, headers, body, _) = respond(OnResponse::Mask, res).await;
+        assert_eq!(
+            (status, &body[..], headers[header::CONTENT_ENCODING].as_bytes()),
+            (StatusCode::OK, &b"(zstd frame)"[..], &b"zstd"[..])
+        );
+    }
+}
