@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 
 use serde::de::DeserializeSeed as _;
 
-use super::values::{Place, Text, Visit};
+use super::place::{Place, Text, Visit};
 
 /// One JSON value of a document, as read.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,6 +15,7 @@ pub mod ip;
 pub mod json_doc;
 pub mod layer;
 pub mod origin;
+pub mod place;
 pub mod rate_limit;
 pub mod replay;
 pub mod signature;

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use super::json_doc::JsonDoc;
+pub use super::place::{Place, Text, Visit};
 use super::Reject;
 use crate::body::Body;
 use crate::decoding::{Coding, Decoder, Pull};
@@ -62,34 +63,6 @@ pub fn json_doc<'a>(parts: &'a mut Parts) -> Result<(&'a JsonDoc, &'a Parts), Re
     }
 }
 
-/// Where a value is, for an audit line: `query:<name>`, `form:<name>`, a JSON pointer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place<'a> {
-    Query(&'a str),
-    QueryName,
-    Form(&'a str),
-    FormName,
-    /// A JSON pointer (`""` is the whole document).
-    Json(&'a str),
-    /// A member name inside the object at this pointer.
-    JsonName(&'a str),
-}
-
-impl Place<'_> {
-    /// `query:q`, `form name`, `/shipping/name`, `/shipping (a name)`.
-    pub fn describe(&self) -> String {
-        match self {
-            Place::Query(n) => format!("query:{n}"),
-            Place::QueryName => "query name".into(),
-            Place::Form(n) => format!("form:{n}"),
-            Place::FormName => "form name".into(),
-            Place::Json("") => "/".into(),
-            Place::Json(p) => (*p).to_owned(),
-            Place::JsonName(p) => format!("{} (a name)", if p.is_empty() { "/" } else { p }),
-        }
-    }
-}
-
 /// A body's kind by its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -112,15 +85,6 @@ impl Kind {
         }
     }
 }
-
-/// Whether a value is a JSON number (written as digits, not a string).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Text {
-    String,
-    Number,
-}
-
-pub type Visit<'v, B> = dyn FnMut(Place<'_>, Text, &[u8]) -> ControlFlow<B> + 'v;
 
 /// Every name and value of `name=value&…` (a query when `query`, else a form body).
 pub fn pairs<B>(data: &[u8], query: bool, visit: &mut Visit<'_, B>) -> ControlFlow<B> {
