@@ -23,8 +23,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::body::Body;
 use crate::context::GuardTime;
-use crate::exchange::{CountedKey, Exchange};
+use crate::exchange::{CountedKey, Exchange, Parts};
+use crate::guard::json_doc::{Json, JsonDoc};
 use crate::guard::layer::{Guard, Responded, Verdict};
+use crate::guard::values;
 use crate::guard::Reject;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::rescue::broken_answer;
@@ -61,7 +63,14 @@ pub fn policy(rule: &FailureLimit) -> FailurePolicy {
 
 /// The request's key for `key`; `None` when the request does not carry it. An IP is its own
 /// key; any other value is keyed by a SHA-256 digest of the key's spec and the value.
-pub fn counted_key(key: &FailureKey, client: std::net::IpAddr, headers: &HeaderMap, body: &[u8]) -> Option<u128> {
+/// `json` is the body's document, needed for a `json:` key.
+pub fn counted_key(
+    key: &FailureKey,
+    client: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+    json: Option<&JsonDoc>,
+) -> Option<u128> {
     let (kind, name) = key.spec_parts();
     let mut h = Sha256::new().chain_update(kind).chain_update(name).chain_update([0xff]);
     match key {
@@ -74,14 +83,11 @@ pub fn counted_key(key: &FailureKey, client: std::net::IpAddr, headers: &HeaderM
                 h.update(v.as_bytes());
             }
         }
-        FailureKey::Json(pointer) => {
-            let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
-            match doc.pointer(pointer)? {
-                serde_json::Value::String(s) if !s.is_empty() => h.update(s.as_bytes()),
-                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => h.update(v.to_string()),
-                _ => return None,
-            }
-        }
+        FailureKey::Json(pointer) => match json?.get(pointer)? {
+            Json::String(s) if !s.is_empty() => h.update(s.as_bytes()),
+            Json::Bool(b) => h.update(if b { "true" } else { "false" }),
+            v => h.update(v.number_text()?),
+        },
         FailureKey::Form(field) => {
             let (_, v) = form_urlencoded::parse(body).find(|(k, _)| k == field.as_str())?;
             if v.is_empty() {
@@ -150,13 +156,19 @@ impl Guard for FailureLimitGuard {
         let Some(route) = ex.route.as_ref().filter(|r| !r.failure_limits.is_empty()).cloned() else {
             return Verdict::Now(ex, Ok(()));
         };
-        let body = ex.req.body().buffered().unwrap_or_default();
-        let keys: Vec<CountedKey> = route
-            .failure_limits
+        let Parts { req, json, client, .. } = &mut *ex;
+        let mut own = None;
+        let limits = &route.failure_limits;
+        let doc = limits
+            .iter()
+            .any(|l| matches!(l.key, FailureKey::Json(_)))
+            .then(|| values::json_as_sent(json, &mut own, req));
+        let body = req.body().buffered().unwrap_or_default();
+        let keys: Vec<CountedKey> = limits
             .iter()
             .enumerate()
             .filter_map(|(rule, limit)| {
-                let key = counted_key(&limit.key, ex.client.ip, ex.req.headers(), body)?;
+                let key = counted_key(&limit.key, client.ip, req.headers(), body, doc)?;
                 Some(CountedKey { rule, key })
             })
             .collect();
@@ -295,31 +307,30 @@ mod tests {
     #[test]
     fn keys_are_digests_with_safe_labels() {
         let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let key =
+            |k: &FailureKey, ip, h: &HeaderMap, body: &[u8]| counted_key(k, ip, h, body, Some(&JsonDoc::parse(body)));
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_static("alice"));
-        let k = counted_key(&FailureKey::Ip, ip, &h, b"").unwrap();
+        let k = key(&FailureKey::Ip, ip, &h, b"").unwrap();
         assert_eq!(k, super::super::rate_limit::ip_key(ip));
         assert_eq!(key_label(&FailureKey::Ip, k, ip), "203.0.113.7");
         let header = FailureKey::Header(http::HeaderName::from_static("x-user"));
-        let a = counted_key(&header, ip, &h, b"").unwrap();
+        let a = key(&header, ip, &h, b"").unwrap();
         let label = key_label(&header, a, ip);
         assert!(label.starts_with("header:x-user#") && label.len() == "header:x-user#".len() + 8, "{label}");
         assert!(!label.contains("alice"));
-        assert_eq!(counted_key(&header, ip, &HeaderMap::new(), b""), None, "no header, no key");
+        assert_eq!(key(&header, ip, &HeaderMap::new(), b""), None, "no header, no key");
         let json = FailureKey::Json("/user/id".into());
-        let b = counted_key(&json, ip, &h, br#"{"user":{"id":"alice"}}"#).unwrap();
+        let b = key(&json, ip, &h, br#"{"user":{"id":"alice"}}"#).unwrap();
         assert_ne!(a, b, "the same value under another key is another key");
         // A number is keyed by its text: user 42 is user "42".
-        assert_eq!(
-            counted_key(&json, ip, &h, br#"{"user":{"id":42}}"#),
-            counted_key(&json, ip, &h, br#"{"user":{"id":"42"}}"#)
-        );
-        assert_eq!(counted_key(&json, ip, &h, br#"{"user":{}}"#), None);
-        assert_eq!(counted_key(&json, ip, &h, b"not json"), None);
+        assert_eq!(key(&json, ip, &h, br#"{"user":{"id":42}}"#), key(&json, ip, &h, br#"{"user":{"id":"42"}}"#));
+        assert_eq!(key(&json, ip, &h, br#"{"user":{}}"#), None);
+        assert_eq!(key(&json, ip, &h, b"not json"), None);
         let form = FailureKey::Form("card_bin".into());
-        let c = counted_key(&form, ip, &h, b"amount=1&card_bin=411111").unwrap();
-        assert_eq!(Some(c), counted_key(&form, ip, &h, b"card_bin=411111&amount=2"));
-        assert_eq!(counted_key(&form, ip, &h, b"card_bin="), None);
+        let c = key(&form, ip, &h, b"amount=1&card_bin=411111").unwrap();
+        assert_eq!(Some(c), key(&form, ip, &h, b"card_bin=411111&amount=2"));
+        assert_eq!(key(&form, ip, &h, b"card_bin="), None);
     }
 
     #[test]

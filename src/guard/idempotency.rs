@@ -26,8 +26,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::body::{read_capped, read_capped_ready, Body, Capped};
 use crate::context::GuardTime;
-use crate::exchange::{Attempt, Exchange};
+use crate::exchange::{Attempt, Exchange, Parts};
+use crate::guard::json_doc::{Json, JsonDoc};
 use crate::guard::layer::{Guard, Responded, Verdict};
+use crate::guard::values;
 use crate::guard::{Reject, Replayed};
 use crate::metrics::{Metrics, RouteLabel};
 use crate::rescue::broken_answer;
@@ -50,12 +52,14 @@ impl IdempotencyGuard {
 }
 
 /// The request's idempotency key: `Ok(None)` when it carries none, `Err(reason)` when the key
-/// is there but unusable (several, empty, too long, not visible ASCII).
+/// is there but unusable (several, empty, too long, not visible ASCII). `json` is the body's
+/// document, needed for a `json:` source.
 pub fn request_key<'a>(
     source: &KeySource,
     query: Option<&'a str>,
     headers: &'a HeaderMap,
     body: &'a [u8],
+    json: Option<&'a JsonDoc>,
 ) -> Result<Option<std::borrow::Cow<'a, [u8]>>, &'static str> {
     use std::borrow::Cow;
     let found: Option<Cow<'a, [u8]>> = match source {
@@ -67,15 +71,13 @@ pub fn request_key<'a>(
             }
             first.map(|v| Cow::Borrowed(v.as_bytes()))
         }
-        KeySource::Json(pointer) => {
-            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else { return Ok(None) };
-            match doc.pointer(pointer) {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(s)) => Some(Cow::Owned(s.clone().into_bytes())),
-                Some(n @ serde_json::Value::Number(_)) => Some(Cow::Owned(n.to_string().into_bytes())),
-                Some(_) => return Err("the key field is not a string or a number"),
+        KeySource::Json(pointer) => match json.and_then(|doc| doc.get(pointer)) {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(Cow::Borrowed(s.as_bytes())),
+            Some(v) => {
+                Some(Cow::Owned(v.number_text().ok_or("the key field is not a string or a number")?.into_bytes()))
             }
-        }
+        },
         KeySource::Form(field) => form_value(body, field),
         KeySource::Query(name) => form_value(query.unwrap_or_default().as_bytes(), name),
     };
@@ -268,8 +270,11 @@ impl Guard for IdempotencyGuard {
             return Verdict::Now(ex, Ok(()));
         };
         let Some(rule) = &route.idempotency else { return Verdict::Now(ex, Ok(())) };
-        let body = ex.req.body().buffered().unwrap_or_default();
-        let key = match request_key(&rule.key, ex.req.uri().query(), ex.req.headers(), body) {
+        let Parts { req, json, client, .. } = &mut *ex;
+        let mut own = None;
+        let doc = matches!(rule.key, KeySource::Json(_)).then(|| values::json_as_sent(json, &mut own, req));
+        let body = req.body().buffered().unwrap_or_default();
+        let key = match request_key(&rule.key, req.uri().query(), req.headers(), body, doc) {
             Ok(Some(key)) => key,
             Ok(None) if !rule.required => return Verdict::Now(ex, Ok(())),
             missing => {
@@ -278,9 +283,9 @@ impl Guard for IdempotencyGuard {
                 return Verdict::Now(ex, Err(Reject::IdempotencyKeyMissing { reason }));
             }
         };
-        let key = stored_key(&route.name, &rule.scope, ex.client.ip, ex.req.headers(), &key);
+        let key = stored_key(&route.name, &rule.scope, client.ip, req.headers(), &key);
         let tag = key.tag();
-        let fingerprint = fingerprint(ex.req.method(), ex.req.uri(), body);
+        let fingerprint = fingerprint(req.method(), req.uri(), body);
         let lease = rule.lease;
         let since = Instant::now();
         if let Some(begun) = self.store.begin_now(key, fingerprint, lease) {
@@ -536,7 +541,8 @@ mod tests {
         let one = headers(&[("idempotency-key", "order-1")]);
         let two = headers(&[("idempotency-key", "a"), ("idempotency-key", "b")]);
         let key = |src: &KeySource, q: Option<&str>, h: &HeaderMap, b: &[u8]| {
-            request_key(src, q, h, b).map(|k| k.map(|k| String::from_utf8(k.into_owned()).unwrap()))
+            let doc = JsonDoc::parse(b);
+            request_key(src, q, h, b, Some(&doc)).map(|k| k.map(|k| String::from_utf8(k.into_owned()).unwrap()))
         };
         let header = KeySource::Header(h);
         assert_eq!(key(&header, None, &one, b""), Ok(Some("order-1".into())));

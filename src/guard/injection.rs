@@ -258,11 +258,6 @@ fn in_values(query: Option<&str>, body: Body<'_>, fields: Option<&Fields>) -> Op
     }
 }
 
-/// The route's `fields`, if it lists some.
-fn fields(ex: &Parts) -> Option<&Fields> {
-    ex.route.as_ref().and_then(|r| r.injection.as_ref()).and_then(|i| i.fields.as_ref())
-}
-
 #[derive(Clone, Copy, Default)]
 pub struct InjectionGuard;
 
@@ -270,25 +265,22 @@ impl Check for InjectionGuard {
     const NAME: &'static str = "injection";
 
     fn check(&self, ex: &mut Exchange) -> Result<(), Reject> {
-        let Some(rule) = ex.route.as_ref().and_then(|r| r.injection.as_ref()) else { return Ok(()) };
+        let Parts { req, route, json, .. } = &mut **ex;
+        let Some(rule) = route.as_ref().and_then(|r| r.injection.as_ref()) else { return Ok(()) };
         if rule.action == InjectionAction::Off {
             return Ok(());
         }
-        let kind = Kind::of(ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes));
-        let has_body = ex.req.body().buffered().is_some_and(|b| !b.is_empty());
+        let (query, fields) = (req.uri().query(), rule.fields.as_ref());
+        let kind = Kind::of(req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes));
         let found = match kind {
-            Kind::Json if has_body => {
-                let (doc, ex) = values::json_doc(ex)?;
-                in_values(ex.req.uri().query(), Body::Json(doc), fields(ex))
-            }
-            Kind::Form if has_body => in_values(ex.req.uri().query(), Body::Form(&values::body(ex)?), fields(ex)),
-            _ => {
+            _ if req.body().buffered().is_none_or(<[u8]>::is_empty) => in_values(query, Body::None, fields),
+            Kind::Json => in_values(query, Body::Json(values::json_doc(json, req, route.as_deref())?), fields),
+            Kind::Form => in_values(query, Body::Form(&values::body_of(req, route.as_deref())?), fields),
+            Kind::Other => {
                 // Not looked at, but a coding payguard cannot decode is refused here as on
                 // every route whose content guards read requests.
-                if has_body {
-                    values::body(ex)?;
-                }
-                in_values(ex.req.uri().query(), Body::None, fields(ex))
+                values::body_of(req, route.as_deref())?;
+                in_values(query, Body::None, fields)
             }
         };
         match found {

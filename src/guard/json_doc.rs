@@ -47,6 +47,22 @@ impl<'a> From<&'a serde_json::Value> for Json<'a> {
     }
 }
 
+impl Json<'_> {
+    /// A number as serde_json writes it (`1250`, `-3`, `1.5`); `None` for any other value.
+    pub fn number_text(self) -> Option<String> {
+        match self {
+            Json::PosInt(u) => Some(itoa::Buffer::new().format(u).to_owned()),
+            Json::NegInt(i) => Some(itoa::Buffer::new().format(i).to_owned()),
+            Json::Float(f) => Some(float_text(f)),
+            _ => None,
+        }
+    }
+}
+
+fn float_text(f: f64) -> String {
+    serde_json::Number::from_f64(f).map(|n| n.to_string()).unwrap_or_default()
+}
+
 /// Where a node sits in its parent.
 #[derive(Debug, Clone, Copy)]
 enum Key {
@@ -115,11 +131,6 @@ impl JsonDoc {
     /// Why the body is not one JSON value, if it is not.
     pub fn error(&self) -> Option<&serde_json::Error> {
         self.error.as_ref()
-    }
-
-    /// The error, taken out of the document.
-    pub fn take_error(&mut self) -> Option<serde_json::Error> {
-        self.error.take()
     }
 
     fn len(&self) -> u32 {
@@ -251,10 +262,7 @@ impl JsonDoc {
                 Stored::String(s, e) => visit(place, Text::String, self.str(s, e).as_bytes())?,
                 Stored::PosInt(u) => visit(place, Text::Number, number.format(u).as_bytes())?,
                 Stored::NegInt(n) => visit(place, Text::Number, number.format(n).as_bytes())?,
-                Stored::Float(f) => {
-                    let text = serde_json::Number::from_f64(f).map(|n| n.to_string()).unwrap_or_default();
-                    visit(place, Text::Number, text.as_bytes())?;
-                }
+                Stored::Float(f) => visit(place, Text::Number, float_text(f).as_bytes())?,
                 Stored::Array | Stored::Object => open.push((node.end, pointer.len())),
                 Stored::Null | Stored::Bool(_) => {}
             }

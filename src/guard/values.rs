@@ -11,7 +11,7 @@ pub use super::place::{Place, Text, Visit};
 use super::Reject;
 use crate::body::Body;
 use crate::decoding::{Coding, Decoder, Pull};
-use crate::exchange::{Exchange, Parts};
+use crate::exchange::Exchange;
 use crate::rules::Route;
 use http::Request;
 
@@ -24,7 +24,7 @@ pub fn body(ex: &Exchange) -> Result<Cow<'_, [u8]>, Reject> {
     body_of(&ex.req, ex.route.as_deref())
 }
 
-fn body_of<'a>(req: &'a Request<Body>, route: Option<&Route>) -> Result<Cow<'a, [u8]>, Reject> {
+pub fn body_of<'a>(req: &'a Request<Body>, route: Option<&Route>) -> Result<Cow<'a, [u8]>, Reject> {
     let raw = req.body().buffered().unwrap_or_default();
     let coding = Coding::of(req.headers()).map_err(|_| Reject::UnsupportedEncoding)?;
     let Some(coding) = coding.filter(|_| !raw.is_empty()) else { return Ok(Cow::Borrowed(raw)) };
@@ -50,17 +50,33 @@ fn body_of<'a>(req: &'a Request<Body>, route: Option<&Route>) -> Result<Cow<'a, 
 
 /// The request's JSON body (decoded as [`body`] decodes it), parsed once per request: the
 /// first call parses it into the exchange's `json`, later ones find it there. A body that does
-/// not parse is kept too, with its error. Refusals as [`body`]'s. Takes the exchange's parts
-/// apart so that a guard can hold its route's rules meanwhile.
-pub fn json_doc<'a>(parts: &'a mut Parts) -> Result<(&'a JsonDoc, &'a Parts), Reject> {
-    if parts.json.is_none() {
-        parts.json = Some(JsonDoc::parse(&body_of(&parts.req, parts.route.as_deref())?));
+/// not parse is kept too, with its error. Refusals as [`body`]'s. Takes the exchange's fields,
+/// so that a guard can hold its route's rules meanwhile.
+pub fn json_doc<'a>(
+    json: &'a mut Option<JsonDoc>,
+    req: &Request<Body>,
+    route: Option<&Route>,
+) -> Result<&'a JsonDoc, Reject> {
+    if json.is_none() {
+        *json = Some(JsonDoc::parse(&body_of(req, route)?));
     }
-    let parts: &'a Parts = parts;
-    match &parts.json {
-        Some(doc) => Ok((doc, parts)),
-        None => Err(Reject::InvalidRequest("body: not parsed".into())),
+    Ok(json.get_or_insert_default())
+}
+
+/// The request's JSON body as sent, for a guard that reads one field of it (a key source): the
+/// shared document when the body has no content coding (it was then parsed from the bytes as
+/// sent), else a document of the raw bytes, kept in `own`. Never refuses: a body that does not
+/// parse has no field.
+pub fn json_as_sent<'a>(
+    json: &'a mut Option<JsonDoc>,
+    own: &'a mut Option<JsonDoc>,
+    req: &Request<Body>,
+) -> &'a JsonDoc {
+    let slot = if matches!(Coding::of(req.headers()), Ok(None)) { json } else { own };
+    if slot.is_none() {
+        *slot = Some(JsonDoc::parse(req.body().buffered().unwrap_or_default()));
     }
+    slot.get_or_insert_default()
 }
 
 /// A body's kind by its `Content-Type`.
