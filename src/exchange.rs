@@ -145,6 +145,9 @@ pub struct Parts {
     /// The JSON body as the backend will read it (decoded), parsed by the first body guard that
     /// needs it and kept for the others: see [`crate::guard::values::json_doc`].
     pub json: Option<crate::guard::json_doc::JsonDoc>,
+    /// What the request's headers say of its body (kind, content coding), read by the first
+    /// body guard that asks: see [`crate::guard::values::content`].
+    pub content: Option<crate::guard::values::Content>,
 }
 
 /// An attempt holding an idempotency key.
@@ -230,6 +233,7 @@ impl Exchange {
             failure_keys: Vec::new(),
             attempt: None,
             json: None,
+            content: None,
         })
     }
 }

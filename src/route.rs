@@ -256,6 +256,7 @@ where
             failure_keys: Vec::new(),
             attempt: None,
             json: None,
+            content: None,
         });
         if let Some(r) = refused {
             if let Some(res) = apply("route", &r, &mut ex, &self.metrics) {

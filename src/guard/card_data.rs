@@ -8,14 +8,12 @@
 
 use std::ops::ControlFlow;
 
-use http::header;
-
 use super::json_doc::JsonDoc;
 use super::layer::Check;
 use super::values::{self, Kind, Place};
 use super::Reject;
 use crate::card::{self, Hit};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Parts};
 use crate::rules::{Mode, OnRequest};
 
 /// Longest field name an audit line repeats.
@@ -54,9 +52,10 @@ impl Check for CardDataGuard {
         if !ex.card_data().scans_requests() {
             return Ok(());
         }
-        let content_type = ex.req.headers().get(header::CONTENT_TYPE).map(http::HeaderValue::as_bytes);
-        let body = values::body(ex)?;
-        match in_request_with(ex.req.uri().query(), content_type, &body, ex.json.as_ref()) {
+        let Parts { req, route, json, content, .. } = &mut **ex;
+        let content = values::content(content, req);
+        let body = values::body_of(req, content, route.as_deref())?;
+        match in_request_with(req.uri().query(), content.kind, &body, json.as_ref()) {
             None => Ok(()),
             Some(found) => Err(Reject::CardData {
                 field: found.field,
@@ -78,16 +77,11 @@ impl Check for CardDataGuard {
 /// values, then the body by its content type (JSON names, strings and numbers; form names and
 /// values; any other body as bytes).
 pub fn in_request(query: Option<&str>, content_type: Option<&[u8]>, body: &[u8]) -> Option<Found> {
-    in_request_with(query, content_type, body, None)
+    in_request_with(query, Kind::of(content_type), body, None)
 }
 
 /// [`in_request`], with the JSON body's document when a guard before parsed it.
-fn in_request_with(
-    query: Option<&str>,
-    content_type: Option<&[u8]>,
-    body: &[u8],
-    doc: Option<&JsonDoc>,
-) -> Option<Found> {
+fn in_request_with(query: Option<&str>, kind: Kind, body: &[u8], doc: Option<&JsonDoc>) -> Option<Found> {
     if let Some(q) = query {
         if let Some(found) = in_pairs(q.as_bytes(), true) {
             return Some(found);
@@ -96,7 +90,7 @@ fn in_request_with(
     if body.is_empty() {
         return None;
     }
-    match Kind::of(content_type) {
+    match kind {
         Kind::Json => in_json(body, doc),
         Kind::Form => in_pairs(body, false),
         Kind::Other => card::first(body).map(|hit| Found::new("body".into(), hit)),

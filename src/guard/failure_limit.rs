@@ -156,13 +156,13 @@ impl Guard for FailureLimitGuard {
         let Some(route) = ex.route.as_ref().filter(|r| !r.failure_limits.is_empty()).cloned() else {
             return Verdict::Now(ex, Ok(()));
         };
-        let Parts { req, json, client, .. } = &mut *ex;
+        let Parts { req, json, client, content, .. } = &mut *ex;
         let mut own = None;
         let limits = &route.failure_limits;
         let doc = limits
             .iter()
             .any(|l| matches!(l.key, FailureKey::Json(_)))
-            .then(|| values::json_as_sent(json, &mut own, req));
+            .then(|| values::json_as_sent(json, &mut own, req, values::content(content, req)));
         let body = req.body().buffered().unwrap_or_default();
         let keys: Vec<CountedKey> = limits
             .iter()

@@ -270,9 +270,10 @@ impl Guard for IdempotencyGuard {
             return Verdict::Now(ex, Ok(()));
         };
         let Some(rule) = &route.idempotency else { return Verdict::Now(ex, Ok(())) };
-        let Parts { req, json, client, .. } = &mut *ex;
+        let Parts { req, json, client, content, .. } = &mut *ex;
         let mut own = None;
-        let doc = matches!(rule.key, KeySource::Json(_)).then(|| values::json_as_sent(json, &mut own, req));
+        let doc = matches!(rule.key, KeySource::Json(_))
+            .then(|| values::json_as_sent(json, &mut own, req, values::content(content, req)));
         let body = req.body().buffered().unwrap_or_default();
         let key = match request_key(&rule.key, req.uri().query(), req.headers(), body, doc) {
             Ok(Some(key)) => key,

@@ -904,7 +904,7 @@ impl super::layer::Check for BodyGuard {
     const NAME: &'static str = "validate_body";
 
     fn check(&self, ex: &mut crate::exchange::Exchange) -> Result<(), super::Reject> {
-        let crate::exchange::Parts { req, route, json, .. } = &mut **ex;
+        let crate::exchange::Parts { req, route, json, content, .. } = &mut **ex;
         let Some(v) = route.as_ref().and_then(|r| r.validate.as_ref()) else { return Ok(()) };
         if !v.needs_body() {
             return Ok(());
@@ -916,10 +916,10 @@ impl super::layer::Check for BodyGuard {
         // The common case, a JSON body as sent with pointer rules only: on the document the
         // content guards after this one read too (one parse per request). A body with a
         // content coding is read as sent (see `content_encoding`), the shared document decoded.
-        let as_sent = matches!(crate::decoding::Coding::of(req.headers()), Ok(None));
+        let content = super::values::content(content, req);
         let is_json = content_type.map(classify).is_some_and(|k| matches!(k, Kind::Json));
-        if as_sent && is_json && v.json_schema.is_none() && v.has_json_checks() {
-            return Ok(check_json_doc(v, super::values::json_doc(json, req, route.as_deref())?)?);
+        if content.coding == Ok(None) && is_json && v.json_schema.is_none() && v.has_json_checks() {
+            return Ok(check_json_doc(v, super::values::json_doc(json, req, content, route.as_deref())?)?);
         }
         Ok(check_body(v, content_type, body)?)
     }

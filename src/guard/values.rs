@@ -11,22 +11,17 @@ pub use super::place::{Place, Text, Visit};
 use super::Reject;
 use crate::body::Body;
 use crate::decoding::{Coding, Decoder, Pull};
-use crate::exchange::Exchange;
 use crate::rules::Route;
 use http::Request;
 
-/// A request's buffered body as the backend will read it: decoded when it came compressed
-/// (`content-encoding` gzip, deflate or br, which Express and most frameworks inflate before
-/// the application sees the body), so that a compressed body does not slip past a content
-/// guard. A coding payguard cannot decode is 415, a corrupt body 400, one that decodes to more
+/// A request's buffered body as the backend will read it (`content`: its [`Content`]): decoded
+/// when it came compressed (`content-encoding` gzip, deflate or br, which Express and most
+/// frameworks inflate before the application sees the body), so that a compressed body does
+/// not slip past a content guard. A coding payguard cannot decode is 415, a corrupt body 400, one that decodes to more
 /// than the route's body cap 413: what cannot be looked at is not passed.
-pub fn body(ex: &Exchange) -> Result<Cow<'_, [u8]>, Reject> {
-    body_of(&ex.req, ex.route.as_deref())
-}
-
-pub fn body_of<'a>(req: &'a Request<Body>, route: Option<&Route>) -> Result<Cow<'a, [u8]>, Reject> {
+pub fn body_of<'a>(req: &'a Request<Body>, content: Content, route: Option<&Route>) -> Result<Cow<'a, [u8]>, Reject> {
     let raw = req.body().buffered().unwrap_or_default();
-    let coding = Coding::of(req.headers()).map_err(|_| Reject::UnsupportedEncoding)?;
+    let coding = content.coding.map_err(|Undecodable| Reject::UnsupportedEncoding)?;
     let Some(coding) = coding.filter(|_| !raw.is_empty()) else { return Ok(Cow::Borrowed(raw)) };
     let cap = route.map_or(u64::MAX, |r| r.max_body);
     let mut decoder = Decoder::new(coding);
@@ -48,17 +43,18 @@ pub fn body_of<'a>(req: &'a Request<Body>, route: Option<&Route>) -> Result<Cow<
     }
 }
 
-/// The request's JSON body (decoded as [`body`] decodes it), parsed once per request: the
+/// The request's JSON body (decoded as [`body_of`] decodes it), parsed once per request: the
 /// first call parses it into the exchange's `json`, later ones find it there. A body that does
-/// not parse is kept too, with its error. Refusals as [`body`]'s. Takes the exchange's fields,
+/// not parse is kept too, with its error. Refusals as [`body_of`]'s. Takes the exchange's fields,
 /// so that a guard can hold its route's rules meanwhile.
 pub fn json_doc<'a>(
     json: &'a mut Option<JsonDoc>,
     req: &Request<Body>,
+    content: Content,
     route: Option<&Route>,
 ) -> Result<&'a JsonDoc, Reject> {
     if json.is_none() {
-        *json = Some(JsonDoc::parse(&body_of(req, route)?));
+        *json = Some(JsonDoc::parse(&body_of(req, content, route)?));
     }
     Ok(json.get_or_insert_default())
 }
@@ -71,12 +67,40 @@ pub fn json_as_sent<'a>(
     json: &'a mut Option<JsonDoc>,
     own: &'a mut Option<JsonDoc>,
     req: &Request<Body>,
+    content: Content,
 ) -> &'a JsonDoc {
-    let slot = if matches!(Coding::of(req.headers()), Ok(None)) { json } else { own };
+    let slot = if content.coding == Ok(None) { json } else { own };
     if slot.is_none() {
         *slot = Some(JsonDoc::parse(req.body().buffered().unwrap_or_default()));
     }
     slot.get_or_insert_default()
+}
+
+/// What a request's headers say of its body: its kind, and its content coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Content {
+    pub kind: Kind,
+    pub coding: Result<Option<Coding>, Undecodable>,
+}
+
+/// A `content-encoding` payguard cannot decode ([`Coding::of`]'s error): 415 from a guard that
+/// reads the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Undecodable;
+
+impl Content {
+    pub fn of(headers: &http::HeaderMap) -> Content {
+        Content {
+            kind: Kind::of(headers.get(http::header::CONTENT_TYPE).map(http::HeaderValue::as_bytes)),
+            coding: Coding::of(headers).map_err(|_| Undecodable),
+        }
+    }
+}
+
+/// The request's [`Content`], read from its headers once per request (`slot`: the exchange's
+/// `content`), not by every guard that looks at the body.
+pub fn content(slot: &mut Option<Content>, req: &Request<Body>) -> Content {
+    *slot.get_or_insert_with(|| Content::of(req.headers()))
 }
 
 /// A body's kind by its `Content-Type`.
