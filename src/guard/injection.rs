@@ -167,8 +167,8 @@ fn words_known(run: &[u8], dots: bool, multi_word_firsts: bool) -> bool {
     }
 }
 
-/// In libinjection's keyword table, or the first word of one of its multi-word entries. The
-/// words [`may_be_sqli`] asks about are ASCII; any other is taken as known. Without
+/// In libinjection's keyword table, or the first word of one of its multi-word entries
+/// (`word`: bytes of a run, ASCII letters, digits, `_` and `.`). Without
 /// `multi_word_firsts` (a word with no other word to merge with), neither a first word alone
 /// nor an entry of type bareword (`ORDER`, listed for `ORDER BY`) counts: the tokenizer makes
 /// such a word a bareword, as it does any word it does not know, and splits nothing at it.
@@ -181,9 +181,6 @@ fn known_word(word: &[u8], multi_word_firsts: bool) -> bool {
 fn listed(word: &[u8], multi_word_firsts: bool) -> bool {
     use libinjectionrs::sqli::sqli_data::lookup_bytes_type;
     use libinjectionrs::sqli::TokenType;
-    if !word.is_ascii() {
-        return true;
-    }
     match packed_upper(word) {
         Some(w) => WORDS.get(w) & if multi_word_firsts { AS_FIRST } else { ALONE } != 0,
         // Longer than any first word of a multi-word entry (the tests check).
@@ -284,25 +281,23 @@ static WORDS: std::sync::LazyLock<Words> = std::sync::LazyLock::new(|| {
     use libinjectionrs::sqli::sqli_data::{lookup_bytes_type, SQL_KEYWORDS};
     use libinjectionrs::sqli::TokenType;
     let mut words = Words { slots: vec![(0, 0); 1 << WORD_BITS] };
-    for k in SQL_KEYWORDS {
+    for k in SQL_KEYWORDS.iter().filter(|k| !k.word.is_empty() && !k.word.contains('\0')) {
         let alone = lookup_bytes_type(k.word.as_bytes()).is_some_and(|t| t != TokenType::Bareword);
         if let Some(w) = packed_upper(k.word.as_bytes()) {
             words.add(w, AS_FIRST | if alone { ALONE } else { 0 });
         }
-        if let Some(w) = k.word.split_once(' ').and_then(|(first, _)| packed_upper(first.as_bytes())) {
+        let first = k.word.split_once(' ').map(|(first, _)| first).filter(|first| !first.is_empty());
+        if let Some(w) = first.and_then(|first| packed_upper(first.as_bytes())) {
             words.add(w, AS_FIRST);
         }
     }
     words
 });
 
-/// A word of 1 to 16 ASCII bytes other than NUL, upper-cased, as one integer (distinct words,
-/// distinct integers; none is 0).
+/// A word of at most 16 bytes, upper-cased, as one integer: distinct words of ASCII bytes other
+/// than NUL (as every word asked about and every word of the table), distinct integers, none 0.
 #[inline]
 fn packed_upper(word: &[u8]) -> Option<u128> {
-    if word.is_empty() || word.contains(&0) {
-        return None;
-    }
     let mut bytes = [0u8; 16];
     bytes.get_mut(..word.len())?.copy_from_slice(word);
     // Eight bytes at a time: 0x20 off each byte from `a` to `z`.
