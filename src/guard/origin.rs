@@ -4,19 +4,22 @@
 //! and the route's `allow` list. A caller that is no browser (a provider's callback, a
 //! server-to-server call) sends neither and passes, unless `require_browser_headers`.
 
-use http::{header, HeaderMap, Method};
+use http::{header, HeaderMap, HeaderName, Method};
 
 use super::layer::Check;
 use super::Reject;
 use crate::exchange::Exchange;
 use crate::rules::origin::{serialize, Origin};
 
+/// A name made once: a lookup by `&str` parses and lower-cases the name on every request.
+static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+
 /// The decision for one request; `Err` says why it is refused.
 pub fn check(method: &Method, headers: &HeaderMap, host: Option<&str>, rule: &Origin) -> Result<(), &'static str> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
-    let site = headers.get("sec-fetch-site").map(http::HeaderValue::as_bytes);
+    let site = headers.get(&SEC_FETCH_SITE).map(http::HeaderValue::as_bytes);
     if matches!(site, Some(b"same-origin" | b"none")) {
         return Ok(());
     }
