@@ -8,6 +8,10 @@
 #
 #   SECS=5 REPS=5 CONNS=16 benches/load/content_cost.sh target/release/payguard
 #
+# Prints a table of medians, their ratio, and the ratio paired by rep (the median of each
+# guarded rep against the checkout rep before it: on a noisy machine, more reps of fewer
+# seconds, SECS=3 REPS=15, steady it).
+#
 # ROUTES="checkout guarded card origin injection" adds a route per guard, each alone, to see
 # what each costs. PERF_ROUTE=NAME records a profile of payguard during that route's first run
 # (perf record -g, to PERF_OUT, default /tmp/content.perf).
@@ -87,3 +91,7 @@ for c in "${contestants[@]}"; do
     echo "| $name | $(spread "$name") | $(col "$name" 4 | median) |"
 done
 awk -v x="$(col guarded 3 | median)" -v y="$(col checkout 3 | median)" 'BEGIN { printf "guarded / checkout: %.3f\n", x / y }'
+# The same ratio rep by rep (each guarded run against the checkout run just before it), whose
+# median is less moved by the machine's load changing between reps.
+awk -F, '$1 == "checkout" { c[$2] = $3 } $1 == "guarded" && c[$2] > 0 { print $3 / c[$2] }' "$out" | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "guarded / checkout, paired by rep: %.3f (%.3f–%.3f)\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'
