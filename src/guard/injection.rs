@@ -46,7 +46,7 @@ pub fn detect(value: &[u8]) -> Option<(&'static str, String)> {
 /// libinjection.
 const MAX_PLAIN_WORD: usize = 64;
 
-// The bytes a value [`may_be_sqli`] passes is made of, by class; 0 is every other byte.
+// The classes of the bytes a value `may_be_sqli` clears can hold; 0 for every other byte.
 const LETTER: u8 = 1; // `A`–`Z`, `a`–`z`, `_`: a word starts here
 const DIGIT: u8 = 2;
 const DOT: u8 = 4;
