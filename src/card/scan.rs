@@ -1,8 +1,8 @@
 //! Card numbers (PANs) in a stream of bytes, in one pass: outside a run of digits eight bytes
 //! are tested at a time; a run too short for a card number is passed over once counted; inside
-//! a longer one, a byte is a table lookup. The state between two chunks is a handful of digit
-//! groups, so a number split across chunks is found and memory stays bounded however long the
-//! stream.
+//! a longer one, a byte is a table lookup (its first 13 digits and their separators were read
+//! once already, to count them). The state between two chunks is a handful of digit groups, so
+//! a number split across chunks is found and memory stays bounded however long the stream.
 //!
 //! A PAN (RULES.md, "Card data") is 13–19 digits that pass the Luhn check and carry a scheme's
 //! issuer prefix for their length, written either as one run of digits that is not part of a
