@@ -689,14 +689,13 @@ async fn configured_bounds_are_exact() {
     assert_eq!(res.status(), 414);
     assert_eq!(json(res).await["error"], "uri_too_long");
 
-    let m = proxy.metrics().await;
-    for line in [
-        "payguard_decisions_total{route=\"\",guard=\"route\",decision=\"block\"} 3",
-        "payguard_requests_total{route=\"\",status=\"414\"} 2",
-        "payguard_requests_total{route=\"\",status=\"431\"} 1",
-    ] {
-        assert!(m.contains(line), "missing {line}\n{m}");
-    }
+    proxy
+        .assert_metrics(&[
+            "payguard_decisions_total{route=\"\",guard=\"route\",decision=\"block\"} 3",
+            "payguard_requests_total{route=\"\",status=\"414\"} 2",
+            "payguard_requests_total{route=\"\",status=\"431\"} 1",
+        ])
+        .await;
     proxy.stop().await;
 }
 

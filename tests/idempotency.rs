@@ -112,16 +112,15 @@ async fn a_repeated_request_is_answered_from_the_store_and_a_different_one_refus
     assert!(!answer(post(&h2, &proxy, "/pay/echo", Some("order-2"), body).await).await.1);
     assert_eq!(backend.count(), 2);
 
-    let metrics = proxy.metrics().await;
-    for line in [
-        "payguard_idempotency_total{route=\"pay\",outcome=\"stored\"} 2",
-        "payguard_idempotency_total{route=\"pay\",outcome=\"replayed\"} 2",
-        "payguard_idempotency_total{route=\"pay\",outcome=\"mismatch\"} 1",
-        "payguard_idempotency_total{route=\"pay\",outcome=\"key_missing\"} 4",
-        "payguard_decisions_total{route=\"pay\",guard=\"idempotency\",decision=\"replay\"} 2",
-    ] {
-        assert!(metrics.contains(line), "{line} in\n{metrics}");
-    }
+    proxy
+        .assert_metrics(&[
+            "payguard_idempotency_total{route=\"pay\",outcome=\"stored\"} 2",
+            "payguard_idempotency_total{route=\"pay\",outcome=\"replayed\"} 2",
+            "payguard_idempotency_total{route=\"pay\",outcome=\"mismatch\"} 1",
+            "payguard_idempotency_total{route=\"pay\",outcome=\"key_missing\"} 4",
+            "payguard_decisions_total{route=\"pay\",guard=\"idempotency\",decision=\"replay\"} 2",
+        ])
+        .await;
     proxy.stop().await;
 }
 

@@ -75,14 +75,13 @@ async fn cross_site_state_changes_are_refused_and_everything_else_passes() {
         assert_eq!(code, 200, "{body}");
         assert_eq!(backend.count(), before + 7);
     }
-    let metrics = proxy.metrics().await;
-    for line in [
-        "payguard_decisions_total{route=\"checkout\",guard=\"origin\",decision=\"block\"} 8",
-        "payguard_decisions_total{route=\"strict\",guard=\"origin\",decision=\"block\"} 2",
-        "payguard_decisions_total{route=\"shadow\",guard=\"origin\",decision=\"would_block\"} 2",
-    ] {
-        assert!(metrics.contains(line), "{line}\n{metrics}");
-    }
+    proxy
+        .assert_metrics(&[
+            "payguard_decisions_total{route=\"checkout\",guard=\"origin\",decision=\"block\"} 8",
+            "payguard_decisions_total{route=\"strict\",guard=\"origin\",decision=\"block\"} 2",
+            "payguard_decisions_total{route=\"shadow\",guard=\"origin\",decision=\"would_block\"} 2",
+        ])
+        .await;
 }
 
 #[tokio::test]

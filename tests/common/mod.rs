@@ -249,6 +249,14 @@ impl Proxy {
         admin_get(self.admin, "/metrics").await.text().await.unwrap()
     }
 
+    /// Asserts that every one of `lines` is a line of the proxy's metrics.
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let metrics = self.metrics().await;
+        for line in lines {
+            assert!(metrics.lines().any(|l| l == *line), "missing {line}\n{metrics}");
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
