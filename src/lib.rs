@@ -241,6 +241,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     // Rules first: a proxy that cannot say what it enforces must not start.
     let rule_set = rules::load_dir(&config.rules.dir, &rules::Env::of(&config)).map_err(StartError::Rules)?;
+    if rule_set.routes().iter().any(|r| r.injection.is_some()) {
+        guard::injection::prepare();
+    }
     let shared: rules::active::SharedRules =
         Arc::new(arc_swap::ArcSwap::from_pointee(rules::active::ActiveRules::new(rule_set, 1)));
     health.rules_version.store(1, Ordering::Relaxed);

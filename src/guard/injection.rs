@@ -274,6 +274,13 @@ impl Words {
     }
 }
 
+/// Builds the keyword tables the pre-check and libinjection read (once per process), so that
+/// the first request on a route with `[route.injection]` does not wait for it. Called at start
+/// when the rules have such a route; otherwise the first request that needs them builds them.
+pub fn prepare() {
+    std::sync::LazyLock::force(&WORDS);
+}
+
 /// [`Words`] has 2^14 slots: the table's 9,352 entries fill at most 57% of them.
 const WORD_BITS: u32 = 14;
 
