@@ -41,22 +41,24 @@ fn run(population: u64, attempts: u64) {
     let store = MemoryIdempotencyStore::new(usize::MAX, usize::MAX);
     let (t0, lease, tick) = (Instant::now(), Duration::from_secs(60), Duration::from_micros(1));
     let ticks = |n: u64| tick * u32::try_from(n).expect("fits");
-    // Key i expires at tick i + population: each new key outlives the oldest by one tick.
+    // Key i arrives at tick i and is kept for `population` ticks: each new key outlives the
+    // oldest by one tick.
+    let retention = ticks(population);
     for (i, k) in keys.iter().take(population as usize).enumerate() {
-        let fp = [1; 32];
-        assert_eq!(store.begin_at(*k, fp, lease, t0), Ok(Begin::Started));
-        store.complete_at(*k, fp, answer(), ticks(i as u64 + 1), t0).unwrap();
+        let (fp, now) = ([1; 32], t0 + ticks(i as u64));
+        assert_eq!(store.begin_at(*k, fp, lease, now), Ok(Begin::Started));
+        store.complete_at(*k, fp, answer(), retention, now).unwrap();
     }
     let sweep_every = (population / 4).max(1);
     let (mut begin, mut sweep) = (Duration::ZERO, Duration::ZERO);
     let start = Instant::now();
     for j in 0..attempts {
         let k = keys[(population + j) as usize];
-        let now = t0 + ticks(j);
+        let now = t0 + ticks(population + j);
         let t = Instant::now();
         assert_eq!(store.begin_at(k, [1; 32], lease, now), Ok(Begin::Started));
         begin += t.elapsed();
-        store.complete_at(k, [1; 32], answer(), ticks(population + 1), now).unwrap();
+        store.complete_at(k, [1; 32], answer(), retention, now).unwrap();
         if j % sweep_every == 0 {
             let t = Instant::now();
             store.sweep(now);
@@ -69,7 +71,7 @@ fn run(population: u64, attempts: u64) {
         per(start.elapsed()),
         per(begin),
         per(sweep),
-        store.sweep(t0 + ticks(attempts)),
+        store.sweep(t0 + ticks(population + attempts)),
     );
 }
 

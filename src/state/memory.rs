@@ -11,11 +11,14 @@
 //!   cap a new key's failures are not counted; a banned key is never forgotten early.
 //! - [`MemoryIdempotencyStore`]: idempotency keys with their state (in flight, answered,
 //!   indeterminate) and stored answers, capped by keys and by stored bytes; at either cap a new
-//!   key is refused (`StoreError::Full`) and every held key keeps its state.
+//!   key is refused (`StoreError::Full`) and every held key keeps its state. Its shards are
+//!   tables of their own (`idem_table`): a shop keeps far more of these keys than of any other,
+//!   and each first attempt adds one.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
@@ -26,6 +29,7 @@ use dashmap::DashMap;
 type Hasher = foldhash::quality::RandomState;
 type Map<K, V> = DashMap<K, V, Hasher>;
 
+use super::idem_table::{Caps, IdemTable, State};
 use super::{
     Ban, Begin, FailurePolicy, FailureStore, Gcra, IdemKey, IdempotencyStore, NonceStore, RateDecision, RateStore,
     Reservation, StoreError, StoreFuture, StoredAnswer,
@@ -228,36 +232,32 @@ impl RateStore for MemoryRateStore {
 
 /// Idempotency keys in this process. See the module documentation.
 pub struct MemoryIdempotencyStore {
-    keys: Map<IdemKey, IdemEntry>,
-    count: AtomicUsize,
-    /// Body bytes of the stored answers.
-    bytes: AtomicUsize,
-    max_keys: usize,
-    max_bytes: usize,
-}
-
-struct IdemEntry {
-    fingerprint: [u8; 32],
-    state: IdemState,
-    expires: Instant,
-}
-
-// The answer boxed: an entry is read on every attempt, and a small one keeps the map compact.
-enum IdemState {
-    InFlight,
-    Done(Box<StoredAnswer>),
-    Indeterminate,
+    hasher: Hasher,
+    shards: Box<[Mutex<IdemTable>]>,
+    /// The shard of a hash: its top bits, `shift` = 64 − log2(shards).
+    shift: u32,
+    caps: Caps,
 }
 
 impl MemoryIdempotencyStore {
     pub fn new(max_keys: usize, max_bytes: usize) -> Self {
+        // As many shards as dashmap would take: threads rarely wait on one another.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let shards = (threads * 4).next_power_of_two().clamp(4, 64);
         MemoryIdempotencyStore {
-            keys: Map::default(),
-            count: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            max_keys,
-            max_bytes,
+            hasher: Hasher::default(),
+            shards: (0..shards).map(|_| Mutex::new(IdemTable::default())).collect(),
+            shift: 64 - shards.trailing_zeros(),
+            caps: Caps { keys: AtomicUsize::new(0), bytes: AtomicUsize::new(0), max_keys, max_bytes },
         }
+    }
+
+    /// The key's hash and its shard, locked. Nothing panics while a shard is locked, so a
+    /// poisoned lock would still hold a whole table: it is used as it is.
+    fn shard(&self, key: &IdemKey) -> (u64, MutexGuard<'_, IdemTable>) {
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[(hash >> self.shift) as usize];
+        (hash, shard.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     pub fn begin_at(
@@ -267,60 +267,20 @@ impl MemoryIdempotencyStore {
         lease: Duration,
         now: Instant,
     ) -> Result<Begin, StoreError> {
-        let full = self.count.load(Ordering::Relaxed) >= self.max_keys;
-        let fresh = IdemEntry { fingerprint, state: IdemState::InFlight, expires: now + lease };
-        match self.keys.entry(key) {
-            Entry::Occupied(mut e) if e.get().expires <= now => {
-                self.forget_body(&e.get().state);
-                e.insert(fresh);
-                Ok(Begin::Started)
-            }
-            Entry::Occupied(e) => {
-                let held = e.get();
-                if held.fingerprint != fingerprint {
-                    return Ok(Begin::Mismatch);
-                }
-                Ok(match &held.state {
-                    IdemState::InFlight => Begin::InFlight,
-                    IdemState::Done(answer) => Begin::Done(StoredAnswer::clone(answer)),
-                    IdemState::Indeterminate => Begin::Indeterminate,
-                })
-            }
-            Entry::Vacant(_) if full => Err(StoreError::Full),
-            Entry::Vacant(v) => {
-                v.insert(fresh);
-                self.count.fetch_add(1, Ordering::Relaxed);
-                Ok(Begin::Started)
-            }
-        }
+        let (hash, mut table) = self.shard(&key);
+        table.begin(hash, key, fingerprint, lease, now, &self.caps)
     }
 
-    fn forget_body(&self, state: &IdemState) {
-        if let IdemState::Done(answer) = state {
-            self.bytes.fetch_sub(answer.body.len(), Ordering::Relaxed);
-        }
-    }
-
-    /// Replaces the state of `key`'s attempt with `fingerprint`, if it is still in flight.
-    fn settle(&self, key: IdemKey, fingerprint: [u8; 32], state: IdemState, until: Instant) -> Result<(), StoreError> {
-        let Some(mut e) = self.keys.get_mut(&key) else { return Ok(()) };
-        if e.fingerprint != fingerprint || !matches!(e.state, IdemState::InFlight) {
-            return Ok(());
-        }
-        if let IdemState::Done(answer) = &state {
-            let stored = self.bytes.fetch_add(answer.body.len(), Ordering::Relaxed) + answer.body.len();
-            if stored > self.max_bytes {
-                // No room for the answer: the key is held without one (later attempts get 409)
-                // rather than forgotten, which would let a second charge through.
-                self.bytes.fetch_sub(answer.body.len(), Ordering::Relaxed);
-                e.state = IdemState::Indeterminate;
-                e.expires = until;
-                return Err(StoreError::Full);
-            }
-        }
-        e.state = state;
-        e.expires = until;
-        Ok(())
+    fn settle(
+        &self,
+        key: IdemKey,
+        fingerprint: [u8; 32],
+        state: State,
+        life: Duration,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let (hash, mut table) = self.shard(&key);
+        table.settle((hash, key), fingerprint, state, life, now, &self.caps)
     }
 
     pub fn complete_at(
@@ -331,7 +291,7 @@ impl MemoryIdempotencyStore {
         retention: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
-        self.settle(key, fingerprint, IdemState::Done(Box::new(answer)), now + retention)
+        self.settle(key, fingerprint, State::Done(answer), retention, now)
     }
 
     pub fn hold_at(
@@ -341,38 +301,22 @@ impl MemoryIdempotencyStore {
         retention: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
-        self.settle(key, fingerprint, IdemState::Indeterminate, now + retention)
+        self.settle(key, fingerprint, State::Indeterminate, retention, now)
     }
 
     pub fn release_key(&self, key: IdemKey, fingerprint: [u8; 32]) {
-        let removed =
-            self.keys.remove_if(&key, |_, e| e.fingerprint == fingerprint && matches!(e.state, IdemState::InFlight));
-        if removed.is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
+        let (hash, mut table) = self.shard(&key);
+        table.release(hash, key, fingerprint, &self.caps);
     }
 
     /// Drops expired keys (and their answers); returns how many remain.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut freed = 0;
-        self.keys.retain(|_, e| {
-            let keep = e.expires > now;
-            if !keep {
-                if let IdemState::Done(answer) = &e.state {
-                    freed += answer.body.len();
-                }
-            }
-            keep
-        });
-        self.bytes.fetch_sub(freed, Ordering::Relaxed);
-        let n = self.keys.len();
-        self.count.store(n, Ordering::Relaxed);
-        n
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).sweep(now, &self.caps)).sum()
     }
 
     /// Body bytes of the stored answers.
     pub fn stored_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.caps.bytes.load(Ordering::Relaxed)
     }
 }
 

@@ -3,6 +3,7 @@
 //! `[route.idempotency]`. One instance keeps them in memory
 //! ([`memory`]); several instances share them through Redis ([`redis`]).
 
+mod idem_table;
 pub mod memory;
 pub mod redis;
 
