@@ -51,15 +51,50 @@ pub enum State {
     /// Not a key: a position on the free list.
     Free,
     InFlight,
-    Done(StoredAnswer),
+    Done(Kept),
     Indeterminate,
+}
+
+/// A stored answer as kept: its content type and body in one allocation of their size, apart
+/// from the buffer the answer was read into (which goes back as soon as the client has it).
+#[derive(Debug)]
+pub struct Kept {
+    status: u16,
+    type_len: u32,
+    bytes: Box<[u8]>,
+}
+
+impl Kept {
+    pub fn new(answer: &StoredAnswer) -> Kept {
+        let content_type = answer.content_type.as_ref().map_or(&[][..], |v| v.as_bytes());
+        let type_len = u32::try_from(content_type.len()).unwrap_or(0);
+        let content_type = &content_type[..type_len as usize];
+        let bytes = [content_type, &answer.body].concat().into_boxed_slice();
+        Kept { status: answer.status, type_len, bytes }
+    }
+
+    fn body_len(&self) -> usize {
+        self.bytes.len() - self.type_len as usize
+    }
+
+    fn answer(&self) -> StoredAnswer {
+        let (content_type, body) = self.bytes.split_at(self.type_len as usize);
+        StoredAnswer {
+            status: self.status,
+            content_type: (!content_type.is_empty())
+                .then(|| http::HeaderValue::from_bytes(content_type).ok())
+                .flatten(),
+            body: bytes::Bytes::copy_from_slice(body),
+        }
+    }
 }
 
 struct Entry {
     hash: u64,
     key: IdemKey,
     fingerprint: [u8; 32],
-    expires: Instant,
+    /// Nanoseconds after `Caps::epoch`.
+    expires: u64,
     /// Bumped when the entry is queued again or freed: a ring's older reference to it is stale.
     generation: u32,
     state: State,
@@ -71,19 +106,26 @@ struct Ring {
     refs: VecDeque<(u32, u32)>,
 }
 
-/// The caps shared by every shard: keys and stored body bytes.
+/// The caps shared by every shard (keys and stored body bytes), and the shards' clock.
 pub struct Caps {
     pub keys: AtomicUsize,
     pub bytes: AtomicUsize,
     pub max_keys: usize,
     pub max_bytes: usize,
+    pub epoch: Instant,
 }
 
 impl Caps {
     fn forget(&self, state: &State) {
-        if let State::Done(answer) = state {
-            self.bytes.fetch_sub(answer.body.len(), Ordering::Relaxed);
+        if let State::Done(kept) = state {
+            self.bytes.fetch_sub(kept.body_len(), Ordering::Relaxed);
         }
+    }
+
+    /// `at` plus `life`, in nanoseconds after the epoch.
+    fn ns(&self, at: Instant, life: Duration) -> u64 {
+        let since = u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        since.saturating_add(u64::try_from(life.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -216,6 +258,7 @@ impl IdemTable {
     /// Frees the entries at the rings' fronts that ran out by `now`: `frees` of them at most,
     /// looking at `looks` ring references at most.
     fn reclaim(&mut self, now: Instant, mut looks: usize, mut frees: usize, caps: &Caps) {
+        let now = caps.ns(now, Duration::ZERO);
         for r in 0..self.rings.len() {
             while looks > 0 && frees > 0 {
                 let Some(&(pos, generation)) = self.rings[r].refs.front() else { break };
@@ -243,12 +286,13 @@ impl IdemTable {
         caps: &Caps,
     ) -> Result<Begin, StoreError> {
         self.reclaim(now, RECLAIM_LOOKS, RECLAIM_FREES, caps);
+        let (now, expires) = (caps.ns(now, Duration::ZERO), caps.ns(now, lease));
         if let Some(pos) = self.find(hash, &key) {
             let e = &mut self.entries[pos];
             if e.expires <= now {
                 // Run out and not reclaimed yet: the key is free, taken over in place.
                 caps.forget(&e.state);
-                (e.fingerprint, e.state, e.expires) = (fingerprint, State::InFlight, now + lease);
+                (e.fingerprint, e.state, e.expires) = (fingerprint, State::InFlight, expires);
                 self.enqueue(pos, lease);
                 return Ok(Begin::Started);
             }
@@ -257,7 +301,7 @@ impl IdemTable {
             }
             return Ok(match &e.state {
                 State::InFlight | State::Free => Begin::InFlight,
-                State::Done(answer) => Begin::Done(answer.clone()),
+                State::Done(kept) => Begin::Done(kept.answer()),
                 State::Indeterminate => Begin::Indeterminate,
             });
         }
@@ -265,7 +309,7 @@ impl IdemTable {
             return Err(StoreError::Full);
         }
         self.reserve_one();
-        let entry = Entry { hash, key, fingerprint, expires: now + lease, generation: 0, state: State::InFlight };
+        let entry = Entry { hash, key, fingerprint, expires, generation: 0, state: State::InFlight };
         let pos = match self.free.pop() {
             Some(pos) => {
                 let slot = &mut self.entries[pos as usize];
@@ -305,19 +349,19 @@ impl IdemTable {
         }
         let mut settled = Ok(());
         e.state = match state {
-            State::Done(answer) => {
-                let len = answer.body.len();
+            State::Done(kept) => {
+                let len = kept.body_len();
                 if caps.bytes.fetch_add(len, Ordering::Relaxed) + len > caps.max_bytes {
                     caps.bytes.fetch_sub(len, Ordering::Relaxed);
                     settled = Err(StoreError::Full);
                     State::Indeterminate
                 } else {
-                    State::Done(answer)
+                    State::Done(kept)
                 }
             }
             other => other,
         };
-        e.expires = now + life;
+        e.expires = caps.ns(now, life);
         self.enqueue(pos, life);
         settled
     }
@@ -348,7 +392,8 @@ mod tests {
     const LEASE: Duration = Duration::from_secs(60);
 
     fn caps() -> Caps {
-        Caps { keys: AtomicUsize::new(0), bytes: AtomicUsize::new(0), max_keys: usize::MAX, max_bytes: usize::MAX }
+        let (keys, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        Caps { keys, bytes, max_keys: usize::MAX, max_bytes: usize::MAX, epoch: Instant::now() }
     }
 
     fn key(i: u32) -> IdemKey {
@@ -358,7 +403,11 @@ mod tests {
     }
 
     fn done(body: &'static str) -> State {
-        State::Done(StoredAnswer { status: 200, content_type: None, body: bytes::Bytes::from_static(body.as_bytes()) })
+        State::Done(Kept::new(&StoredAnswer {
+            status: 200,
+            content_type: None,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        }))
     }
 
     /// Keys that all share one home bucket and one tag: the slab decides, and each overflows.

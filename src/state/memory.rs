@@ -29,7 +29,7 @@ use dashmap::DashMap;
 type Hasher = foldhash::quality::RandomState;
 type Map<K, V> = DashMap<K, V, Hasher>;
 
-use super::idem_table::{Caps, IdemTable, State};
+use super::idem_table::{Caps, IdemTable, Kept, State};
 use super::{
     Ban, Begin, FailurePolicy, FailureStore, Gcra, IdemKey, IdempotencyStore, NonceStore, RateDecision, RateStore,
     Reservation, StoreError, StoreFuture, StoredAnswer,
@@ -248,7 +248,13 @@ impl MemoryIdempotencyStore {
             hasher: Hasher::default(),
             shards: (0..shards).map(|_| Mutex::new(IdemTable::default())).collect(),
             shift: 64 - shards.trailing_zeros(),
-            caps: Caps { keys: AtomicUsize::new(0), bytes: AtomicUsize::new(0), max_keys, max_bytes },
+            caps: Caps {
+                keys: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
+                max_keys,
+                max_bytes,
+                epoch: Instant::now(),
+            },
         }
     }
 
@@ -291,7 +297,7 @@ impl MemoryIdempotencyStore {
         retention: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
-        self.settle(key, fingerprint, State::Done(answer), retention, now)
+        self.settle(key, fingerprint, State::Done(Kept::new(&answer)), retention, now)
     }
 
     pub fn hold_at(
