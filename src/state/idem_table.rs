@@ -196,7 +196,7 @@ impl IdemTable {
                 self.buckets[b].pos[i] = EMPTY;
                 let mut c = home;
                 for _ in 0..passed {
-                    self.buckets[c].overflow -= 1;
+                    self.buckets[c].overflow = self.buckets[c].overflow.saturating_sub(1);
                     c = (c + 1) & mask;
                 }
                 return;
