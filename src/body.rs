@@ -362,7 +362,7 @@ fn prefixed(head: Option<&Bytes>, tail: SizeHint) -> SizeHint {
 /// Trailers are not kept.
 pub enum Capped {
     /// All of it.
-    Whole(BytesMut),
+    Whole(Bytes),
     /// Past the cap: what was read (more than the cap), and the unread rest.
     TooLarge(BytesMut, Body),
     /// The deadline passed first: what was read, and the unread rest.
@@ -371,18 +371,29 @@ pub enum Capped {
     Broken(BoxError),
 }
 
-/// Takes one frame of `body` into `buf`; `Some` once reading has ended.
+/// Takes one frame of `body` into `buf`; `Some` once reading has ended. A body that comes
+/// whole in one frame (the usual small one) is taken as it is, not copied; else `buf` is sized
+/// to the whole body (as far as it is known, and the cap allows) at its first frame.
 fn step_capped(
     buf: &mut BytesMut,
     body: &mut Body,
     frame: Option<Result<Frame<Bytes>, BoxError>>,
     max: u64,
 ) -> Option<Capped> {
+    use http_body::Body as _;
     match frame {
-        None => Some(Capped::Whole(std::mem::take(buf))),
+        None => Some(Capped::Whole(std::mem::take(buf).freeze())),
         Some(Err(e)) => Some(Capped::Broken(e)),
         Some(Ok(frame)) => {
             if let Ok(data) = frame.into_data() {
+                let len = data.len() as u64;
+                if buf.is_empty() && len <= max && body.is_end_stream() {
+                    return Some(Capped::Whole(data));
+                }
+                if buf.capacity() == 0 {
+                    let whole = len.saturating_add(body.size_hint().lower()).min(max.saturating_add(1));
+                    buf.reserve(usize::try_from(whole).unwrap_or(0));
+                }
                 buf.extend_from_slice(&data);
                 if buf.len() as u64 > max {
                     return Some(Capped::TooLarge(std::mem::take(buf), std::mem::replace(body, Body::empty())));

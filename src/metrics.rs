@@ -1,8 +1,8 @@
 //! Prometheus metrics, served by the admin listener. Label values are bounded: route names come
 //! from rule files, never from requests.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -91,8 +91,66 @@ impl MetricConstructor<Histogram> for SkewBuckets {
 /// it, did not answer within `response_timeout`, or broke off its answer's body.
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "io", "timeout", "body"];
 
+/// The outcomes of `payguard_idempotency_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdemOutcome {
+    KeyMissing,
+    InFlight,
+    Replayed,
+    Mismatch,
+    Indeterminate,
+    StoreError,
+    Stored,
+    NotStored,
+    Released,
+    Held,
+}
+
+impl IdemOutcome {
+    const COUNT: usize = 10;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdemOutcome::KeyMissing => "key_missing",
+            IdemOutcome::InFlight => "in_flight",
+            IdemOutcome::Replayed => "replayed",
+            IdemOutcome::Mismatch => "mismatch",
+            IdemOutcome::Indeterminate => "indeterminate",
+            IdemOutcome::StoreError => "store_error",
+            IdemOutcome::Stored => "stored",
+            IdemOutcome::NotStored => "not_stored",
+            IdemOutcome::Released => "released",
+            IdemOutcome::Held => "held",
+        }
+    }
+}
+
+/// One route's counters that a request bumps on its way, kept with the compiled route: each
+/// is looked up in its family the first time it is needed, not hashed again per request.
+/// A handle remembers the [`Metrics`] it came from; another one looks up its own.
+pub struct RouteCounters {
+    route: RouteLabel,
+    idempotency: [OnceLock<(u64, Counter)>; IdemOutcome::COUNT],
+}
+
+impl RouteCounters {
+    pub fn new(route: Arc<str>) -> Self {
+        RouteCounters { route: RouteLabel(route), idempotency: Default::default() }
+    }
+}
+
+impl std::fmt::Debug for RouteCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteCounters").field("route", &self.route.0).finish_non_exhaustive()
+    }
+}
+
+/// Tells one [`Metrics`] from another for [`RouteCounters`].
+static METRICS_IDS: AtomicU64 = AtomicU64::new(1);
+
 pub struct Metrics {
     registry: Registry,
+    id: u64,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram, LatencyBuckets>,
     pub upstream_errors: Family<KindLabels, Counter>,
@@ -140,6 +198,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("payguard"),
+            id: METRICS_IDS.fetch_add(1, Ordering::Relaxed),
             requests: Family::default(),
             latency: Family::new_with_constructor(LatencyBuckets),
             upstream_errors: Family::default(),
@@ -293,8 +352,15 @@ impl Metrics {
         }
     }
 
-    pub fn idempotency(&self, route: &RouteLabel, outcome: &'static str) {
-        self.idempotency.get_or_create(&OutcomeLabels { route: route.clone(), outcome }).inc();
+    pub fn idempotency(&self, route: &RouteCounters, outcome: IdemOutcome) {
+        let labels = || OutcomeLabels { route: route.route.clone(), outcome: outcome.as_str() };
+        let (owner, counter) = route.idempotency[outcome as usize]
+            .get_or_init(|| (self.id, self.idempotency.get_or_create(&labels()).clone()));
+        if *owner == self.id {
+            counter.inc();
+        } else {
+            self.idempotency.get_or_create(&labels()).inc();
+        }
     }
 
     pub fn decision(&self, route: &RouteLabel, guard: &'static str, decision: &'static str) {
@@ -303,5 +369,27 @@ impl Metrics {
 
     pub fn refusal(&self, route: &RouteLabel, reason: &'static str) {
         self.refusals.get_or_create(&RefusalLabels { route: route.clone(), reason }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_counters_count_into_the_metrics_they_are_bumped_with() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let pay = RouteCounters::new(Arc::from("pay"));
+        for _ in 0..3 {
+            a.idempotency(&pay, IdemOutcome::Stored);
+        }
+        // The handle now holds `a`'s counter: `b` still counts into its own.
+        b.idempotency(&pay, IdemOutcome::Stored);
+        a.idempotency(&pay, IdemOutcome::Replayed);
+        let line =
+            |outcome: &str, n: u64| format!("payguard_idempotency_total{{route=\"pay\",outcome=\"{outcome}\"}} {n}");
+        let (a, b) = (a.encode(), b.encode());
+        assert!(a.contains(&line("stored", 3)) && a.contains(&line("replayed", 1)), "{a}");
+        assert!(b.contains(&line("stored", 1)) && !b.contains("outcome=\"replayed\""), "{b}");
     }
 }

@@ -54,7 +54,7 @@ impl Guard for BufferGuard {
 /// Puts what was read back as the request's body and says whether the request may go on.
 fn finish(ex: &mut Exchange, end: Capped, limit: u64) -> Result<(), Reject> {
     let (body, outcome) = match end {
-        Capped::Whole(buf) => (Body::full(buf.freeze()), Ok(())),
+        Capped::Whole(bytes) => (Body::full(bytes), Ok(())),
         // What was read, then the unread rest (for monitor mode to forward).
         Capped::TooLarge(buf, rest) => (Body::resumed(buf.freeze(), rest), Err(Reject::BodyTooLarge { limit })),
         // `[server] body_read_timeout` passed before the body ended.

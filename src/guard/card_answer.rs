@@ -144,8 +144,7 @@ fn judge(
 ) -> Response<Body> {
     if watch.action == OnResponse::Block {
         return match read {
-            Capped::Whole(buf) => {
-                let bytes = buf.freeze();
+            Capped::Whole(bytes) => {
                 match first_in(&bytes, coding) {
                     Ok(Some(hit)) => {
                         let why = format!("{} {} in the answer", hit.scheme.name(), hit.masked());
@@ -166,7 +165,7 @@ fn judge(
     }
     match read {
         // The usual answer holds no card number: sent as it came.
-        Capped::Whole(buf) if card::first(&buf).is_none() => Response::from_parts(parts, Body::full(buf.freeze())),
+        Capped::Whole(bytes) if card::first(&bytes).is_none() => Response::from_parts(parts, Body::full(bytes)),
         Capped::Whole(bytes) => {
             let mut masker = Masker::json();
             let mut out = BytesMut::with_capacity(bytes.len());

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderValue, Method, Response};
 use sha2::{Digest as _, Sha256};
@@ -31,7 +31,7 @@ use crate::guard::json_doc::{Json, JsonDoc};
 use crate::guard::layer::{Guard, Responded, Verdict};
 use crate::guard::values;
 use crate::guard::{Reject, Replayed};
-use crate::metrics::{Metrics, RouteLabel};
+use crate::metrics::{IdemOutcome, Metrics, RouteLabel};
 use crate::rescue::broken_answer;
 use crate::rules::idempotency::MAX_KEY_LEN;
 use crate::rules::{Idempotency, KeyScope, KeySource, OnTimeout, Route};
@@ -156,19 +156,21 @@ type Checked = (Exchange, Result<(), Reject>);
 /// What the store's answer to `begin` means for the request, and its metric outcome. A first
 /// attempt is counted once settled (stored, released, held, …): nothing to count on the way in.
 fn decide(begun: Result<Begin, StoreError>, tag: u32, route: &Route, metrics: &Metrics) -> (bool, Result<(), Reject>) {
-    let label = || RouteLabel(route.name.clone());
     let (outcome, result) = match begun {
         Ok(Begin::Started) => return (true, Ok(())),
-        Ok(Begin::InFlight) => ("in_flight", Err(Reject::IdempotencyInFlight { key: tag })),
-        Ok(Begin::Done(answer)) => ("replayed", Err(Reject::IdempotentReplay(Box::new(Replayed { answer, key: tag })))),
-        Ok(Begin::Mismatch) => ("mismatch", Err(Reject::IdempotencyMismatch { key: tag })),
-        Ok(Begin::Indeterminate) => ("indeterminate", Err(Reject::IdempotencyIndeterminate { key: tag })),
+        Ok(Begin::InFlight) => (IdemOutcome::InFlight, Err(Reject::IdempotencyInFlight { key: tag })),
+        Ok(Begin::Done(answer)) => {
+            (IdemOutcome::Replayed, Err(Reject::IdempotentReplay(Box::new(Replayed { answer, key: tag }))))
+        }
+        Ok(Begin::Mismatch) => (IdemOutcome::Mismatch, Err(Reject::IdempotencyMismatch { key: tag })),
+        Ok(Begin::Indeterminate) => (IdemOutcome::Indeterminate, Err(Reject::IdempotencyIndeterminate { key: tag })),
         Err(e) => {
-            metrics.idempotency(&label(), "store_error");
-            return (false, super::store_unavailable(NAME, route.on_state_error.idempotency, &e, metrics, &label()));
+            metrics.idempotency(&route.counters, IdemOutcome::StoreError);
+            let label = RouteLabel(route.name.clone());
+            return (false, super::store_unavailable(NAME, route.on_state_error.idempotency, &e, metrics, &label));
         }
     };
-    metrics.idempotency(&label(), outcome);
+    metrics.idempotency(&route.counters, outcome);
     (false, result)
 }
 
@@ -280,7 +282,7 @@ impl Guard for IdempotencyGuard {
             Ok(None) if !rule.required => return Verdict::Now(ex, Ok(())),
             missing => {
                 let reason = missing.err().unwrap_or("the request carries no key");
-                self.metrics.idempotency(&RouteLabel(route.name.clone()), "key_missing");
+                self.metrics.idempotency(&route.counters, IdemOutcome::KeyMissing);
                 return Verdict::Now(ex, Err(Reject::IdempotencyKeyMissing { reason }));
             }
         };
@@ -328,10 +330,8 @@ impl Guard for IdempotencyGuard {
             return Responded::Now(res);
         }
         let (parts, mut body) = res.into_parts();
-        // Sized to the answer: what is kept for `retention` is its own copy, exactly as long
-        // (never a slice pinning the connection's read buffer).
-        let mut buf =
-            BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(rule.max_response)).unwrap_or(0));
+        // The store keeps its own copy of what it stores: the answer as read is passed on.
+        let mut buf = BytesMut::new();
         let lease_end = held.unsettled.attempt.as_ref().map_or_else(Instant::now, |a| a.since) + rule.lease;
         // A small answer usually came with its head: then it goes back without waiting (and
         // without a boxed future).
@@ -375,13 +375,10 @@ async fn settle_by_status(
     metrics: Arc<Metrics>,
 ) {
     let rule = held.unsettled.terms;
-    let label = RouteLabel(held.route.name.clone());
     match settle {
-        Settle::Release => release(&mut held, &*store, &metrics, &label).await,
-        Settle::Timeout => {
-            timed_out(&mut held, rule, &*store, &metrics, &label, "the backend did not answer in time").await;
-        }
-        Settle::Store => not_stored(&mut held, rule, &*store, &metrics, &label).await,
+        Settle::Release => release(&mut held, &*store, &metrics).await,
+        Settle::Timeout => timed_out(&mut held, rule, &*store, &metrics, "the backend did not answer in time").await,
+        Settle::Store => not_stored(&mut held, rule, &*store, &metrics).await,
     }
 }
 
@@ -397,10 +394,9 @@ fn keep(
 ) -> (Response<Body>, impl Future<Output = ()> + Send + 'static) {
     let rule = held.unsettled.terms;
     let (res, kept) = match read {
-        Capped::Whole(buf) => {
-            // Its own copy, exactly as long, unless the buffer is that already.
-            let body = if buf.capacity() > buf.len() { Bytes::copy_from_slice(&buf) } else { buf.freeze() };
-            let content_type = parts.headers.get(header::CONTENT_TYPE).map(kept_content_type);
+        Capped::Whole(body) => {
+            // The store copies what it keeps: these may be slices of the connection's buffers.
+            let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
             let answer = StoredAnswer { status, content_type, body: body.clone() };
             (Response::from_parts(parts, Body::full(body)), Ok(answer))
         }
@@ -415,88 +411,61 @@ fn keep(
         ),
     };
     let settling = async move {
-        let label = RouteLabel(held.route.name.clone());
         let (held, store, metrics) = (&mut *held, &*store, &*metrics);
         match kept {
-            Ok(answer) => complete(held, rule, answer, store, metrics, &label).await,
+            Ok(answer) => complete(held, rule, answer, store, metrics).await,
             // Larger than `max_response`.
-            Err(None) => not_stored(held, rule, store, metrics, &label).await,
-            Err(Some(why)) => timed_out(held, rule, store, metrics, &label, why).await,
+            Err(None) => not_stored(held, rule, store, metrics).await,
+            Err(Some(why)) => timed_out(held, rule, store, metrics, why).await,
         }
     };
     (res, settling)
 }
 
-/// A content type to keep for `retention`: its own copy (the header's bytes may be part of the
-/// connection's read buffer), or the static value for the usual JSON answer.
-fn kept_content_type(v: &HeaderValue) -> HeaderValue {
-    const JSON: &str = "application/json";
-    const JSON_UTF8: &str = "application/json; charset=utf-8";
-    match v.as_bytes() {
-        b if b == JSON.as_bytes() => HeaderValue::from_static(JSON),
-        b if b == JSON_UTF8.as_bytes() => HeaderValue::from_static(JSON_UTF8),
-        b => HeaderValue::from_bytes(b).unwrap_or_else(|_| v.clone()),
-    }
-}
-
-async fn release(held: &mut Held, store: &dyn IdempotencyStore, metrics: &Metrics, label: &RouteLabel) {
+async fn release(held: &mut Held, store: &dyn IdempotencyStore, metrics: &Metrics) {
     let Some(a) = held.unsettled.take() else { return };
     match store.release(a.key, a.fingerprint).await {
-        Ok(()) => metrics.idempotency(label, "released"),
-        Err(e) => store_error(metrics, label, &e),
+        Ok(()) => metrics.idempotency(&held.route.counters, IdemOutcome::Released),
+        Err(e) => store_error(held, metrics, &e),
     }
 }
 
-async fn complete(
-    held: &mut Held,
-    rule: Terms,
-    answer: StoredAnswer,
-    store: &dyn IdempotencyStore,
-    metrics: &Metrics,
-    label: &RouteLabel,
-) {
+async fn complete(held: &mut Held, rule: Terms, answer: StoredAnswer, store: &dyn IdempotencyStore, metrics: &Metrics) {
     let Some(a) = held.unsettled.take() else { return };
     match store.complete(a.key, a.fingerprint, answer, rule.retention).await {
-        Ok(()) => metrics.idempotency(label, "stored"),
+        Ok(()) => metrics.idempotency(&held.route.counters, IdemOutcome::Stored),
         // The memory store holds the key without the answer when its bytes are spent.
         Err(StoreError::Full) => {
-            metrics.idempotency(label, "not_stored");
+            metrics.idempotency(&held.route.counters, IdemOutcome::NotStored);
             audit_hold(held, &a, "the state store has no room for the answer");
         }
-        Err(e) => store_error(metrics, label, &e),
+        Err(e) => store_error(held, metrics, &e),
     }
 }
 
 /// An answer larger than `max_response`: held without it (later attempts get 409).
-async fn not_stored(held: &mut Held, rule: Terms, store: &dyn IdempotencyStore, metrics: &Metrics, label: &RouteLabel) {
+async fn not_stored(held: &mut Held, rule: Terms, store: &dyn IdempotencyStore, metrics: &Metrics) {
     let Some(a) = held.unsettled.take() else { return };
     match store.hold(a.key, a.fingerprint, rule.retention).await {
         Ok(()) => {
-            metrics.idempotency(label, "not_stored");
+            metrics.idempotency(&held.route.counters, IdemOutcome::NotStored);
             audit_hold(held, &a, "the answer is larger than max_response");
         }
-        Err(e) => store_error(metrics, label, &e),
+        Err(e) => store_error(held, metrics, &e),
     }
 }
 
-async fn timed_out(
-    held: &mut Held,
-    rule: Terms,
-    store: &dyn IdempotencyStore,
-    metrics: &Metrics,
-    label: &RouteLabel,
-    why: &str,
-) {
+async fn timed_out(held: &mut Held, rule: Terms, store: &dyn IdempotencyStore, metrics: &Metrics, why: &str) {
     if rule.on_timeout == OnTimeout::Release {
-        return release(held, store, metrics, label).await;
+        return release(held, store, metrics).await;
     }
     let Some(a) = held.unsettled.take() else { return };
     match store.hold(a.key, a.fingerprint, rule.retention).await {
         Ok(()) => {
-            metrics.idempotency(label, "held");
+            metrics.idempotency(&held.route.counters, IdemOutcome::Held);
             audit_hold(held, &a, why);
         }
-        Err(e) => store_error(metrics, label, &e),
+        Err(e) => store_error(held, metrics, &e),
     }
 }
 
@@ -515,11 +484,11 @@ fn audit_hold(held: &Held, a: &Attempt, why: &str) {
     );
 }
 
-fn store_error(metrics: &Metrics, label: &RouteLabel, e: &StoreError) {
+fn store_error(held: &Held, metrics: &Metrics, e: &StoreError) {
     // At debug per request: an unreachable Redis is reported by the health loop. The key runs
     // out with its lease.
     tracing::debug!(target: "payguard::idempotency", error = %e, "could not settle an attempt");
-    metrics.idempotency(label, "store_error");
+    metrics.idempotency(&held.route.counters, IdemOutcome::StoreError);
 }
 
 #[cfg(test)]

@@ -260,9 +260,11 @@ fn compile_route(
     let origin = r.origin.as_ref().map(|o| super::origin::compile(cx, o.get_ref()));
     let injection = r.injection.as_ref().map(|i| super::injection::compile(cx, i.get_ref()));
     let fingerprint = fingerprint(limit_scope, rate_limit.as_ref());
+    let name: Arc<str> = Arc::from(name);
     Some(Route {
         defined_at: Arc::from(cx.src.location(&name_span)),
-        name: Arc::from(name),
+        counters: crate::metrics::RouteCounters::new(name.clone()),
+        name,
         host,
         path: path?,
         mode,

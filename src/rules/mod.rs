@@ -287,6 +287,8 @@ pub struct Route {
     /// Stable hash of the route name and its effective rate-limit config: unchanged across a
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,
+    /// The route's metric handles that requests bump.
+    pub counters: crate::metrics::RouteCounters,
     pub(crate) methods: Option<Vec<Method>>,
     /// Union of the methods of every route sharing this host + path (for `Allow`).
     pub(crate) allow: Option<Vec<Method>>,

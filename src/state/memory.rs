@@ -29,10 +29,10 @@ use dashmap::DashMap;
 type Hasher = foldhash::quality::RandomState;
 type Map<K, V> = DashMap<K, V, Hasher>;
 
-use super::idem_table::{Caps, IdemTable, Kept, State};
+use super::idem_table::{Caps, IdemTable, Kept, Settled};
 use super::{
     Ban, Begin, FailurePolicy, FailureStore, Gcra, IdemKey, IdempotencyStore, NonceStore, RateDecision, RateStore,
-    Reservation, StoreError, StoreFuture, StoredAnswer,
+    Reservation, SoonFuture, StoreError, StoreFuture, StoredAnswer,
 };
 
 /// Whether this caller is the first in a second (by `now`, ns) to claim `last`: a full store's
@@ -233,7 +233,7 @@ impl RateStore for MemoryRateStore {
 /// Idempotency keys in this process. See the module documentation.
 pub struct MemoryIdempotencyStore {
     hasher: Hasher,
-    shards: Box<[Mutex<IdemTable>]>,
+    shards: Box<[Mutex<IdemTable<Hasher>>]>,
     /// The shard of a hash: its top bits, `shift` = 64 − log2(shards).
     shift: u32,
     caps: Caps,
@@ -244,9 +244,10 @@ impl MemoryIdempotencyStore {
         // As many shards as dashmap would take: threads rarely wait on one another.
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let shards = (threads * 4).next_power_of_two().clamp(4, 64);
+        let hasher = Hasher::default();
         MemoryIdempotencyStore {
-            hasher: Hasher::default(),
-            shards: (0..shards).map(|_| Mutex::new(IdemTable::default())).collect(),
+            shards: (0..shards).map(|_| Mutex::new(IdemTable::new(hasher.clone()))).collect(),
+            hasher,
             shift: 64 - shards.trailing_zeros(),
             caps: Caps {
                 keys: AtomicUsize::new(0),
@@ -258,12 +259,11 @@ impl MemoryIdempotencyStore {
         }
     }
 
-    /// The key's hash and its shard, locked. Nothing panics while a shard is locked, so a
-    /// poisoned lock would still hold a whole table: it is used as it is.
-    fn shard(&self, key: &IdemKey) -> (u64, MutexGuard<'_, IdemTable>) {
-        let hash = self.hasher.hash_one(key);
-        let shard = &self.shards[(hash >> self.shift) as usize];
-        (hash, shard.lock().unwrap_or_else(PoisonError::into_inner))
+    /// The key's shard, locked. Nothing panics while a shard is locked, so a poisoned lock
+    /// would still hold a whole table: it is used as it is.
+    fn shard(&self, key: &IdemKey) -> MutexGuard<'_, IdemTable<Hasher>> {
+        let shard = &self.shards[(self.hasher.hash_one(key) >> self.shift) as usize];
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn begin_at(
@@ -273,20 +273,18 @@ impl MemoryIdempotencyStore {
         lease: Duration,
         now: Instant,
     ) -> Result<Begin, StoreError> {
-        let (hash, mut table) = self.shard(&key);
-        table.begin(hash, key, fingerprint, lease, now, &self.caps)
+        self.shard(&key).begin(key, &fingerprint, lease, now, &self.caps)
     }
 
     fn settle(
         &self,
         key: IdemKey,
         fingerprint: [u8; 32],
-        state: State,
+        how: Settled,
         life: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
-        let (hash, mut table) = self.shard(&key);
-        table.settle((hash, key), fingerprint, state, life, now, &self.caps)
+        self.shard(&key).settle(key, &fingerprint, how, life, now, &self.caps)
     }
 
     pub fn complete_at(
@@ -297,7 +295,7 @@ impl MemoryIdempotencyStore {
         retention: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
-        self.settle(key, fingerprint, State::Done(Kept::new(&answer)), retention, now)
+        self.settle(key, fingerprint, Settled::Done(Kept::new(&answer)), retention, now)
     }
 
     pub fn hold_at(
@@ -307,12 +305,11 @@ impl MemoryIdempotencyStore {
         retention: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
-        self.settle(key, fingerprint, State::Indeterminate, retention, now)
+        self.settle(key, fingerprint, Settled::Indeterminate, retention, now)
     }
 
     pub fn release_key(&self, key: IdemKey, fingerprint: [u8; 32]) {
-        let (hash, mut table) = self.shard(&key);
-        table.release(hash, key, fingerprint, &self.caps);
+        self.shard(&key).release(key, &fingerprint, &self.caps);
     }
 
     /// Drops expired keys (and their answers); returns how many remain.
@@ -345,17 +342,17 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         fingerprint: [u8; 32],
         answer: StoredAnswer,
         retention: Duration,
-    ) -> StoreFuture<'_, ()> {
-        Box::pin(std::future::ready(self.complete_at(key, fingerprint, answer, retention, Instant::now())))
+    ) -> SoonFuture<'_, ()> {
+        super::now(self.complete_at(key, fingerprint, answer, retention, Instant::now()))
     }
 
-    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'_, ()> {
-        Box::pin(std::future::ready(self.hold_at(key, fingerprint, retention, Instant::now())))
+    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> SoonFuture<'_, ()> {
+        super::now(self.hold_at(key, fingerprint, retention, Instant::now()))
     }
 
-    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> StoreFuture<'_, ()> {
+    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> SoonFuture<'_, ()> {
         self.release_key(key, fingerprint);
-        Box::pin(std::future::ready(Ok(())))
+        super::now(Ok(()))
     }
 }
 

@@ -37,6 +37,21 @@ impl Stores {
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// A store's answer that may be there at once: a store that answers without waiting (memory)
+/// gives it without boxing a future.
+pub type SoonFuture<'a, T> =
+    futures_util::future::Either<futures_util::future::Ready<Result<T, StoreError>>, StoreFuture<'a, T>>;
+
+/// A [`SoonFuture`] with its answer.
+pub fn now<'a, T>(answer: Result<T, StoreError>) -> SoonFuture<'a, T> {
+    futures_util::future::Either::Left(futures_util::future::ready(answer))
+}
+
+/// A [`SoonFuture`] to wait for.
+pub fn later<'a, T>(future: impl Future<Output = Result<T, StoreError>> + Send + 'a) -> SoonFuture<'a, T> {
+    futures_util::future::Either::Right(Box::pin(future))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The store holds as many keys as it may; it refuses rather than forgets one.
@@ -241,21 +256,22 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// at most (a crashed instance's hold runs out).
     fn begin(&self, key: IdemKey, fingerprint: [u8; 32], lease: Duration) -> StoreFuture<'_, Begin>;
 
-    /// The attempt finished with `answer`: replayed for `retention`.
+    /// The attempt finished with `answer`: replayed for `retention`. Its body and content type
+    /// may be slices of a connection's buffers: what a store keeps is its own copy.
     fn complete(
         &self,
         key: IdemKey,
         fingerprint: [u8; 32],
         answer: StoredAnswer,
         retention: Duration,
-    ) -> StoreFuture<'_, ()>;
+    ) -> SoonFuture<'_, ()>;
 
     /// The attempt's outcome is unknown (the backend timed out): held as indeterminate for
     /// `retention`.
-    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'_, ()>;
+    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> SoonFuture<'_, ()>;
 
     /// Nothing was done: the key is free again.
-    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> StoreFuture<'_, ()>;
+    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> SoonFuture<'_, ()>;
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script};
 
 use super::{
     Ban, Begin, FailurePolicy, FailureStore, Gcra, IdemKey, IdempotencyStore, NonceStore, RateDecision, RateStore,
-    Reservation, StoreError, StoreFuture, StoredAnswer,
+    Reservation, SoonFuture, StoreError, StoreFuture, StoredAnswer,
 };
 pub use crate::config::redis_url::{check_url, redact};
 
@@ -422,16 +422,16 @@ impl IdempotencyStore for RedisStore {
         fingerprint: [u8; 32],
         answer: StoredAnswer,
         retention: Duration,
-    ) -> StoreFuture<'_, ()> {
-        Box::pin(self.idem_settle(key, fingerprint, "D", retention, Some(answer)))
+    ) -> SoonFuture<'_, ()> {
+        super::later(self.idem_settle(key, fingerprint, "D", retention, Some(answer)))
     }
 
-    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> StoreFuture<'_, ()> {
-        Box::pin(self.idem_settle(key, fingerprint, "X", retention, None))
+    fn hold(&self, key: IdemKey, fingerprint: [u8; 32], retention: Duration) -> SoonFuture<'_, ()> {
+        super::later(self.idem_settle(key, fingerprint, "X", retention, None))
     }
 
-    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> StoreFuture<'_, ()> {
-        Box::pin(self.idem_settle(key, fingerprint, "-", Duration::from_millis(1), None))
+    fn release(&self, key: IdemKey, fingerprint: [u8; 32]) -> SoonFuture<'_, ()> {
+        super::later(self.idem_settle(key, fingerprint, "-", Duration::from_millis(1), None))
     }
 }
 
