@@ -17,7 +17,8 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { local rest; rest=$(cut -d')' -f2- "/proc/$1/stat"); awk '{ print $12 + $13 }' <<<"$rest"; }
+# ticks PID: "user+system user" clock ticks of PID so far.
+ticks() { local rest; rest=$(cut -d')' -f2- "/proc/$1/stat"); awk '{ print $12 + $13, $12 }' <<<"$rest"; }
 
 BACKEND=$(port)
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/server.key" -out "$D/server.crt" -days 2 \
@@ -65,22 +66,24 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 col() { awk -F, -v n="$1" -v c="$2" '$1 == n { print $c }' "$out"; }
 
 # measure PID PORT SCRIPT ROUTE: one wrk run of SECS seconds against /ROUTE, every answer 2xx
-# (call it as m=$(measure ...), so that a failure stops the script); prints "µs_of_CPU_per_request req/s requests". PERF_ROUTE=ROUTE records a profile of the
+# (call it as m=$(measure ...), so that a failure stops the script); prints "µs_of_CPU_per_request
+# req/s requests µs_of_user_CPU_per_request". PERF_ROUTE=ROUTE records a profile of the
 # first such run (perf record -g, to PERF_OUT).
 measure() {
-    local pid=$1 p=$2 script=$3 route=$4 t0 t1 res reqs bad rps
-    t0=$(ticks "$pid")
+    local pid=$1 p=$2 script=$3 route=$4 t0 t1 u0 u1 res reqs bad rps
+    read -r t0 u0 < <(ticks "$pid")
     if [[ ${PERF_ROUTE:-} == "$route" && ! -e $D/perf.done ]]; then
         touch "$D/perf.done"
         perf record -q -e cpu-clock -g -p "$pid" -o "${PERF_OUT:-/tmp/${COST_NAME:-cost}.perf}" -- sleep "$SECS" 2>/dev/null &
     fi
     res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$script" "https://127.0.0.1:$p" -- "/$route")
-    t1=$(ticks "$pid")
+    read -r t1 u1 < <(ticks "$pid")
     reqs=$(awk '/requests in/ { print $1 }' <<<"$res")
     bad=$(awk '/Non-2xx/ { print $NF }' <<<"$res")
     [[ -z $bad ]] || die "$route: $bad answers were not 2xx: $res"
     rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$res")
-    awk -v t=$((t1 - t0)) -v n="$reqs" -v hz="$CLK_TCK" -v r="$rps" 'BEGIN { printf "%.2f %s %d\n", t * 1e6 / hz / n, r, n }'
+    awk -v t=$((t1 - t0)) -v u=$((u1 - u0)) -v n="$reqs" -v hz="$CLK_TCK" -v r="$rps" \
+        'BEGIN { printf "%.2f %s %d %.2f\n", t * 1e6 / hz / n, r, n, u * 1e6 / hz / n }'
 }
 
 # spread NAME: "median (min–max)" of NAME's µs/request in $out.

@@ -5,6 +5,7 @@
 # "route requests instructions/request callgrind-file", twice per route, alternated.
 #
 #   benches/load/idempotency_callgrind.sh target/release/payguard
+#   ROUTES="checkout checkout-idem" benches/load/idempotency_callgrind.sh target/release/payguard
 #
 # Valgrind hides SHA-NI: the two SHA-256 digests of an attempt run the portable code here
 # (~10k instructions), a few hundred nanoseconds less on the real CPU. Needs valgrind, nginx,
@@ -25,8 +26,9 @@ valgrind --tool=callgrind --callgrind-out-file="$D/cg.out" "$bin" run --config "
 vg=$!
 pids+=("$vg")
 for _ in $(seq 1 300); do curl -sk -o /dev/null "https://127.0.0.1:$PORT/plain" -d x && break; sleep 0.2; done
-for r in plain idem; do wrk -t1 -c4 -d3s -s "$D/keys.lua" "https://127.0.0.1:$PORT" -- "/$r" >/dev/null; done
-for r in plain idem plain idem; do
+read -r -a routes <<<"${ROUTES:-plain idem}"
+for r in "${routes[@]}"; do wrk -t1 -c4 -d3s -s "$D/keys.lua" "https://127.0.0.1:$PORT" -- "/$r" >/dev/null; done
+for r in "${routes[@]}" "${routes[@]}"; do
     callgrind_control -z "$vg" >/dev/null
     res=$(wrk -t1 -c4 -d8s -s "$D/keys.lua" "https://127.0.0.1:$PORT" -- "/$r")
     callgrind_control -d "$r" "$vg" >/dev/null

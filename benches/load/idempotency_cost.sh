@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # What `[route.idempotency]` costs: payguard's CPU time per request on an idempotent POST route
-# against the same route without it, in one payguard process, alternated REPS times, every
-# request a first attempt with a fresh key. Two pairs: a bare route (`plain` / `idem`), and a
-# typical payment route that validates its JSON body (`checkout` / `checkout-idem`). With redis-server
-# installed, a second payguard keeps its keys on Redis: its CPU per request, and the Redis
-# script calls per request (round trips).
+# against the same route without it, alternated REPS times, every request a first attempt with a
+# fresh key. Two pairs: a bare route (`plain` / `idem`), and a typical payment route that
+# validates its JSON body (`checkout` / `checkout-idem`). With redis-server installed, a third
+# payguard keeps its keys on Redis: its CPU per request, and the Redis script calls per request
+# (round trips).
+#
+# Each idempotent measurement sees the store in its steady state: the same route runs WARM_EACH
+# seconds (unmeasured) right before it, longer than `retention`, so the keys that run out during
+# the measurement are its own route's, made at its own rate (one freed per key made). The routes
+# without idempotency run in a payguard of their own (same binary, rules and pinning), so no
+# key made by another route is freed on their time. SHARED=1 runs all four in one payguard
+# without those warm-ups, as this script did before: a route is then charged for expired keys
+# of the route measured before it.
 #
 #   benches/load/idempotency_cost.sh target/release/payguard
-#   SECS=5 REPS=5 CONNS=16 benches/load/idempotency_cost.sh target/release/payguard
+#   SECS=5 REPS=5 CONNS=16 WARM_EACH=10 benches/load/idempotency_cost.sh target/release/payguard
 #
 # Needs nginx (the backend), wrk, openssl, curl; redis-server for the Redis rows. Loopback only.
 # payguard runs on one tokio thread pinned to PROXY_CPU (1); wrk, nginx and Redis to CLIENT_CPU (0).
@@ -33,7 +41,14 @@ max_idempotency_keys = 100000000")
 pids+=("$pg_pid")
 ready() { for _ in $(seq 1 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/plain" -d x && return 0; sleep 0.1; done; return 1; }
 ready "$pg_port" || die "payguard did not start: $(cat "$D/memory.log")"
-contestants=("plain $pg_pid $pg_port" "idem $pg_pid $pg_port" "checkout $pg_pid $pg_port" "checkout-idem $pg_pid $pg_port")
+if [[ -n ${SHARED:-} ]]; then
+    pp_pid=$pg_pid pp_port=$pg_port
+else
+    read -r pp_pid pp_port < <(start plain)
+    pids+=("$pp_pid")
+    ready "$pp_port" || die "payguard did not start: $(cat "$D/plain.log")"
+fi
+contestants=("plain $pp_pid $pp_port" "idem $pg_pid $pg_port" "checkout $pp_pid $pp_port" "checkout-idem $pg_pid $pg_port")
 redis_pid=""
 if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
     RPORT=$(port)
@@ -52,14 +67,19 @@ else
 fi
 script_calls() { redis-cli -p "$RPORT" info commandstats | awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
 
-# Warm-up: every contestant's store reaches its steady size (keys made = keys swept) first.
-WARM=${WARM:-17}
-for c in "${contestants[@]}"; do
-    read -r name pid p <<<"$c"
-    [[ $name == idem* ]] || continue
-    log "warm-up $name for ${WARM}s"
-    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" -s "$D/keys.lua" "https://127.0.0.1:$p" -- /idem >/dev/null
-done
+# warm NAME PORT ROUTE SECS: unmeasured requests to ROUTE.
+warm() {
+    log "warm-up $1 for ${4}s"
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${4}s" -s "$D/keys.lua" "https://127.0.0.1:$2" -- "/$3" >/dev/null
+}
+WARM_EACH=${WARM_EACH:-10}
+if [[ -n ${SHARED:-} ]]; then
+    # Every store reaches its steady size (keys made = keys swept) once, first.
+    for c in "${contestants[@]}"; do
+        read -r name pid p <<<"$c"
+        [[ $name == idem* ]] && warm "$name" "$p" idem "${WARM:-17}"
+    done
+fi
 
 out="$D/runs.csv"
 : >"$out"
@@ -67,14 +87,15 @@ for rep in $(seq 1 "$REPS"); do
     for c in "${contestants[@]}"; do
         read -r name pid p <<<"$c"
         route=${name%-redis}
+        [[ -z ${SHARED:-} && $name == *idem* ]] && warm "$name" "$p" "$route" "$WARM_EACH"
         calls0=0
         [[ $name == *redis ]] && calls0=$(script_calls)
         m=$(measure "$pid" "$p" "$D/keys.lua" "$route")
-        read -r us rps reqs <<<"$m"
+        read -r us rps reqs user <<<"$m"
         per_call="-"
         [[ $name == *redis ]] && per_call=$(awk -v a="$calls0" -v b="$(script_calls)" -v n="$reqs" 'BEGIN { printf "%.2f", (b - a) / n }')
         echo "$name,$rep,$us,$rps,$per_call" >>"$out"
-        log "rep $rep $name: $us µs CPU/request, $rps req/s, redis scripts/request $per_call"
+        log "rep $rep $name: $us µs CPU/request ($user user), $rps req/s, redis scripts/request $per_call"
     done
 done
 
