@@ -107,7 +107,8 @@ pub enum IdemOutcome {
 }
 
 impl IdemOutcome {
-    const COUNT: usize = 10;
+    /// One past the last outcome: `Held` must stay the last variant.
+    const COUNT: usize = IdemOutcome::Held as usize + 1;
 
     pub fn as_str(self) -> &'static str {
         match self {
