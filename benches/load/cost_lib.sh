@@ -19,6 +19,14 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # ticks PID: "user+system user" clock ticks of PID so far.
 ticks() { local rest; rest=$(cut -d')' -f2- "/proc/$1/stat"); awk '{ print $12 + $13, $12 }' <<<"$rest"; }
+# peer: "idle_ticks all_ticks ipis" of CLIENT_CPU so far: its idle and busy time, and the
+# rescheduling and function-call interrupts it took (a wake-up of a task there, sent from the
+# proxy's core among others). A proxy that is slower per request leaves the client core idle
+# more, and each wake-up of an idle core costs its sender more: see BENCHMARKS.md.
+peer() {
+    awk -v c="cpu$CLIENT_CPU" '$1 == c { s = 0; for (i = 2; i <= NF; i++) s += $i; printf "%d %d ", $5 + $6, s }' /proc/stat
+    awk -v col=$((CLIENT_CPU + 2)) '$1 == "RES:" || $1 == "CAL:" { n += $col } END { print n + 0 }' /proc/interrupts
+}
 
 BACKEND=$(port)
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/server.key" -out "$D/server.crt" -days 2 \
@@ -67,10 +75,11 @@ col() { awk -F, -v n="$1" -v c="$2" '$1 == n { print $c }' "$out"; }
 
 # measure PID PORT SCRIPT ROUTE: one wrk run of SECS seconds against /ROUTE, every answer 2xx
 # (call it as m=$(measure ...), so that a failure stops the script); prints "µs_of_CPU_per_request
-# req/s requests µs_of_user_CPU_per_request". PERF_ROUTE=ROUTE records a profile of the
-# first such run (perf record -g, to PERF_OUT).
+# req/s requests µs_of_user_CPU_per_request client_core_idle_% client_core_IPIs_per_request".
+# PERF_ROUTE=ROUTE records a profile of the first such run (perf record -g, to PERF_OUT).
 measure() {
-    local pid=$1 p=$2 script=$3 route=$4 t0 t1 u0 u1 res reqs bad rps
+    local pid=$1 p=$2 script=$3 route=$4 t0 t1 u0 u1 i0 i1 a0 a1 q0 q1 res reqs bad rps
+    read -r i0 a0 q0 < <(peer)
     read -r t0 u0 < <(ticks "$pid")
     if [[ ${PERF_ROUTE:-} == "$route" && ! -e $D/perf.done ]]; then
         touch "$D/perf.done"
@@ -78,12 +87,14 @@ measure() {
     fi
     res=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$script" "https://127.0.0.1:$p" -- "/$route")
     read -r t1 u1 < <(ticks "$pid")
+    read -r i1 a1 q1 < <(peer)
     reqs=$(awk '/requests in/ { print $1 }' <<<"$res")
     bad=$(awk '/Non-2xx/ { print $NF }' <<<"$res")
     [[ -z $bad ]] || die "$route: $bad answers were not 2xx: $res"
     rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$res")
     awk -v t=$((t1 - t0)) -v u=$((u1 - u0)) -v n="$reqs" -v hz="$CLK_TCK" -v r="$rps" \
-        'BEGIN { printf "%.2f %s %d %.2f\n", t * 1e6 / hz / n, r, n, u * 1e6 / hz / n }'
+        -v idle=$((i1 - i0)) -v all=$((a1 - a0)) -v ipi=$((q1 - q0)) \
+        'BEGIN { printf "%.2f %s %d %.2f %.1f %.3f\n", t * 1e6 / hz / n, r, n, u * 1e6 / hz / n, all ? 100 * idle / all : 0, ipi / n }'
 }
 
 # spread NAME: "median (min–max)" of NAME's µs/request in $out.

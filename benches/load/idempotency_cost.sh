@@ -4,7 +4,10 @@
 # fresh key. Two pairs: a bare route (`plain` / `idem`), and a typical payment route that
 # validates its JSON body (`checkout` / `checkout-idem`). With redis-server installed, a third
 # payguard keeps its keys on Redis: its CPU per request, and the Redis script calls per request
-# (round trips).
+# (round trips). Each row also shows the client core's idle share and the rescheduling and
+# function-call interrupts (IPIs) it took per request: at saturation a proxy that is slower per
+# request leaves that core idle more often, and waking a task on an idle core costs the waker
+# more kernel time (BENCHMARKS.md, "Idempotency (issue #14), 2026-12-08").
 #
 # Each idempotent measurement sees the store in its steady state: the same route runs WARM_EACH
 # seconds (unmeasured) right before it, longer than `retention`, so the keys that run out during
@@ -16,6 +19,7 @@
 #
 #   benches/load/idempotency_cost.sh target/release/payguard
 #   SECS=5 REPS=5 CONNS=16 WARM_EACH=10 benches/load/idempotency_cost.sh target/release/payguard
+#   REDIS=0 ...    # the memory rows only
 #
 # Needs nginx (the backend), wrk, openssl, curl; redis-server for the Redis rows. Loopback only.
 # payguard runs on one tokio thread pinned to PROXY_CPU (1); wrk, nginx and Redis to CLIENT_CPU (0).
@@ -50,7 +54,7 @@ else
 fi
 contestants=("plain $pp_pid $pp_port" "idem $pg_pid $pg_port" "checkout $pp_pid $pp_port" "checkout-idem $pg_pid $pg_port")
 redis_pid=""
-if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+if [[ ${REDIS:-1} != 0 ]] && command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
     RPORT=$(port)
     taskset -c "$CLIENT_CPU" redis-server --port "$RPORT" --save "" --appendonly no --daemonize no >"$D/redis.log" 2>&1 &
     redis_pid=$!
@@ -63,7 +67,7 @@ redis_url = \"redis://127.0.0.1:$RPORT\"")
     ready "$pr_port" || die "payguard (redis) did not start: $(cat "$D/redis.log")"
     contestants+=("idem-redis $pr_pid $pr_port")
 else
-    log "no redis-server: Redis rows skipped"
+    log "no redis-server (or REDIS=0): Redis rows skipped"
 fi
 script_calls() { redis-cli -p "$RPORT" info commandstats | awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
 
@@ -91,22 +95,32 @@ for rep in $(seq 1 "$REPS"); do
         calls0=0
         [[ $name == *redis ]] && calls0=$(script_calls)
         m=$(measure "$pid" "$p" "$D/keys.lua" "$route")
-        read -r us rps reqs user <<<"$m"
+        read -r us rps reqs user idle ipis <<<"$m"
         per_call="-"
         [[ $name == *redis ]] && per_call=$(awk -v a="$calls0" -v b="$(script_calls)" -v n="$reqs" 'BEGIN { printf "%.2f", (b - a) / n }')
-        echo "$name,$rep,$us,$rps,$per_call" >>"$out"
-        log "rep $rep $name: $us µs CPU/request ($user user), $rps req/s, redis scripts/request $per_call"
+        echo "$name,$rep,$us,$rps,$per_call,$user,$idle,$ipis" >>"$out"
+        log "rep $rep $name: $us µs CPU/request ($user user), $rps req/s, redis scripts/request $per_call," \
+            "client core idle $idle%, its IPIs/request $ipis"
     done
 done
 
-echo "| route | payguard CPU µs/request, median (min–max) | req/s, median | Redis scripts/request |"
-echo "|---|---|---|---|"
+echo "| route | payguard CPU µs/request, median (min–max) | user µs | req/s | Redis scripts/request | client core idle % | its IPIs/request |"
+echo "|---|---|---|---|---|---|---|"
 for c in "${contestants[@]}"; do
     read -r name _ <<<"$c"
-    echo "| $name | $(spread "$name") | $(col "$name" 4 | median) | $(col "$name" 5 | head -1) |"
+    echo "| $name | $(spread "$name") | $(col "$name" 6 | median) | $(col "$name" 4 | median) | $(col "$name" 5 | head -1) |" \
+        "$(col "$name" 7 | median) | $(col "$name" 8 | median) |"
 done
 for pair in "idem plain" "idem-redis plain" "checkout-idem checkout"; do
     read -r a b <<<"$pair"
     [[ -n $(col "$a" 3) ]] || continue
     awk -v x="$(col "$a" 3 | median)" -v y="$(col "$b" 3 | median)" -v a="$a" -v b="$b" 'BEGIN { printf "%s / %s: %.3f\n", a, b, x / y }'
+    # Rep by rep (each against its partner of the same rep), less moved by the machine's load
+    # changing between reps; and the user time alone.
+    for c in 3 6; do
+        awk -F, -v a="$a" -v b="$b" -v c="$c" '$1 == b { y[$2] = $c } $1 == a && y[$2] > 0 { print $c / y[$2] }' "$out" | sort -n |
+            awk -v a="$a" -v b="$b" -v what="$([[ $c == 3 ]] && echo CPU || echo "user CPU")" '{ v[NR] = $1 } END {
+                if (NR) printf "%s / %s, %s paired by rep: %.3f (%.3f–%.3f)\n", a, b, what,
+                    NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'
+    done
 done
