@@ -60,12 +60,13 @@ $state
 C
 }
 
-# start NAME [STATE_TABLE]: a payguard on one thread, pinned; echoes its port.
+# start NAME [STATE_TABLE]: a payguard on THREADS (1) worker threads pinned to CPUS (PROXY_CPU);
+# echoes its pid and port.
 start() {
     local name=$1 p
     p=$(port)
     config "$name" "$p" "${2:-}"
-    taskset -c "$PROXY_CPU" "$bin" run --config "$D/$name.toml" --threads 1 >"$D/$name.log" 2>&1 &
+    taskset -c "${CPUS:-$PROXY_CPU}" "$bin" run --config "$D/$name.toml" --threads "${THREADS:-1}" >"$D/$name.log" 2>&1 &
     echo "$! $p"
 }
 
