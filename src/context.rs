@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 
 use crate::body::{Body, BoxError, RequestBody};
 use crate::client_ip::{ClientIp, TrustedProxies};
-use crate::metrics::{Metrics, RouteLabel};
+use crate::metrics::{Metrics, RouteCounters, RouteLabel};
 use crate::telemetry;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -62,9 +62,9 @@ pub struct Contextual {
 }
 
 /// Put on a response by the layer that matched a route, so the access line and metrics can
-/// name it.
+/// name it; with the route's metric handles where the layer has them.
 #[derive(Debug, Clone)]
-pub struct MatchedRoute(pub Arc<str>);
+pub struct MatchedRoute(pub Arc<str>, pub Option<Arc<RouteCounters>>);
 
 /// Put on the backend's answer by the proxy (and on nothing else, so it also tells a backend
 /// answer from a refusal): the time from the request head to forwarding the request, i.e. what
@@ -253,13 +253,13 @@ where
                 parts.headers.insert(name.clone(), value.clone());
             }
         }
-        let route = parts
-            .extensions
-            .get::<MatchedRoute>()
-            .map_or_else(|| RouteLabel(Arc::from("")), |r| RouteLabel(r.0.clone()));
+        let (route, counters) = match parts.extensions.get::<MatchedRoute>() {
+            Some(MatchedRoute(name, counters)) => (RouteLabel(name.clone()), counters.clone()),
+            None => (RouteLabel(Arc::from("")), None),
+        };
         let guards = parts.extensions.get::<GuardTime>().map(|g| g.0);
-        let finish =
-            Finish { record, route, status: parts.status.as_u16(), guards, bytes: 0, metrics: this.metrics.clone() };
+        let status = parts.status.as_u16();
+        let finish = Finish { record, route, counters, status, guards, bytes: 0, metrics: this.metrics.clone() };
         Poll::Ready(Ok(Response::from_parts(parts, LoggedBody { inner: body, finish: Some(Box::new(finish)) })))
     }
 }
@@ -267,6 +267,7 @@ where
 struct Finish {
     record: Record,
     route: RouteLabel,
+    counters: Option<Arc<RouteCounters>>,
     status: u16,
     guards: Option<std::time::Duration>,
     bytes: u64,
@@ -276,7 +277,7 @@ struct Finish {
 impl Finish {
     fn emit(&self, completed: bool) {
         let elapsed = self.record.start.elapsed();
-        self.metrics.request_done(&self.route, self.status, elapsed, self.bytes);
+        self.metrics.request_done(&self.route, self.counters.as_deref(), self.status, elapsed, self.bytes);
         telemetry::access(&telemetry::AccessRecord {
             request_id: self.record.request_id.to_str().unwrap_or("-"),
             client_request_id: self.record.client_request_id.as_ref().and_then(|v| v.to_str().ok()),

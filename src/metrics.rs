@@ -132,11 +132,26 @@ impl IdemOutcome {
 pub struct RouteCounters {
     route: RouteLabel,
     idempotency: [OnceLock<(u64, Counter)>; IdemOutcome::COUNT],
+    latency: OnceLock<(u64, Histogram)>,
+    /// `payguard_requests_total` by status: the first statuses the route answers with (a route
+    /// answers with few); any other is looked up in the family.
+    statuses: [OnceLock<(u64, u16, Counter)>; STATUS_HANDLES],
 }
+
+const STATUS_HANDLES: usize = 4;
 
 impl RouteCounters {
     pub fn new(route: Arc<str>) -> Self {
-        RouteCounters { route: RouteLabel(route), idempotency: Default::default() }
+        RouteCounters {
+            route: RouteLabel(route),
+            idempotency: Default::default(),
+            latency: OnceLock::new(),
+            statuses: Default::default(),
+        }
+    }
+
+    pub fn label(&self) -> &RouteLabel {
+        &self.route
     }
 }
 
@@ -304,10 +319,36 @@ impl Metrics {
         out
     }
 
-    pub fn request_done(&self, route: &RouteLabel, status: u16, elapsed: Duration, bytes: u64) {
-        self.requests.get_or_create(&RequestLabels { route: route.clone(), status }).inc();
-        self.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
+    /// A request answered. `counters`: its route's handles, when it matched one (else the
+    /// families are looked up by `route`).
+    pub fn request_done(
+        &self,
+        route: &RouteLabel,
+        counters: Option<&RouteCounters>,
+        status: u16,
+        elapsed: Duration,
+        bytes: u64,
+    ) {
         self.response_bytes.inc_by(bytes);
+        let requests = || self.requests.get_or_create(&RequestLabels { route: route.clone(), status }).clone();
+        let latency = || self.latency.get_or_create(&RouteLabels { route: route.clone() }).clone();
+        let Some(c) = counters else {
+            requests().inc();
+            latency().observe(elapsed.as_secs_f64());
+            return;
+        };
+        match c.latency.get_or_init(|| (self.id, latency())) {
+            (owner, h) if *owner == self.id => h.observe(elapsed.as_secs_f64()),
+            _ => latency().observe(elapsed.as_secs_f64()),
+        }
+        for slot in &c.statuses {
+            let (owner, s, counter) = slot.get_or_init(|| (self.id, status, requests()));
+            if *owner == self.id && *s == status {
+                counter.inc();
+                return;
+            }
+        }
+        requests().inc();
     }
 
     /// `kind`: one of [`UPSTREAM_ERROR_KINDS`].
@@ -392,5 +433,29 @@ mod tests {
         let (a, b) = (a.encode(), b.encode());
         assert!(a.contains(&line("stored", 3)) && a.contains(&line("replayed", 1)), "{a}");
         assert!(b.contains(&line("stored", 1)) && !b.contains("outcome=\"replayed\""), "{b}");
+    }
+
+    #[test]
+    fn requests_count_the_same_with_or_without_the_routes_handles() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let pay = RouteCounters::new(Arc::from("pay"));
+        let ms = Duration::from_millis(1);
+        // More statuses than the route keeps handles for: the rest go through the family.
+        for status in [200, 200, 402, 500, 503, 504, 504, 200] {
+            a.request_done(pay.label(), Some(&pay), status, ms, 10);
+        }
+        a.request_done(pay.label(), None, 200, ms, 10);
+        b.request_done(pay.label(), Some(&pay), 200, ms, 10);
+        let line = |status: u16, n: u64| format!("payguard_requests_total{{route=\"pay\",status=\"{status}\"}} {n}");
+        let (a, b) = (a.encode(), b.encode());
+        for (status, n) in [(200, 4), (402, 1), (500, 1), (503, 1), (504, 2)] {
+            assert!(a.contains(&line(status, n)), "{status}: {a}");
+        }
+        assert!(a.contains("payguard_request_duration_seconds_count{route=\"pay\"} 9"), "{a}");
+        assert!(a.contains("payguard_response_body_bytes_total 90"), "{a}");
+        assert!(
+            b.contains(&line(200, 1)) && b.contains("payguard_request_duration_seconds_count{route=\"pay\"} 1"),
+            "{b}"
+        );
     }
 }

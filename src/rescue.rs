@@ -123,7 +123,7 @@ pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(name) = r.route {
-        res.extensions_mut().insert(MatchedRoute(name.clone()));
+        res.extensions_mut().insert(MatchedRoute(name.clone(), None));
     }
     Some(res)
 }

@@ -263,7 +263,7 @@ fn compile_route(
     let name: Arc<str> = Arc::from(name);
     Some(Route {
         defined_at: Arc::from(cx.src.location(&name_span)),
-        counters: crate::metrics::RouteCounters::new(name.clone()),
+        counters: Arc::new(crate::metrics::RouteCounters::new(name.clone())),
         name,
         host,
         path: path?,

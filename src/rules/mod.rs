@@ -288,7 +288,7 @@ pub struct Route {
     /// reload exactly when limiter state can be kept.
     pub fingerprint: u64,
     /// The route's metric handles that requests bump.
-    pub counters: crate::metrics::RouteCounters,
+    pub counters: Arc<crate::metrics::RouteCounters>,
     pub(crate) methods: Option<Vec<Method>>,
     /// Union of the methods of every route sharing this host + path (for `Allow`).
     pub(crate) allow: Option<Vec<Method>>,
