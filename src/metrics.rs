@@ -164,6 +164,12 @@ impl std::fmt::Debug for RouteCounters {
 /// Tells one [`Metrics`] from another for [`RouteCounters`].
 static METRICS_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// The handle in `slot` if it is the [`Metrics`] `id`'s (`make` fills an empty slot).
+fn owned<T>(slot: &OnceLock<(u64, T)>, id: u64, make: impl FnOnce() -> T) -> Option<&T> {
+    let (owner, handle) = slot.get_or_init(|| (id, make()));
+    (*owner == id).then_some(handle)
+}
+
 pub struct Metrics {
     registry: Registry,
     id: u64,
@@ -337,9 +343,9 @@ impl Metrics {
             latency().observe(elapsed.as_secs_f64());
             return;
         };
-        match c.latency.get_or_init(|| (self.id, latency())) {
-            (owner, h) if *owner == self.id => h.observe(elapsed.as_secs_f64()),
-            _ => latency().observe(elapsed.as_secs_f64()),
+        match owned(&c.latency, self.id, latency) {
+            Some(h) => h.observe(elapsed.as_secs_f64()),
+            None => latency().observe(elapsed.as_secs_f64()),
         }
         for slot in &c.statuses {
             let (owner, s, counter) = slot.get_or_init(|| (self.id, status, requests()));
@@ -395,14 +401,14 @@ impl Metrics {
     }
 
     pub fn idempotency(&self, route: &RouteCounters, outcome: IdemOutcome) {
-        let labels = || OutcomeLabels { route: route.route.clone(), outcome: outcome.as_str() };
-        let (owner, counter) = route.idempotency[outcome as usize]
-            .get_or_init(|| (self.id, self.idempotency.get_or_create(&labels()).clone()));
-        if *owner == self.id {
-            counter.inc();
-        } else {
-            self.idempotency.get_or_create(&labels()).inc();
-        }
+        let counter = || {
+            let labels = OutcomeLabels { route: route.route.clone(), outcome: outcome.as_str() };
+            self.idempotency.get_or_create(&labels).clone()
+        };
+        match owned(&route.idempotency[outcome as usize], self.id, counter) {
+            Some(c) => c.inc(),
+            None => counter().inc(),
+        };
     }
 
     pub fn decision(&self, route: &RouteLabel, guard: &'static str, decision: &'static str) {
