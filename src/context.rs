@@ -62,9 +62,30 @@ pub struct Contextual {
 }
 
 /// Put on a response by the layer that matched a route, so the access line and metrics can
-/// name it; with the route's metric handles where the layer has them.
+/// name it.
 #[derive(Debug, Clone)]
-pub struct MatchedRoute(pub Arc<str>, pub Option<Arc<RouteCounters>>);
+pub enum MatchedRoute {
+    /// The route's metric handles, which carry its name (the backend's answer).
+    Route(Arc<RouteCounters>),
+    /// Its name alone (a refusal).
+    Name(RouteLabel),
+}
+
+impl MatchedRoute {
+    pub fn label(&self) -> &RouteLabel {
+        match self {
+            MatchedRoute::Route(c) => c.label(),
+            MatchedRoute::Name(label) => label,
+        }
+    }
+
+    fn counters(&self) -> Option<&RouteCounters> {
+        match self {
+            MatchedRoute::Route(c) => Some(c),
+            MatchedRoute::Name(_) => None,
+        }
+    }
+}
 
 /// Put on the backend's answer by the proxy (and on nothing else, so it also tells a backend
 /// answer from a refusal): the time from the request head to forwarding the request, i.e. what
@@ -253,21 +274,20 @@ where
                 parts.headers.insert(name.clone(), value.clone());
             }
         }
-        let (route, counters) = match parts.extensions.get::<MatchedRoute>() {
-            Some(MatchedRoute(name, counters)) => (RouteLabel(name.clone()), counters.clone()),
-            None => (RouteLabel(Arc::from("")), None),
+        let route = match parts.extensions.get::<MatchedRoute>() {
+            Some(matched) => matched.clone(),
+            None => MatchedRoute::Name(RouteLabel(Arc::from(""))),
         };
         let guards = parts.extensions.get::<GuardTime>().map(|g| g.0);
         let status = parts.status.as_u16();
-        let finish = Finish { record, route, counters, status, guards, bytes: 0, metrics: this.metrics.clone() };
+        let finish = Finish { record, route, status, guards, bytes: 0, metrics: this.metrics.clone() };
         Poll::Ready(Ok(Response::from_parts(parts, LoggedBody { inner: body, finish: Some(Box::new(finish)) })))
     }
 }
 
 struct Finish {
     record: Record,
-    route: RouteLabel,
-    counters: Option<Arc<RouteCounters>>,
+    route: MatchedRoute,
     status: u16,
     guards: Option<std::time::Duration>,
     bytes: u64,
@@ -277,7 +297,8 @@ struct Finish {
 impl Finish {
     fn emit(&self, completed: bool) {
         let elapsed = self.record.start.elapsed();
-        self.metrics.request_done(&self.route, self.counters.as_deref(), self.status, elapsed, self.bytes);
+        let route = self.route.label();
+        self.metrics.request_done(route, self.route.counters(), self.status, elapsed, self.bytes);
         telemetry::access(&telemetry::AccessRecord {
             request_id: self.record.request_id.to_str().unwrap_or("-"),
             client_request_id: self.record.client_request_id.as_ref().and_then(|v| v.to_str().ok()),
@@ -285,7 +306,7 @@ impl Finish {
             method: &self.record.method,
             path: &self.record.path,
             version: self.record.version,
-            route: &self.route.0,
+            route: &route.0,
             status: self.status,
             duration: elapsed,
             guards: self.guards,

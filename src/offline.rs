@@ -407,7 +407,7 @@ impl Session<'_> {
             offline.audit.lock()[audit_before..*mark].iter().filter(|e| e.request_id == request_id).count()
         });
 
-        let route_name = parts.extensions.get::<MatchedRoute>().map(|m| m.0.to_string());
+        let route_name = parts.extensions.get::<MatchedRoute>().map(|m| m.label().0.to_string());
         let active = offline.rules.load();
         let route = route_name.as_deref().and_then(|n| active.rules.routes().iter().find(|r| &*r.name == n));
         let error = refusal_code(&parts.headers, &body, &request_id);

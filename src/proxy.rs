@@ -192,7 +192,7 @@ impl Forward for Proxy {
         match tokio::time::timeout(this.response_timeout, Box::pin(this.send(out))).await {
             Ok(Ok(mut res)) => {
                 if let Some(route) = &ex.route {
-                    res.extensions_mut().insert(MatchedRoute(route.name.clone(), Some(route.counters.clone())));
+                    res.extensions_mut().insert(MatchedRoute::Route(route.counters.clone()));
                 }
                 res.extensions_mut().insert(guards);
                 res

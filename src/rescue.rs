@@ -123,7 +123,7 @@ pub fn rescue(r: &Refusal<'_>, metrics: &Metrics) -> Option<Response<Body>> {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(name) = r.route {
-        res.extensions_mut().insert(MatchedRoute(name.clone(), None));
+        res.extensions_mut().insert(MatchedRoute::Name(RouteLabel(name.clone())));
     }
     Some(res)
 }
@@ -195,7 +195,7 @@ mod tests {
             .unwrap();
         assert_eq!(res.status(), 403);
         assert!(res.headers().get(header::CONNECTION).is_none());
-        assert_eq!(&*res.extensions().get::<MatchedRoute>().unwrap().0, "orders");
+        assert_eq!(&*res.extensions().get::<MatchedRoute>().unwrap().label().0, "orders");
         // Monitor mode: recorded, not answered.
         assert!(rescue(&refusal(Stage::Guard, &Reject::IpDenied, Some(&name), Mode::Monitor, Version::HTTP_11), &m)
             .is_none());
