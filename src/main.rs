@@ -97,6 +97,7 @@ fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { config: None, threads: None }) {
         Command::Check { config } => check(config_path(config).as_deref()),
@@ -121,6 +122,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Opts this process out of transparent huge pages. mimalloc reserves its heap in 1 GiB arenas;
+/// with huge pages every 2 MiB of them that is touched becomes resident whole: an idle payguard
+/// held 30 MiB instead of 15, and a busy one 98 MiB instead of 58. CPU per request measured the
+/// same without them (BENCHMARKS.md, "Memory (issue #16)"). The mimalloc feature `no_thp` stops
+/// its own request for them; this covers hosts where the kernel gives them unasked (`always`).
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: PR_SET_THP_DISABLE reads no memory; it sets a flag on this process. A kernel
+    // without it returns an error, which changes nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 
