@@ -28,6 +28,12 @@
 H1_ONLY="floor_bytes floor_uring"
 : "${QUIET_MAX:=15}"            # before each run, wait until both cores are below this busy % ...
 : "${QUIET_TIMEOUT:=300}"       # ... for at most this many seconds, then measure anyway (and warn)
+: "${PAYGUARD_SERVER_EXTRA:=}"     # more lines for payguard's [server] table
+: "${MAX_CONNS:=}"                # connections each proxy takes at once (default: nginx 8192, haproxy 8000, payguard 10000)
+# nginx closes idle keep-alive connections once fewer than 1/16 of its worker_connections are free.
+NGINX_CONNS=${MAX_CONNS:+$((MAX_CONNS * 17 / 16 + 100))}
+: "${CERT:=rsa}"                 # the certificate all proxies share: rsa (RSA-2048) or ecdsa (P-256)
+if [[ $CERT == ecdsa ]]; then CERT_NAME="ECDSA P-256"; else CERT_NAME="RSA-2048"; fi
 : "${KEEP_TMP:=0}"              # 1: keep the temp dir (configs, logs) after the run
 # Every client sends this User-Agent; GUARD=1 makes every proxy require the header.
 BENCH_UA="payguard-bench"
@@ -178,8 +184,8 @@ disturbed_runs() { # runs of $CSV where something else used >10% of the proxy co
 }
 
 # ---------------------------------------------------------------- set-up
-# bench_init tmp-prefix: temp dir, cleanup trap (stops every process in PIDS), RSA-2048
-# certificate shared by all proxies, free ports, nginx backend on CLIENT_CPU.
+# bench_init tmp-prefix: temp dir, cleanup trap (stops every process in PIDS), the certificate
+# ($CERT) shared by all proxies, free ports, nginx backend on CLIENT_CPU.
 bench_init() {
     TMP=$(mktemp -d "/tmp/$1.XXXXXX")
     PIDS=()
@@ -187,8 +193,14 @@ bench_init() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
-    log "generating RSA-2048 self-signed certificate"
-    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 \
+    local newkey
+    case $CERT in
+        rsa) newkey=(-newkey rsa:2048) ;;
+        ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+        *) die "CERT: rsa or ecdsa, not '$CERT'" ;;
+    esac
+    log "generating $CERT_NAME self-signed certificate"
+    openssl req -x509 "${newkey[@]}" -nodes -sha256 -days 2 \
         -keyout "$TMP/server.key" -out "$TMP/server.crt" -subj "/CN=localhost" \
         -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1
     cat "$TMP/server.crt" "$TMP/server.key" >"$TMP/haproxy.pem"
@@ -263,7 +275,7 @@ worker_processes 1;
 daemon off;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx.log warn;
-events { worker_connections 8192; }
+events { worker_connections ${NGINX_CONNS:-8192}; }
 http {
     access_log off;
     keepalive_timeout 300s;
@@ -299,7 +311,7 @@ start_haproxy() {
     cat >"$TMP/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 8000
+    maxconn ${HAPROXY_MAXCONN:-${MAX_CONNS:-8000}}
     ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
     mode http
@@ -381,6 +393,8 @@ listen = "127.0.0.1:$port"
 tls_cert = "$TMP/server.crt"
 tls_key = "$TMP/server.key"
 admin_listen = "127.0.0.1:$admin"
+${MAX_CONNS:+max_connections = $MAX_CONNS}
+${PAYGUARD_SERVER_EXTRA:-}
 
 [upstream]
 url = "http://127.0.0.1:$BACKEND_PORT"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Full TLS handshakes per second (no resumption): payguard vs nginx vs haproxy, one core each,
-# the same RSA-2048 certificate and the same configurations as benches/load/run.sh (common.sh).
+# the same certificate (RSA-2048, or ECDSA P-256 with CERT=ecdsa) and the same configurations as
+# benches/load/run.sh (common.sh).
 #
 # wrk and h2load resume TLS sessions when they reconnect; `openssl s_time -new` never does: every
-# connection is a full handshake (ECDHE + an RSA-2048 signature by the server), then closed.
+# connection is a full handshake (ECDHE + a signature by the server), then closed.
 # PARALLEL s_time processes run at once on CLIENT_CPU; handshakes/s = the connections they
 # completed together / the wall time of the run. The client's CPU is recorded so a run bound by
 # the client, not the proxy, shows: OpenSSL 3.0's s_time costs about as much CPU per handshake
@@ -21,6 +22,7 @@
 #   TLS_VERSIONS="1.3 1.2"
 #   GUARD=0              as in run.sh (irrelevant here: no request is sent)
 #   PROXIES, PROXY_CPU=1, CLIENT_CPU=0, *_PORT, QUIET_MAX=15, QUIET_TIMEOUT=300, KEEP_TMP,
+#   CERT=rsa             rsa (RSA-2048) or ecdsa (P-256): the certificate all three proxies share
 #   PAYGUARD_BIN, BUILD   as in benches/load/run.sh (README.md)
 #   RESULTS_DIR          default benches/load/results/handshakes-<UTC timestamp>
 #
@@ -112,7 +114,7 @@ done
 # ---------------------------------------------------------------- summary
 {
     echo "Full TLS handshakes per second, no resumption: $PARALLEL × \`openssl s_time -new -time $DURATION\` in parallel"
-    echo "on core $CLIENT_CPU, proxy on core $PROXY_CPU, RSA-2048 certificate ($(openssl version | cut -d' ' -f1-2) client)."
+    echo "on core $CLIENT_CPU, proxy on core $PROXY_CPU, $CERT_NAME certificate ($(openssl version | cut -d' ' -f1-2) client)."
     echo "Medians over $REPS interleaved repetitions, min–max in parentheses."
     echo
     echo "| proxy | TLS | negotiated (protocol, cipher, group, signature) | handshakes/s | proxy CPU % | proxy CPU µs/handshake | capacity of one core (10⁶ / µs) | client CPU % | proxy-core busy % | failed clients |"

@@ -201,7 +201,7 @@ done
 {
     echo "Fixed-rate latency, open loop with latency correction (\`oha -q RATE --latency-correction\`)."
     echo "Medians over $REPS interleaved repetitions of ${DURATION}s, min–max in parentheses. $(nproc) cores; proxies on"
-    echo "core $PROXY_CPU, oha + backend on core $CLIENT_CPU; TLS 1.3, RSA-2048; GUARD=$GUARD."
+    echo "core $PROXY_CPU, oha + backend on core $CLIENT_CPU; TLS 1.3, $CERT_NAME; GUARD=$GUARD."
     echo "HTTP/1.1: keep-alive, \`-c$CONNS\`, rate $RATE_H1 req/s = $RATE_NOTE_H1."
     if [[ $H2 == 1 ]]; then echo "HTTP/2: \`--http2 -c$H2_CONNS -p$H2_PARALLEL\`, rate $RATE_H2 req/s = $RATE_NOTE_H2."; fi
     echo

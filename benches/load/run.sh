@@ -45,7 +45,7 @@ source "$ROOT/benches/load/common.sh"
 summarize() {
     {
         echo "Medians over $REPS interleaved repetitions, min–max in parentheses. $(nproc) cores;"
-        echo "proxies on core $PROXY_CPU, load generator + backend on core $CLIENT_CPU; TLS 1.3, RSA-2048; GUARD=$GUARD."
+        echo "proxies on core $PROXY_CPU, load generator + backend on core $CLIENT_CPU; TLS 1.3, $CERT_NAME; GUARD=$GUARD."
         echo
         echo "HTTP/1.1 keep-alive: \`wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency\`"
         echo
