@@ -128,8 +128,9 @@ fn main() -> ExitCode {
 /// Opts this process out of transparent huge pages. mimalloc reserves its heap in 1 GiB arenas;
 /// with huge pages every 2 MiB of them that is touched becomes resident whole: an idle payguard
 /// held 30 MiB instead of 15, and a busy one 98 MiB instead of 58. CPU per request measured the
-/// same without them (BENCHMARKS.md, "Memory (issue #16)"). The mimalloc feature `no_thp` stops
-/// its own request for them; this covers hosts where the kernel gives them unasked (`always`).
+/// same without them (BENCHMARKS.md, "Handshakes with ECDSA P-256, idle memory, idle
+/// connections"). The mimalloc feature `no_thp` stops its own request for them; this covers
+/// hosts where the kernel gives them unasked (`always`).
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]

@@ -28,11 +28,11 @@
 H1_ONLY="floor_bytes floor_uring"
 : "${QUIET_MAX:=15}"            # before each run, wait until both cores are below this busy % ...
 : "${QUIET_TIMEOUT:=300}"       # ... for at most this many seconds, then measure anyway (and warn)
-: "${PAYGUARD_SERVER_EXTRA:=}"     # more lines for payguard's [server] table
-: "${MAX_CONNS:=}"                # connections each proxy takes at once (default: nginx 8192, haproxy 8000, payguard 10000)
+: "${PAYGUARD_SERVER_EXTRA:=}"  # more lines for payguard's [server] table
+: "${MAX_CONNS:=}"              # connections each proxy takes at once (default: nginx 8192, haproxy 8000, payguard 10000)
 # nginx closes idle keep-alive connections once fewer than 1/16 of its worker_connections are free.
 NGINX_CONNS=${MAX_CONNS:+$((MAX_CONNS * 17 / 16 + 100))}
-: "${CERT:=rsa}"                 # the certificate all proxies share: rsa (RSA-2048) or ecdsa (P-256)
+: "${CERT:=rsa}"                # the certificate all proxies share: rsa (RSA-2048) or ecdsa (P-256)
 if [[ $CERT == ecdsa ]]; then CERT_NAME="ECDSA P-256"; else CERT_NAME="RSA-2048"; fi
 : "${KEEP_TMP:=0}"              # 1: keep the temp dir (configs, logs) after the run
 # Every client sends this User-Agent; GUARD=1 makes every proxy require the header.
