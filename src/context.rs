@@ -268,7 +268,12 @@ where
             // A response to HEAD has no body, whoever built it (a rejection's JSON included).
             body = Body::empty();
         }
-        parts.headers.insert(X_REQUEST_ID, record.request_id.clone());
+        // A value no other response repeats: HPACK should not index it (HTTP/2). Indexed, each
+        // response's id evicted the repeated headers from the connection's table and the encoder
+        // compared every new id with all the ones kept (~50 comparisons per response).
+        let mut request_id = record.request_id.clone();
+        request_id.set_sensitive(true);
+        parts.headers.insert(X_REQUEST_ID, request_id);
         for (name, value) in this.added.iter() {
             if !parts.headers.contains_key(name) {
                 parts.headers.insert(name.clone(), value.clone());

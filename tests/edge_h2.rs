@@ -411,3 +411,33 @@ async fn a_client_that_stops_reading_is_dropped() {
     assert!(v["received_after_hold"].as_u64().unwrap() < 16 << 20, "most of the 32 MiB never left: {v}");
     proxy.stop().await;
 }
+
+/// Each response's `x-request-id` is new, so payguard sends it as a never-indexed literal
+/// (RFC 7541 §6.2.3). Indexed, every id took a place in the connection's HPACK table, pushed the
+/// headers that do repeat out of it (so they went out in full again) and made the encoder
+/// compare each new id with all the ones it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_never_indexed_and_repeated_headers_stay_indexed() {
+    let _serial = SERIAL.lock().await;
+    let backend = CountingBackend::start(1).await;
+    let proxy = start_proxy(backend.addr, "").await;
+    // More responses than the 4 KiB table holds ids (an entry is 32 + 12 + 32 bytes).
+    const N: usize = 120;
+    let v = hostile(&proxy, &["sequential", "--count", &N.to_string(), "--path", "/seq"]).await;
+    assert_eq!(backend.count("/seq"), N, "every request was forwarded: {v}");
+    let never = v["never_indexed"].as_array().expect("never_indexed");
+    assert_eq!(never.len(), N, "every response arrived on the one connection: {v}");
+    for (i, names) in never.iter().enumerate() {
+        assert_eq!(names, &serde_json::json!(["x-request-id"]), "response {i}: only the request id is never indexed");
+    }
+    let blocks: Vec<u64> =
+        v["header_blocks"].as_array().expect("header_blocks").iter().filter_map(Value::as_u64).collect();
+    assert_eq!(blocks.len(), N, "one header block per response: {blocks:?}");
+    // From the second response on, the repeated headers are table references; only the id (and
+    // a new `date` once a second, ~23 bytes) is sent as a literal. Pushed out of the table, the
+    // repeated headers would go out in full again, as in the first block.
+    let steady = blocks[1..].iter().copied().min().unwrap_or(0);
+    assert!(steady + 20 < blocks[0], "the later responses reuse the first's headers: {blocks:?}");
+    assert!(blocks[1..].iter().all(|&b| b <= steady + 30), "the repeated headers stay in the table: {blocks:?}");
+    proxy.stop().await;
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Hostile HTTP/2 clients for tests/edge_h2.rs, built on the `h2` library (hpack, hyperframe).
+"""Hostile HTTP/2 clients for tests/edge_h2.rs, built on the `h2` library (hpack, hyperframe),
+and one well-behaved one that looks at how the server compresses its response headers.
 
 Usage: hostile.py HOST PORT CA_PEM SCENARIO [options]
 
@@ -23,6 +24,9 @@ Scenarios:
                                       library would refuse to send (CR, LF, NUL in values,
                                       connection-specific fields, upper case names, bad
                                       pseudo-headers): outbound validation is switched off
+  sequential   --count N --path P     N GETs one after another on one connection: the size of
+                                      each response's header block, and the fields the server
+                                      sent as never-indexed literals (RFC 7541 6.2.3)
 """
 
 import argparse
@@ -39,6 +43,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 
@@ -78,6 +83,8 @@ class Client:
         self.status = {}  # stream id -> :status
         self.reset = {}  # stream id -> RST_STREAM error name
         self.ended = set()
+        self.header_blocks = []  # payload length of every HEADERS frame received, in order
+        self.never_indexed = []  # per response: names of its never-indexed fields
         self.flush()
         # Tells the test the attack starts now (interpreter start-up and TLS handshake are not
         # part of it); the result is the last line.
@@ -125,6 +132,8 @@ class Client:
         while len(self.inbuf) >= 9 and len(self.inbuf) >= 9 + int.from_bytes(self.inbuf[:3], "big"):
             n = 9 + int.from_bytes(self.inbuf[:3], "big")
             frame, self.inbuf = self.inbuf[:n], self.inbuf[n:]
+            if frame[3] == 0x1:
+                self.header_blocks.append(n - 9)
             if self.local_error:
                 continue
             try:
@@ -138,6 +147,7 @@ class Client:
                     self.max_concurrent_streams = setting.new_value
             elif isinstance(ev, h2.events.ResponseReceived):
                 self.status[ev.stream_id] = int(dict(ev.headers)[":status"])
+                self.never_indexed.append(sorted(h[0] for h in ev.headers if isinstance(h, hpack.NeverIndexedHeaderTuple)))
             elif isinstance(ev, h2.events.DataReceived):
                 self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
@@ -188,6 +198,19 @@ def streams(args):
     c.flush()
     c.pump_until(lambda: all(i in c.ended or i in c.reset for i in ids), args.seconds)
     return c.result(ids=ids)
+
+
+def sequential(args):
+    """--count GETs on one connection, each sent once the one before it has ended."""
+    c = Client(args)
+    for _ in range(args.count):
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, c.request_headers(args.path), end_stream=True)
+        c.flush()
+        c.pump_until(lambda: sid in c.ended or sid in c.reset, args.seconds)
+        if sid not in c.ended:
+            break
+    return c.result(header_blocks=c.header_blocks, never_indexed=c.never_indexed)
 
 
 def header_list_size(headers):
@@ -432,6 +455,11 @@ def main():
     s.add_argument("--hold", type=float, default=20)
     s.add_argument("--seconds", type=float, default=3)
     s.set_defaults(run=stall)
+    s = sub.add_parser("sequential")
+    s.add_argument("--count", type=int, default=100)
+    s.add_argument("--path", default="/")
+    s.add_argument("--seconds", type=float, default=5)
+    s.set_defaults(run=sequential)
     s = sub.add_parser("inject")
     s.add_argument("--spec", required=True)
     s.add_argument("--seconds", type=float, default=3)
